@@ -1,0 +1,5 @@
+//! The `logbook` binary. Placeholder until the serve command lands.
+
+fn main() {
+    println!("logbook: not yet implemented");
+}

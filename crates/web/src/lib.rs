@@ -1,0 +1,15 @@
+//! Plumbing shared by the Logbook HTTP services.
+//!
+//! # Layout
+//! - [`problem`]: RFC 9457 `application/problem+json` bodies; every error answer of every
+//!   service is a [`Problem`].
+//! - [`config`]: [`ConfigProblem`], one line of a start-up check report. Services check all their
+//!   settings at once and return every problem together, so an operator fixes them in one pass.
+//!
+//! This crate knows nothing of events or teams; the services depend on it, never the reverse.
+
+pub mod config;
+pub mod problem;
+
+pub use config::{ConfigProblem, ServiceContext};
+pub use problem::Problem;
