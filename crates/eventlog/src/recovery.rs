@@ -1,0 +1,215 @@
+//! Rebuilding the index from the log, and telling a torn tail from damage in the middle.
+//!
+//! A scan visits segments in order and accepts a batch only when all its records are present
+//! and valid, in position order. It stops at the first thing that is not a whole valid batch:
+//! the *damage*. Damage is a **torn tail** when it is in the last segment and no valid record
+//! starts anywhere after it: that is what an interrupted write leaves, and open cuts it off
+//! (keeping the cut bytes in a side file). Anything else is **mid-log damage**: open refuses it
+//! with [`Error::Corrupt`], and `repair` is the explicit way out.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::error::{Error, Result};
+use crate::format::{
+    SEGMENT_HEADER_LEN, ScanStop, find_valid_record_after, is_valid_segment_header, read_at_most,
+    scan_records,
+};
+use crate::index::{Index, SegmentEntry};
+
+/// Where the scan found the log to stop being valid.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Damage {
+    /// Index of the damaged segment in the listing.
+    pub segment: usize,
+    pub path: PathBuf,
+    /// First byte not part of a whole valid batch; everything from here on is suspect.
+    pub offset: u64,
+    pub reason: String,
+    /// Length of the damaged segment file.
+    pub file_len: u64,
+    /// `true` when this is a torn tail (last segment, nothing valid after it).
+    pub torn_tail: bool,
+}
+
+/// The result of scanning a log.
+#[derive(Debug)]
+pub struct Scan {
+    pub index: Index,
+    pub damage: Option<Damage>,
+    pub replayed_events: u64,
+    pub replayed_bytes: u64,
+}
+
+/// Where a scan starts: from scratch, or after a checkpoint.
+pub struct Resume {
+    pub index: Index,
+    /// Index (into the listing) of the segment the checkpoint ends in, and the offset there.
+    pub segment: usize,
+    pub offset: u64,
+}
+
+/// How often a long replay logs its progress.
+const PROGRESS_EVERY: Duration = Duration::from_secs(2);
+
+/// Scans `segments` (sorted listing) into an index, starting from `resume` if given.
+/// Only I/O errors are errors here; damage is reported in [`Scan::damage`].
+pub fn scan_log(segments: &[(u64, PathBuf)], resume: Option<Resume>) -> Result<Scan> {
+    let resumed = resume.is_some();
+    let (mut index, start_segment, start_offset) = match resume {
+        Some(resume) => (resume.index, resume.segment, resume.offset),
+        None => (Index::default(), 0, SEGMENT_HEADER_LEN),
+    };
+    let mut replayed_events = 0u64;
+    let mut replayed_bytes = 0u64;
+    let mut last_progress = Instant::now();
+    let last = segments.len().saturating_sub(1);
+    for (number, (first_position, path)) in segments.iter().enumerate().skip(start_segment) {
+        let file = File::open(path).map_err(|e| Error::io(path, e))?;
+        let file_len = file.metadata().map_err(|e| Error::io(path, e))?.len();
+        // The segment a checkpoint ends in is already in the index, up to `start_offset`.
+        let continuing = resumed && number == start_segment;
+        let offset = if number == start_segment {
+            start_offset
+        } else {
+            SEGMENT_HEADER_LEN
+        };
+        let file = Arc::new(file);
+        let damage = |offset: u64, reason: &str| -> Result<Damage> {
+            let torn_tail = number == last && !valid_record_after(&file, path, offset, file_len)?;
+            Ok(Damage {
+                segment: number,
+                path: path.clone(),
+                offset,
+                reason: reason.to_owned(),
+                file_len,
+                torn_tail,
+            })
+        };
+        if !continuing && *first_position != index.len() {
+            let reason = format!(
+                "segment name says it starts at position {first_position}, but the log before it ends at {}",
+                index.len()
+            );
+            let found = damage(0, &reason)?;
+            return Ok(Scan {
+                index,
+                damage: Some(found),
+                replayed_events,
+                replayed_bytes,
+            });
+        }
+        if !continuing {
+            let mut header = [0u8; SEGMENT_HEADER_LEN as usize];
+            let got = read_at_most(&file, &mut header, 0).map_err(|e| Error::io(path, e))?;
+            if !is_valid_segment_header(&header[..got]) {
+                let found = damage(0, "missing or invalid segment header")?;
+                return Ok(Scan {
+                    index,
+                    damage: Some(found),
+                    replayed_events,
+                    replayed_bytes,
+                });
+            }
+        }
+        if !continuing {
+            index.segments.push(SegmentEntry {
+                first_position: *first_position,
+                path: path.clone(),
+                file: Arc::clone(&file),
+                visible_len: offset,
+            });
+        }
+        let mut batch: Vec<([u8; 16], u32, String)> = Vec::new();
+        let mut batch_start = offset;
+        let mut batch_end = offset;
+        let outcome = scan_records(&file, offset, file_len, |at, view| {
+            let fields = &view.fields;
+            let expected_position = index.len() + batch.len() as u64;
+            if fields.position != expected_position {
+                return Err("position out of sequence");
+            }
+            if batch.is_empty() {
+                if fields.batch_index != 0 {
+                    return Err("batch does not start at its first event");
+                }
+                batch_start = at;
+            } else if fields.batch_index as usize != batch.len() {
+                return Err("batch events out of sequence");
+            }
+            let earlier = index.stream(fields.stream).map_or(0, <[u64]>::len) as u64;
+            let in_batch = batch.iter().filter(|e| e.2 == fields.stream).count() as u64;
+            if fields.stream_version != earlier + in_batch {
+                return Err("stream version out of sequence");
+            }
+            let Ok(offset) = u32::try_from(at) else {
+                return Err("record offset beyond 4 GiB");
+            };
+            batch.push((fields.id, offset, fields.stream.to_owned()));
+            if fields.batch_index + 1 == fields.batch_len {
+                for (id, offset, stream) in batch.drain(..) {
+                    index.push(id, offset, &stream);
+                }
+                batch_end = at + view.record_len as u64;
+                let segment = index.segments.last_mut().expect("segment pushed above");
+                segment.visible_len = batch_end;
+                replayed_events += u64::from(fields.batch_len);
+            }
+            if last_progress.elapsed() >= PROGRESS_EVERY {
+                last_progress = Instant::now();
+                tracing::info!(
+                    events = index.len(),
+                    segment = %path.display(),
+                    offset = at,
+                    "replaying the log"
+                );
+            }
+            Ok(())
+        })
+        .map_err(|e| Error::io(path, e))?;
+        replayed_bytes += batch_end - offset;
+        let reason = match outcome.stop {
+            ScanStop::End if batch.is_empty() => continue,
+            ScanStop::End | ScanStop::Incomplete => "the file ends inside a batch",
+            ScanStop::Invalid(reason) => reason,
+        };
+        // A partial batch is discarded whole: the damage starts where the batch started.
+        let cut = if batch.is_empty() {
+            outcome.offset
+        } else {
+            batch_start
+        };
+        let found = damage(cut, reason)?;
+        return Ok(Scan {
+            index,
+            damage: Some(found),
+            replayed_events,
+            replayed_bytes,
+        });
+    }
+    Ok(Scan {
+        index,
+        damage: None,
+        replayed_events,
+        replayed_bytes,
+    })
+}
+
+/// Whether a valid record starts anywhere after `offset` in the file.
+fn valid_record_after(file: &File, path: &Path, offset: u64, file_len: u64) -> Result<bool> {
+    if offset >= file_len {
+        return Ok(false);
+    }
+    let mut rest = vec![0u8; (file_len - offset) as usize];
+    let got = read_at_most(file, &mut rest, offset).map_err(|e| Error::io(path, e))?;
+    rest.truncate(got);
+    // A valid record exactly at `offset` would have been accepted unless the visitor rejected
+    // it (out of sequence), which is damage in the middle too.
+    let at_offset = matches!(
+        crate::format::decode_record(&rest),
+        crate::format::Decoded::Record(_)
+    );
+    Ok(at_offset || find_valid_record_after(&rest, 0).is_some())
+}

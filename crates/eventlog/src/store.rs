@@ -1,0 +1,634 @@
+//! The public [`Store`]: open (with recovery), append, read, checkpoint, close.
+
+use std::fs::{self, File, OpenOptions};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{self, Sender};
+use std::sync::{Arc, Mutex, RwLock};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use uuid::Uuid;
+
+use crate::checkpoint;
+use crate::error::{Error, Result};
+use crate::event::{Appended, ExpectedVersion, NewEvent, RecordedEvent};
+use crate::format::{Decoded, SEGMENT_HEADER_LEN, decode_record, read_at_most};
+use crate::index::{Index, Location, SegmentEntry};
+use crate::options::Options;
+use crate::recovery::{Damage, scan_log};
+use crate::segment::{create_segment, fsync_dir, list_segments, write_side_file};
+use crate::writer::{Command, Writer};
+
+/// The lock file that makes one process the owner of a store directory.
+pub const LOCK_FILE: &str = "LOCK";
+
+/// One durable group commit, as told to commit listeners.
+#[derive(Debug, Clone)]
+pub struct Commit {
+    /// Number of visible events after this commit (the next position).
+    pub head: u64,
+    /// Events this commit made visible.
+    pub events: u64,
+    /// Bytes written.
+    pub bytes: u64,
+    /// How long the fsync took, when this commit fsynced.
+    pub fsync: Option<Duration>,
+    /// Write + fsync time.
+    pub duration: Duration,
+}
+
+/// A commit listener.
+pub type Listener = Box<dyn Fn(&Commit) + Send + Sync>;
+
+/// Counters kept by the writer.
+#[derive(Debug, Default)]
+pub struct Stats {
+    pub fsyncs: AtomicU64,
+    pub commits: AtomicU64,
+    pub bytes_written: AtomicU64,
+}
+
+impl Stats {
+    pub(crate) fn record_commit(&self, _events: u64, bytes: u64) {
+        self.commits.fetch_add(1, Ordering::Relaxed);
+        self.bytes_written.fetch_add(bytes, Ordering::Relaxed);
+    }
+}
+
+/// A point-in-time summary of a store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreStats {
+    pub events: u64,
+    pub streams: u64,
+    pub segments: u64,
+    /// Bytes of visible log, summed over segments.
+    pub log_bytes: u64,
+    /// Approximate heap bytes of the in-memory index.
+    pub index_heap_bytes: u64,
+    pub fsyncs: u64,
+    pub commits: u64,
+    /// `false` once the writer stopped after an fsync failure.
+    pub writable: bool,
+}
+
+/// What open found and did.
+#[derive(Debug, Clone, Default)]
+pub struct OpenReport {
+    pub events: u64,
+    /// Events covered by the checkpoint that was loaded (0: none loaded).
+    pub checkpoint_events: u64,
+    /// Why a checkpoint present on disk was not used.
+    pub checkpoint_rejected: Option<String>,
+    pub replayed_events: u64,
+    pub replayed_bytes: u64,
+    /// A torn tail that was cut off: (segment, offset, bytes cut, side file).
+    pub torn_tail: Option<TornTail>,
+    pub duration: Duration,
+}
+
+/// A torn tail cut off at open.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TornTail {
+    pub segment: PathBuf,
+    pub offset: u64,
+    pub bytes: u64,
+    /// Where the cut bytes were kept.
+    pub side_file: PathBuf,
+}
+
+pub(crate) struct Shared {
+    pub dir: PathBuf,
+    pub options: Options,
+    pub index: RwLock<Index>,
+    pub stopped: AtomicBool,
+    pub checkpoint_running: AtomicBool,
+    pub listeners: RwLock<Vec<Listener>>,
+    pub stats: Stats,
+}
+
+struct Handle {
+    shared: Arc<Shared>,
+    sender: Sender<Command>,
+    writer: Mutex<Option<JoinHandle<()>>>,
+    closed: AtomicBool,
+    report: OpenReport,
+    /// Held for the life of the store: the OS lock releases when the file closes.
+    _lock: File,
+}
+
+/// An open event log. Cheap to clone; all clones share one writer. The store closes (writing a
+/// checkpoint) when [`Store::close`] is called or the last clone is dropped.
+#[derive(Clone)]
+pub struct Store {
+    handle: Arc<Handle>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("dir", &self.handle.shared.dir)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Store {
+    /// Opens (creating if needed) the store in `dir`: takes the directory lock, loads the
+    /// checkpoint if it is usable, replays the rest of the log, cuts off a torn tail (keeping
+    /// it in a side file), and starts the writer.
+    pub fn open(dir: impl AsRef<Path>, options: Options) -> Result<Store> {
+        let started = Instant::now();
+        options.validate()?;
+        let dir = dir.as_ref().to_path_buf();
+        fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+        let lock = lock_dir(&dir)?;
+        let mut segments = list_segments(&dir)?;
+        if segments.is_empty() {
+            let (path, _) = create_segment(&dir, 0).map_err(|e| Error::io(&dir, e))?;
+            segments.push((0, path));
+        }
+        let mut report = OpenReport::default();
+        let resume = match checkpoint::load(&dir, &segments) {
+            Ok(resume) => resume,
+            Err(reason) => {
+                tracing::warn!(
+                    reason = %reason,
+                    "ignoring the index checkpoint; replaying the whole log"
+                );
+                report.checkpoint_rejected = Some(reason);
+                None
+            }
+        };
+        report.checkpoint_events = resume.as_ref().map_or(0, |r| r.index.len());
+        let scan = scan_log(&segments, resume)?;
+        let mut index = scan.index;
+        report.replayed_events = scan.replayed_events;
+        report.replayed_bytes = scan.replayed_bytes;
+        if let Some(damage) = scan.damage {
+            if !damage.torn_tail {
+                return Err(Error::Corrupt {
+                    path: damage.path,
+                    offset: damage.offset,
+                    reason: damage.reason,
+                });
+            }
+            report.torn_tail = Some(cut_torn_tail(&dir, &mut index, &damage)?);
+        }
+        // The active segment is the last one; reopen it for writing.
+        let active = index.segments.last_mut().expect("at least one segment");
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&active.path)
+            .map_err(|e| Error::io(&active.path, e))?;
+        let file = Arc::new(file);
+        active.file = Arc::clone(&file);
+        let len = active.visible_len;
+        report.events = index.len();
+        let shared = Arc::new(Shared {
+            dir,
+            options,
+            index: RwLock::new(index),
+            stopped: AtomicBool::new(false),
+            checkpoint_running: AtomicBool::new(false),
+            listeners: RwLock::new(Vec::new()),
+            stats: Stats::default(),
+        });
+        let (sender, receiver) = mpsc::channel();
+        let writer = Writer::new(Arc::clone(&shared), receiver, file, len);
+        let writer = std::thread::Builder::new()
+            .name("eventlog-writer".into())
+            .spawn(move || writer.run())
+            .map_err(|e| Error::io(&shared.dir, e))?;
+        report.duration = started.elapsed();
+        tracing::info!(
+            events = report.events,
+            checkpoint_events = report.checkpoint_events,
+            replayed_events = report.replayed_events,
+            replayed_bytes = report.replayed_bytes,
+            duration_ms = report.duration.as_millis() as u64,
+            "event log open"
+        );
+        Ok(Store {
+            handle: Arc::new(Handle {
+                shared,
+                sender,
+                writer: Mutex::new(Some(writer)),
+                closed: AtomicBool::new(false),
+                report,
+                _lock: lock,
+            }),
+        })
+    }
+
+    /// What open found and did (checkpoint use, replay, torn tail).
+    pub fn open_report(&self) -> &OpenReport {
+        &self.handle.report
+    }
+
+    /// The store directory.
+    pub fn dir(&self) -> &Path {
+        &self.handle.shared.dir
+    }
+
+    /// The options the store was opened with.
+    pub fn options(&self) -> &Options {
+        &self.handle.shared.options
+    }
+
+    /// Appends `events` atomically and returns once they are durable (per the durability mode)
+    /// and visible. `expected` applies to the stream of the events, which must then all be in
+    /// one stream.
+    pub fn append(&self, events: Vec<NewEvent>, expected: ExpectedVersion) -> Result<Appended> {
+        let (sender, receiver) = mpsc::sync_channel(1);
+        self.submit(events, expected, move |result| {
+            let _ = sender.send(result);
+        });
+        receiver.recv().unwrap_or(Err(Error::Closed))
+    }
+
+    /// Queues an append and calls `done` with its outcome from the writer thread (keep `done`
+    /// short: it runs on the writer). If the store closes first, `done` is dropped uncalled.
+    /// This is how async callers wait without blocking a thread.
+    pub fn submit(
+        &self,
+        events: Vec<NewEvent>,
+        expected: ExpectedVersion,
+        done: impl FnOnce(Result<Appended>) + Send + 'static,
+    ) {
+        if let Err(e) = self.check_append(&events, expected) {
+            return done(Err(e));
+        }
+        let command = Command::Append {
+            events,
+            expected,
+            done: Box::new(done),
+        };
+        if let Err(mpsc::SendError(Command::Append { done, .. })) = self.handle.sender.send(command)
+        {
+            done(Err(Error::Closed));
+        }
+    }
+
+    /// Limits and shape, checked on the caller's thread before anything is queued.
+    fn check_append(&self, events: &[NewEvent], expected: ExpectedVersion) -> Result<()> {
+        if self.handle.closed.load(Ordering::SeqCst) {
+            return Err(Error::Closed);
+        }
+        if self.handle.shared.stopped.load(Ordering::SeqCst) {
+            return Err(Error::WriterStopped);
+        }
+        let limits = &self.handle.shared.options.limits;
+        let Some(first) = events.first() else {
+            return Err(Error::InvalidAppend(
+                "a batch needs at least one event".into(),
+            ));
+        };
+        if events.len() > limits.max_batch_events as usize {
+            return Err(Error::LimitExceeded {
+                what: "the batch",
+                actual: events.len() as u64,
+                limit: u64::from(limits.max_batch_events),
+                setting: "max_batch_events",
+            });
+        }
+        let mut total = 0u64;
+        let mut ids = std::collections::HashSet::with_capacity(events.len());
+        for event in events {
+            check_name(
+                "stream name",
+                &event.stream,
+                limits.max_stream_name_bytes,
+                "max_stream_name_bytes",
+            )?;
+            check_name(
+                "event type",
+                &event.event_type,
+                limits.max_event_type_bytes,
+                "max_event_type_bytes",
+            )?;
+            let size = event.size_bytes();
+            if size > u64::from(limits.max_event_size_bytes) {
+                return Err(Error::LimitExceeded {
+                    what: "an event",
+                    actual: size,
+                    limit: u64::from(limits.max_event_size_bytes),
+                    setting: "max_event_size_bytes",
+                });
+            }
+            total += size;
+            if !ids.insert(event.id) {
+                return Err(Error::InvalidAppend(format!(
+                    "event id {} appears twice in one batch",
+                    event.id
+                )));
+            }
+            if expected != ExpectedVersion::Any && event.stream != first.stream {
+                return Err(Error::InvalidAppend(
+                    "an expected version needs every event of the batch in one stream".into(),
+                ));
+            }
+        }
+        if total > u64::from(limits.max_batch_size_bytes) {
+            return Err(Error::LimitExceeded {
+                what: "the batch",
+                actual: total,
+                limit: u64::from(limits.max_batch_size_bytes),
+                setting: "max_batch_size_bytes",
+            });
+        }
+        Ok(())
+    }
+
+    /// The event with this id, if stored and visible.
+    pub fn get(&self, id: Uuid) -> Result<Option<RecordedEvent>> {
+        let index = self.index();
+        match index.position_of(id.as_bytes()) {
+            Some(position) => read_at(&index, position).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Up to `limit` events from global position `from` (inclusive), in order.
+    pub fn read_all(&self, from: u64, limit: usize) -> Result<Vec<RecordedEvent>> {
+        let mut events = Vec::with_capacity(limit.min(1024));
+        let mut position = from;
+        while events.len() < limit {
+            let (location, to) = {
+                let index = self.index();
+                let end = index.len().min(from.saturating_add(limit as u64));
+                if position >= end {
+                    break;
+                }
+                index
+                    .span(position, end, READ_SPAN_MAX_BYTES)
+                    .expect("position below len")
+            };
+            read_span(&location, position, to, &mut events)?;
+            position = to;
+        }
+        Ok(events)
+    }
+
+    /// Up to `limit` events of `stream` from `from_version` (inclusive); `None` for a stream
+    /// with no events.
+    pub fn read_stream(
+        &self,
+        stream: &str,
+        from_version: u64,
+        limit: usize,
+    ) -> Result<Option<Vec<RecordedEvent>>> {
+        let index = self.index();
+        let Some(positions) = index.stream(stream) else {
+            return Ok(None);
+        };
+        let from = usize::try_from(from_version)
+            .unwrap_or(usize::MAX)
+            .min(positions.len());
+        let to = from.saturating_add(limit).min(positions.len());
+        positions[from..to]
+            .iter()
+            .map(|&position| read_at(&index, position))
+            .collect::<Result<Vec<_>>>()
+            .map(Some)
+    }
+
+    /// The version of the stream's last event (`None`: no events).
+    pub fn stream_version(&self, stream: &str) -> Option<u64> {
+        self.index().stream_version(stream)
+    }
+
+    /// Number of visible events: the position the next event will get.
+    pub fn head(&self) -> u64 {
+        self.index().len()
+    }
+
+    /// Registers `listener`, called on the writer thread after every commit (keep it short).
+    pub fn on_commit(&self, listener: impl Fn(&Commit) + Send + Sync + 'static) {
+        self.handle
+            .shared
+            .listeners
+            .write()
+            .expect("listeners lock")
+            .push(Box::new(listener));
+    }
+
+    /// Writes a checkpoint of the index now (it is also written periodically and on close).
+    pub fn checkpoint(&self) -> Result<()> {
+        let (sender, receiver) = mpsc::sync_channel(1);
+        let command = Command::Checkpoint {
+            done: Box::new(move |result| {
+                let _ = sender.send(result);
+            }),
+        };
+        self.handle
+            .sender
+            .send(command)
+            .map_err(|_| Error::Closed)?;
+        receiver.recv().unwrap_or(Err(Error::Closed))
+    }
+
+    /// A summary for metrics and tools.
+    pub fn stats(&self) -> StoreStats {
+        let shared = &self.handle.shared;
+        let index = self.index();
+        StoreStats {
+            events: index.len(),
+            streams: index.stream_count() as u64,
+            segments: index.segments.len() as u64,
+            log_bytes: index.segments.iter().map(|s| s.visible_len).sum(),
+            index_heap_bytes: index.heap_bytes() as u64,
+            fsyncs: shared.stats.fsyncs.load(Ordering::Relaxed),
+            commits: shared.stats.commits.load(Ordering::Relaxed),
+            writable: !shared.stopped.load(Ordering::SeqCst),
+        }
+    }
+
+    /// Whether appends are accepted (`false` after an fsync failure: reopen the store).
+    pub fn is_writable(&self) -> bool {
+        !self.handle.shared.stopped.load(Ordering::SeqCst)
+    }
+
+    /// Stops the writer after it has answered everything queued before this call, fsyncs, and
+    /// writes a checkpoint. Later appends fail with [`Error::Closed`]; reads keep working.
+    pub fn close(&self) {
+        self.handle.close();
+    }
+
+    fn index(&self) -> std::sync::RwLockReadGuard<'_, Index> {
+        self.handle
+            .shared
+            .index
+            .read()
+            .expect("index lock poisoned")
+    }
+}
+
+impl Handle {
+    fn close(&self) {
+        self.closed.store(true, Ordering::SeqCst);
+        let writer = self.writer.lock().expect("writer lock").take();
+        if let Some(writer) = writer {
+            let _ = self.sender.send(Command::Shutdown);
+            if writer.join().is_err() {
+                tracing::error!("the event log writer panicked");
+            }
+        }
+    }
+}
+
+impl Drop for Handle {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+/// Largest contiguous read `read_all` does at once.
+const READ_SPAN_MAX_BYTES: usize = 4 * 1024 * 1024;
+
+fn check_name(what: &'static str, value: &str, max: u16, setting: &'static str) -> Result<()> {
+    if value.is_empty() {
+        return Err(Error::InvalidAppend(format!("the {what} is empty")));
+    }
+    if value.len() > usize::from(max) {
+        return Err(Error::LimitExceeded {
+            what,
+            actual: value.len() as u64,
+            limit: u64::from(max),
+            setting,
+        });
+    }
+    if value.chars().any(char::is_control) {
+        return Err(Error::InvalidAppend(format!(
+            "the {what} contains a control character"
+        )));
+    }
+    Ok(())
+}
+
+pub(crate) fn lock_dir(dir: &Path) -> Result<File> {
+    let path = dir.join(LOCK_FILE);
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(|e| Error::io(&path, e))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(Error::Locked {
+            path: dir.to_path_buf(),
+        }),
+        Err(std::fs::TryLockError::Error(e)) => Err(Error::io(&path, e)),
+    }
+}
+
+/// Cuts a torn tail off the last segment, keeping the cut bytes in a side file.
+fn cut_torn_tail(dir: &Path, index: &mut Index, damage: &Damage) -> Result<TornTail> {
+    let path = &damage.path;
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .map_err(|e| Error::io(path, e))?;
+    let mut cut = vec![0u8; (damage.file_len - damage.offset) as usize];
+    let got = read_at_most(&file, &mut cut, damage.offset).map_err(|e| Error::io(path, e))?;
+    cut.truncate(got);
+    let side_file = write_side_file(path, "torn", &cut)?;
+    let bytes = cut.len() as u64;
+    if damage.offset < SEGMENT_HEADER_LEN {
+        // The segment header itself is damaged: start the segment over, under the right name.
+        drop(file);
+        fs::remove_file(path).map_err(|e| Error::io(path, e))?;
+        fsync_dir(dir)?;
+        if index.segments.last().is_some_and(|s| &s.path == path) {
+            index.segments.pop();
+        }
+        let (new_path, new_file) =
+            create_segment(dir, index.len()).map_err(|e| Error::io(dir, e))?;
+        index.segments.push(SegmentEntry {
+            first_position: index.len(),
+            path: new_path,
+            file: Arc::new(new_file),
+            visible_len: SEGMENT_HEADER_LEN,
+        });
+    } else {
+        file.set_len(damage.offset)
+            .and_then(|()| file.sync_all())
+            .map_err(|e| Error::io(path, e))?;
+    }
+    tracing::warn!(
+        segment = %path.display(),
+        offset = damage.offset,
+        bytes,
+        side_file = %side_file.display(),
+        reason = %damage.reason,
+        "cut a torn tail off the log; the cut bytes are kept in the side file"
+    );
+    Ok(TornTail {
+        segment: path.clone(),
+        offset: damage.offset,
+        bytes,
+        side_file,
+    })
+}
+
+/// Reads and verifies the record at `position`.
+pub(crate) fn read_at(index: &Index, position: u64) -> Result<RecordedEvent> {
+    let location = index.location(position).expect("position below len");
+    let mut events = Vec::with_capacity(1);
+    read_span(&location, position, position + 1, &mut events)?;
+    Ok(events.pop().expect("one event read"))
+}
+
+/// Reads positions `from..to`, which `location` covers exactly, verifying every record.
+fn read_span(location: &Location, from: u64, to: u64, out: &mut Vec<RecordedEvent>) -> Result<()> {
+    let mut bytes = vec![0u8; location.len];
+    let got = read_at_most(&location.file, &mut bytes, location.offset)
+        .map_err(|e| Error::io(&location.path, e))?;
+    let corrupt = |at: usize, reason: &str| Error::Corrupt {
+        path: location.path.clone(),
+        offset: location.offset + at as u64,
+        reason: reason.to_owned(),
+    };
+    if got != bytes.len() {
+        return Err(corrupt(got, "the segment is shorter than the index says"));
+    }
+    let mut at = 0usize;
+    for position in from..to {
+        match decode_record(&bytes[at..]) {
+            Decoded::Record(view) if view.fields.position == position => {
+                out.push(RecordedEvent::from_fields(&view.fields));
+                at += view.record_len;
+            }
+            Decoded::Record(_) => return Err(corrupt(at, "record has an unexpected position")),
+            Decoded::Incomplete { .. } => return Err(corrupt(at, "record is cut short")),
+            Decoded::Invalid(reason) => return Err(corrupt(at, reason)),
+        }
+    }
+    Ok(())
+}
+
+impl RecordedEvent {
+    fn from_fields(fields: &crate::format::RecordFields<'_>) -> Self {
+        RecordedEvent {
+            id: Uuid::from_bytes(fields.id),
+            stream: fields.stream.to_owned(),
+            version: fields.stream_version,
+            position: fields.position,
+            event_type: fields.event_type.to_owned(),
+            data: fields.data.to_vec(),
+            metadata: fields.metadata.map(<[u8]>::to_vec),
+            recorded_at_micros: fields.recorded_at_micros,
+        }
+    }
+
+    /// Whether re-appending `event` would be a repeat of this one.
+    pub(crate) fn same_content(&self, event: &NewEvent) -> bool {
+        self.stream == event.stream
+            && self.event_type == event.event_type
+            && self.data == event.data
+            && self.metadata == event.metadata
+    }
+}

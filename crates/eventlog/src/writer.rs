@@ -1,0 +1,532 @@
+//! The single writer thread: group commit, segment rolling, publication.
+//!
+//! Appenders queue commands on a channel. The writer takes everything queued (up to
+//! `group_commit_max_bytes`), validates each append against the index plus what this group has
+//! already accepted, encodes the accepted ones into one buffer, writes it with one positional
+//! write and makes it durable with one `fdatasync`. Only then does it publish the new entries in
+//! the index (making them visible to readers) and answer the appenders. While it fsyncs, new
+//! appends queue up and form the next group, so throughput grows with concurrency.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use crate::error::{Error, Result};
+use crate::event::{Appended, ExpectedVersion, NewEvent, Placed};
+use crate::format::{RecordFields, SEGMENT_HEADER_LEN, encode_record, record_len};
+use crate::index::{Index, SegmentEntry};
+use crate::segment::create_segment;
+use crate::store::{Commit, Shared};
+use crate::{Durability, checkpoint};
+
+/// Called once with the outcome of an append.
+pub type Done = Box<dyn FnOnce(Result<Appended>) + Send>;
+
+pub enum Command {
+    Append {
+        events: Vec<NewEvent>,
+        expected: ExpectedVersion,
+        done: Done,
+    },
+    Checkpoint {
+        done: Box<dyn FnOnce(Result<()>) + Send>,
+    },
+    Shutdown,
+}
+
+/// What to answer an appender once its flush is over.
+enum Reply {
+    /// New events in this flush: `Ok` once durable, an error if the flush fails.
+    New(Done, Appended),
+    /// Already durable before this flush: answered `Ok` whatever happens.
+    Settled(Done, Result<Appended>),
+}
+
+/// One write + fsync worth of accepted appends.
+#[derive(Default)]
+struct Flush {
+    buf: Vec<u8>,
+    /// (id, offset in segment, stream) per new event, in position order.
+    entries: Vec<([u8; 16], u32, String)>,
+    /// Stream -> number of events it will have after this flush (for streams touched).
+    stream_lengths: HashMap<String, u64>,
+    /// Id -> index into `entries` and the event, for duplicates within one group.
+    pending: HashMap<[u8; 16], (usize, NewEvent)>,
+    replies: Vec<Reply>,
+}
+
+pub struct Writer {
+    shared: Arc<Shared>,
+    receiver: Receiver<Command>,
+    file: Arc<File>,
+    /// Bytes of the active segment that are written (and published).
+    len: u64,
+    /// Whether bytes were written since the last fsync (only outside `Durability::Fsync`).
+    unsynced: bool,
+    last_sync: Instant,
+    events_since_checkpoint: u64,
+}
+
+fn now_micros() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as i64)
+}
+
+impl Writer {
+    pub fn new(
+        shared: Arc<Shared>,
+        receiver: Receiver<Command>,
+        file: Arc<File>,
+        len: u64,
+    ) -> Self {
+        Writer {
+            shared,
+            receiver,
+            file,
+            len,
+            unsynced: false,
+            last_sync: Instant::now(),
+            events_since_checkpoint: 0,
+        }
+    }
+
+    pub fn run(mut self) {
+        loop {
+            let first = match self.next_command() {
+                Some(command) => command,
+                None => break,
+            };
+            let mut appends = Vec::new();
+            let mut checkpoints = Vec::new();
+            let mut shutdown = false;
+            let mut queued_bytes = 0usize;
+            let mut command = Some(first);
+            while let Some(next) = command.take() {
+                match next {
+                    Command::Append {
+                        events,
+                        expected,
+                        done,
+                    } => {
+                        queued_bytes += events
+                            .iter()
+                            .map(|e| e.size_bytes() as usize)
+                            .sum::<usize>();
+                        appends.push((events, expected, done));
+                    }
+                    Command::Checkpoint { done } => checkpoints.push(done),
+                    Command::Shutdown => shutdown = true,
+                }
+                if shutdown || queued_bytes >= self.shared.options.group_commit_max_bytes {
+                    break;
+                }
+                command = self.receiver.try_recv().ok();
+            }
+            self.process(appends);
+            for done in checkpoints {
+                done(self.write_checkpoint());
+            }
+            if shutdown {
+                break;
+            }
+            self.maybe_checkpoint_in_background();
+        }
+        if self.unsynced
+            && !self.shared.stopped.load(Ordering::SeqCst)
+            && let Err(e) = self.file.sync_data()
+        {
+            tracing::error!(error = %e, "fsync at close failed");
+        }
+        if let Err(e) = self.write_checkpoint() {
+            tracing::warn!(error = %e, "could not write the index checkpoint at close");
+        }
+    }
+
+    /// Waits for the next command; under interval durability, fsyncs when the interval passes.
+    fn next_command(&mut self) -> Option<Command> {
+        loop {
+            let every = match self.shared.options.durability {
+                Durability::Interval { every } if self.unsynced => every,
+                _ => return self.receiver.recv().ok(),
+            };
+            let wait = every.saturating_sub(self.last_sync.elapsed());
+            match self.receiver.recv_timeout(wait) {
+                Ok(command) => return Some(command),
+                Err(RecvTimeoutError::Timeout) => self.sync_for_interval(),
+                Err(RecvTimeoutError::Disconnected) => return None,
+            }
+        }
+    }
+
+    fn sync_for_interval(&mut self) {
+        if !self.unsynced {
+            return;
+        }
+        match self.file.sync_data() {
+            Ok(()) => {
+                self.unsynced = false;
+                self.last_sync = Instant::now();
+                self.shared.stats.fsyncs.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(e) => self.stop_after_fsync_failure(&e),
+        }
+    }
+
+    fn stop_after_fsync_failure(&self, error: &io::Error) {
+        tracing::error!(
+            error = %error,
+            "fsync failed; the log stops accepting writes until it is reopened"
+        );
+        self.shared.stopped.store(true, Ordering::SeqCst);
+    }
+
+    fn process(&mut self, appends: Vec<(Vec<NewEvent>, ExpectedVersion, Done)>) {
+        let mut flush = Flush::default();
+        for (events, expected, done) in appends {
+            if self.shared.stopped.load(Ordering::SeqCst) {
+                done(Err(Error::WriterStopped));
+                continue;
+            }
+            let size: u64 = events
+                .iter()
+                .map(|e| {
+                    record_len(
+                        e.stream.len(),
+                        e.event_type.len(),
+                        e.data.len(),
+                        e.metadata.as_ref().map_or(0, Vec::len),
+                    ) as u64
+                })
+                .sum();
+            let written = self.len + flush.buf.len() as u64;
+            if written > SEGMENT_HEADER_LEN
+                && written + size > self.shared.options.segment_size_bytes
+            {
+                self.commit(std::mem::take(&mut flush));
+                if let Err(e) = self.roll() {
+                    tracing::error!(error = %e, "could not start a new segment");
+                    done(Err(Error::WriteFailed { source: e }));
+                    continue;
+                }
+            }
+            self.accept(&mut flush, events, expected, done);
+            if flush.buf.len() >= self.shared.options.group_commit_max_bytes {
+                self.commit(std::mem::take(&mut flush));
+            }
+        }
+        self.commit(flush);
+    }
+
+    /// Validates one append against the index and the flush; encodes it if accepted.
+    fn accept(
+        &self,
+        flush: &mut Flush,
+        events: Vec<NewEvent>,
+        expected: ExpectedVersion,
+        done: Done,
+    ) {
+        let index = self.shared.index.read().expect("index lock poisoned");
+        // Idempotency: an id seen before must come with identical content, and a batch is
+        // either entirely new or entirely a repeat.
+        let mut repeats = Vec::new();
+        let mut repeats_pending = false;
+        for event in &events {
+            let id = *event.id.as_bytes();
+            let found = if let Some(position) = index.position_of(&id) {
+                match crate::store::read_at(&index, position) {
+                    Ok(stored) if stored.same_content(event) => Some(Placed {
+                        id: event.id,
+                        stream: stored.stream,
+                        version: stored.version,
+                        position,
+                    }),
+                    Ok(_) => {
+                        return done(Err(Error::IdConflict { id: event.id }));
+                    }
+                    Err(e) => return done(Err(e)),
+                }
+            } else if let Some((entry, pending)) = flush.pending.get(&id) {
+                if pending != event {
+                    return done(Err(Error::IdConflict { id: event.id }));
+                }
+                repeats_pending = true;
+                let position = index.len() + *entry as u64;
+                let version = flush_version(&index, flush, *entry);
+                Some(Placed {
+                    id: event.id,
+                    stream: pending.stream.clone(),
+                    version,
+                    position,
+                })
+            } else {
+                None
+            };
+            repeats.extend(found);
+        }
+        if !repeats.is_empty() {
+            if repeats.len() != events.len() {
+                return done(Err(Error::IdConflict { id: repeats[0].id }));
+            }
+            let appended = Appended {
+                events: repeats,
+                duplicate: true,
+            };
+            flush.replies.push(if repeats_pending {
+                Reply::New(done, appended)
+            } else {
+                Reply::Settled(done, Ok(appended))
+            });
+            return;
+        }
+        // Optimistic concurrency, against the index plus this flush.
+        let stream_length = |flush: &Flush, stream: &str| {
+            flush
+                .stream_lengths
+                .get(stream)
+                .copied()
+                .unwrap_or_else(|| index.stream(stream).map_or(0, <[u64]>::len) as u64)
+        };
+        if expected != ExpectedVersion::Any {
+            let length = stream_length(flush, &events[0].stream);
+            let current = length.checked_sub(1);
+            let matches = match expected {
+                ExpectedVersion::NoStream => current.is_none(),
+                ExpectedVersion::Exact(version) => current == Some(version),
+                ExpectedVersion::Any => true,
+            };
+            if !matches {
+                let stream = events[0].stream.clone();
+                return done(Err(Error::WrongExpectedVersion {
+                    stream,
+                    expected,
+                    current,
+                }));
+            }
+        }
+        let recorded_at_micros = now_micros();
+        let batch_len = events.len() as u32;
+        let mut placed = Vec::with_capacity(events.len());
+        for (batch_index, event) in events.into_iter().enumerate() {
+            let position = index.len() + flush.entries.len() as u64;
+            let version = stream_length(flush, &event.stream);
+            let offset = self.len + flush.buf.len() as u64;
+            encode_record(
+                &mut flush.buf,
+                &RecordFields {
+                    id: *event.id.as_bytes(),
+                    position,
+                    stream_version: version,
+                    recorded_at_micros,
+                    batch_index: batch_index as u32,
+                    batch_len,
+                    stream: &event.stream,
+                    event_type: &event.event_type,
+                    data: &event.data,
+                    metadata: event.metadata.as_deref(),
+                },
+            );
+            let offset = u32::try_from(offset).expect("segment size is validated below 4 GiB");
+            flush
+                .stream_lengths
+                .insert(event.stream.clone(), version + 1);
+            flush
+                .entries
+                .push((*event.id.as_bytes(), offset, event.stream.clone()));
+            placed.push(Placed {
+                id: event.id,
+                stream: event.stream.clone(),
+                version,
+                position,
+            });
+            flush
+                .pending
+                .insert(*event.id.as_bytes(), (flush.entries.len() - 1, event));
+        }
+        flush.replies.push(Reply::New(
+            done,
+            Appended {
+                events: placed,
+                duplicate: false,
+            },
+        ));
+    }
+
+    /// Writes, fsyncs (per durability) and publishes one flush, then answers its appenders.
+    fn commit(&mut self, flush: Flush) {
+        if flush.buf.is_empty() {
+            answer(flush.replies, None);
+            return;
+        }
+        let started = Instant::now();
+        if let Err(e) = self.file.write_all_at(&flush.buf, self.len) {
+            tracing::error!(error = %e, bytes = flush.buf.len(), "write to the log failed");
+            // Cut off whatever part of the write landed, so the next write starts clean.
+            if let Err(cut) = self.file.set_len(self.len) {
+                tracing::error!(error = %cut, "could not cut off a failed write");
+                self.shared.stopped.store(true, Ordering::SeqCst);
+            }
+            let failure = || Error::WriteFailed {
+                source: io::Error::new(e.kind(), e.to_string()),
+            };
+            answer(flush.replies, Some(&failure));
+            return;
+        }
+        let mut fsync = None;
+        match self.shared.options.durability {
+            Durability::Fsync => {
+                let fsync_started = Instant::now();
+                if let Err(e) = self.file.sync_data() {
+                    self.stop_after_fsync_failure(&e);
+                    answer(flush.replies, Some(&|| Error::WriterStopped));
+                    return;
+                }
+                fsync = Some(fsync_started.elapsed());
+                self.shared.stats.fsyncs.fetch_add(1, Ordering::Relaxed);
+            }
+            Durability::Interval { every } => {
+                self.unsynced = true;
+                if self.last_sync.elapsed() >= every {
+                    self.sync_for_interval();
+                }
+            }
+            Durability::Never => self.unsynced = true,
+        }
+        let events = flush.entries.len() as u64;
+        self.len += flush.buf.len() as u64;
+        let head = {
+            let mut index = self.shared.index.write().expect("index lock poisoned");
+            for (id, offset, stream) in &flush.entries {
+                index.push(*id, *offset, stream);
+            }
+            index
+                .segments
+                .last_mut()
+                .expect("an active segment")
+                .visible_len = self.len;
+            index.len()
+        };
+        self.events_since_checkpoint += events;
+        self.shared
+            .stats
+            .record_commit(events, flush.buf.len() as u64);
+        let commit = Commit {
+            head,
+            events,
+            bytes: flush.buf.len() as u64,
+            fsync,
+            duration: started.elapsed(),
+        };
+        for listener in self.shared.listeners.read().expect("listeners lock").iter() {
+            listener(&commit);
+        }
+        answer(flush.replies, None);
+    }
+
+    /// Seals the active segment and starts the next one.
+    fn roll(&mut self) -> io::Result<()> {
+        if self.unsynced {
+            self.file.sync_data()?;
+            self.unsynced = false;
+        }
+        let first_position = self.shared.index.read().expect("index lock").len();
+        let (path, file) = create_segment(&self.shared.dir, first_position)?;
+        let file = Arc::new(file);
+        self.shared
+            .index
+            .write()
+            .expect("index lock")
+            .segments
+            .push(SegmentEntry {
+                first_position,
+                path,
+                file: Arc::clone(&file),
+                visible_len: SEGMENT_HEADER_LEN,
+            });
+        self.file = file;
+        self.len = SEGMENT_HEADER_LEN;
+        Ok(())
+    }
+
+    /// Writes a checkpoint of everything visible, after making it durable.
+    fn write_checkpoint(&mut self) -> Result<()> {
+        if self.unsynced && !self.shared.stopped.load(Ordering::SeqCst) {
+            self.file
+                .sync_data()
+                .map_err(|e| Error::io(&self.shared.dir, e))?;
+            self.unsynced = false;
+            self.last_sync = Instant::now();
+        }
+        let bytes = checkpoint::encode(&self.shared.index.read().expect("index lock"));
+        checkpoint::write(&self.shared.dir, &bytes)?;
+        self.events_since_checkpoint = 0;
+        Ok(())
+    }
+
+    /// Every `checkpoint_every_events`, a background thread writes a checkpoint, so the writer
+    /// stalls only for the copy of the index, not for the file write and fsyncs.
+    fn maybe_checkpoint_in_background(&mut self) {
+        let every = self.shared.options.checkpoint_every_events;
+        if every == 0 || self.events_since_checkpoint < every {
+            return;
+        }
+        if self.shared.checkpoint_running.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        self.events_since_checkpoint = 0;
+        let bytes = checkpoint::encode(&self.shared.index.read().expect("index lock"));
+        let shared = Arc::clone(&self.shared);
+        let file = Arc::clone(&self.file);
+        let needs_sync = self.unsynced;
+        std::thread::Builder::new()
+            .name("eventlog-checkpoint".into())
+            .spawn(move || {
+                let result = if needs_sync {
+                    file.sync_data().map_err(|e| Error::io(&shared.dir, e))
+                } else {
+                    Ok(())
+                }
+                .and_then(|()| checkpoint::write(&shared.dir, &bytes));
+                if let Err(e) = result {
+                    tracing::warn!(error = %e, "could not write an index checkpoint");
+                }
+                shared.checkpoint_running.store(false, Ordering::SeqCst);
+            })
+            .map(drop)
+            .unwrap_or_else(|e| {
+                tracing::warn!(error = %e, "could not start the checkpoint thread");
+                self.shared
+                    .checkpoint_running
+                    .store(false, Ordering::SeqCst);
+            });
+    }
+}
+
+/// The version the `entry`-th event of a flush got.
+fn flush_version(index: &Index, flush: &Flush, entry: usize) -> u64 {
+    let stream = &flush.entries[entry].2;
+    let before = index.stream(stream).map_or(0, <[u64]>::len) as u64;
+    before
+        + flush.entries[..entry]
+            .iter()
+            .filter(|e| &e.2 == stream)
+            .count() as u64
+}
+
+/// Answers every appender of a flush; with `failure`, new events get that error instead.
+fn answer(replies: Vec<Reply>, failure: Option<&dyn Fn() -> Error>) {
+    for reply in replies {
+        match reply {
+            Reply::New(done, appended) => match &failure {
+                Some(error) => done(Err(error())),
+                None => done(Ok(appended)),
+            },
+            Reply::Settled(done, result) => done(result),
+        }
+    }
+}

@@ -1,0 +1,25 @@
+//! Helpers shared by the engine's integration tests.
+#![allow(dead_code)]
+
+use eventlog::{Durability, NewEvent, Options};
+use uuid::Uuid;
+
+/// An event with a fresh id.
+pub fn event(stream: &str, data: &str) -> NewEvent {
+    NewEvent {
+        id: Uuid::now_v7(),
+        stream: stream.to_owned(),
+        event_type: "Tested".to_owned(),
+        data: data.as_bytes().to_vec(),
+        metadata: None,
+    }
+}
+
+/// Options for fast tests: no fsync (the tests that need fsync say so), small segments.
+pub fn fast_options() -> Options {
+    Options {
+        durability: Durability::Never,
+        segment_size_bytes: 64 * 1024,
+        ..Options::default()
+    }
+}
