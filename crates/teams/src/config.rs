@@ -1,0 +1,506 @@
+//! Settings: one typed struct from flags and environment ([`TeamsArgs`]), checked completely
+//! into [`TeamsSettings`] before anything is served.
+//!
+//! [`TeamsArgs::check`] never stops at the first problem: it collects one
+//! [`ConfigProblem`] per missing or invalid setting (naming the variable and the flag, and
+//! saying what to do) so that an operator fixes everything in one pass. Secrets (the admin
+//! token and the SMTP URL, which may hold a password) are [`Secret`]s, redacted in `Debug`.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use lettre::message::Mailbox;
+use web::{ConfigProblem, ServiceContext};
+
+/// Default invitation lifetime: 7 days.
+pub const DEFAULT_INVITE_TTL_HOURS: u64 = 168;
+/// Longest invitation lifetime accepted: one year.
+pub const INVITE_TTL_HOURS_MAX: u64 = 24 * 366;
+/// Default minimum time between two mails for one invitation.
+pub const DEFAULT_RESEND_INTERVAL_SECONDS: u64 = 60;
+/// Default delay before the first retry of a failed delivery; it doubles per attempt.
+pub const DEFAULT_MAIL_RETRY_INITIAL_MS: u64 = 1_000;
+/// Default cap on the delay between delivery retries (10 minutes).
+pub const DEFAULT_MAIL_RETRY_MAX_MS: u64 = 600_000;
+/// Default time allowed for one SMTP send.
+pub const DEFAULT_MAIL_SEND_TIMEOUT_SECONDS: u64 = 30;
+/// Default request body limit of the teams routes (a batch of 100 long emails fits easily).
+pub const DEFAULT_MAX_BODY_BYTES: usize = 64 * 1024;
+/// Default request timeout of the teams routes.
+pub const DEFAULT_REQUEST_TIMEOUT_SECONDS: u64 = 30;
+/// Default size of the database connection pool.
+pub const DEFAULT_DATABASE_MAX_CONNECTIONS: u32 = 8;
+/// Shortest admin token accepted.
+pub const ADMIN_TOKEN_MIN_CHARS: usize = 32;
+/// How long the start-up check waits for the database.
+pub const DATABASE_CHECK_TIMEOUT: Duration = Duration::from_secs(5);
+/// The sender used in development mode when `MAIL_FROM` is not set.
+pub const DEVELOPMENT_MAIL_FROM: &str = "Logbook <noreply@logbook.localhost>";
+
+/// Every teams setting, each with a flag and an env var (clap `env`), flattened into
+/// `logbook serve`. Every field is optional or defaulted, so development mode needs nothing.
+#[derive(clap::Args, Clone)]
+pub struct TeamsArgs {
+    /// Database: sqlite://relative/path, sqlite:///absolute/path or postgres://user@host/db
+    /// [development default: sqlite://<data-dir>/teams.sqlite3]
+    #[arg(long, env = "DATABASE_URL")]
+    pub database_url: Option<String>,
+    /// Most database connections the teams service opens.
+    #[arg(long, env = "DATABASE_MAX_CONNECTIONS", default_value_t = DEFAULT_DATABASE_MAX_CONNECTIONS)]
+    pub database_max_connections: u32,
+    /// The API's own absolute http(s) URL, for links back to it [development default: http://<addr>]
+    #[arg(long, env = "APP_URL")]
+    pub app_url: Option<String>,
+    /// The absolute http(s) URL invitation links start with: <FRONTEND_URL>/invite#token=...
+    /// [development default: http://<addr>]
+    #[arg(long, env = "FRONTEND_URL")]
+    pub frontend_url: Option<String>,
+    /// SMTP server: smtp://host:port, smtp://user:pass@host:587?tls=required or smtps://...
+    /// [development default: none, messages are written to <data-dir>/mail/]
+    #[arg(long, env = "SMTP_URL")]
+    pub smtp_url: Option<String>,
+    /// Sender of invitation mail, e.g. "Logbook <noreply@example.com>".
+    #[arg(long, env = "MAIL_FROM")]
+    pub mail_from: Option<String>,
+    /// Bearer token of the admin API, at least 32 characters [development default: generated, printed once].
+    #[arg(long, env = "ADMIN_TOKEN")]
+    pub admin_token: Option<String>,
+    /// How long an invitation link stays valid.
+    #[arg(long, env = "INVITE_TTL_HOURS", default_value_t = DEFAULT_INVITE_TTL_HOURS)]
+    pub invite_ttl_hours: u64,
+    /// Least time between two mails for one invitation; a resend sooner answers 429.
+    #[arg(long, env = "INVITE_RESEND_INTERVAL_SECONDS", default_value_t = DEFAULT_RESEND_INTERVAL_SECONDS)]
+    pub invite_resend_interval_seconds: u64,
+    /// Delay before retrying a failed delivery; doubles per attempt.
+    #[arg(long, env = "MAIL_RETRY_INITIAL_MS", default_value_t = DEFAULT_MAIL_RETRY_INITIAL_MS)]
+    pub mail_retry_initial_ms: u64,
+    /// Cap on the delay between delivery retries (deliveries are retried until they succeed).
+    #[arg(long, env = "MAIL_RETRY_MAX_MS", default_value_t = DEFAULT_MAIL_RETRY_MAX_MS)]
+    pub mail_retry_max_ms: u64,
+    /// Time allowed for one SMTP send.
+    #[arg(long, env = "MAIL_SEND_TIMEOUT_SECONDS", default_value_t = DEFAULT_MAIL_SEND_TIMEOUT_SECONDS)]
+    pub mail_send_timeout_seconds: u64,
+    /// Largest request body the teams routes accept.
+    #[arg(long, env = "TEAMS_MAX_BODY_BYTES", default_value_t = DEFAULT_MAX_BODY_BYTES)]
+    pub teams_max_body_bytes: usize,
+    /// Longest a teams request may take before it is answered 503.
+    #[arg(long, env = "TEAMS_REQUEST_TIMEOUT_SECONDS", default_value_t = DEFAULT_REQUEST_TIMEOUT_SECONDS)]
+    pub teams_request_timeout_seconds: u64,
+}
+
+impl Default for TeamsArgs {
+    /// No setting given: what development mode starts from (and what tests start from).
+    fn default() -> Self {
+        TeamsArgs {
+            database_url: None,
+            database_max_connections: DEFAULT_DATABASE_MAX_CONNECTIONS,
+            app_url: None,
+            frontend_url: None,
+            smtp_url: None,
+            mail_from: None,
+            admin_token: None,
+            invite_ttl_hours: DEFAULT_INVITE_TTL_HOURS,
+            invite_resend_interval_seconds: DEFAULT_RESEND_INTERVAL_SECONDS,
+            mail_retry_initial_ms: DEFAULT_MAIL_RETRY_INITIAL_MS,
+            mail_retry_max_ms: DEFAULT_MAIL_RETRY_MAX_MS,
+            mail_send_timeout_seconds: DEFAULT_MAIL_SEND_TIMEOUT_SECONDS,
+            teams_max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            teams_request_timeout_seconds: DEFAULT_REQUEST_TIMEOUT_SECONDS,
+        }
+    }
+}
+
+impl fmt::Debug for TeamsArgs {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let redacted = |set: &Option<String>| set.as_ref().map(|_| "[redacted]");
+        f.debug_struct("TeamsArgs")
+            .field("database_url", &redacted(&self.database_url))
+            .field("database_max_connections", &self.database_max_connections)
+            .field("app_url", &self.app_url)
+            .field("frontend_url", &self.frontend_url)
+            .field("smtp_url", &redacted(&self.smtp_url))
+            .field("mail_from", &self.mail_from)
+            .field("admin_token", &redacted(&self.admin_token))
+            .field("invite_ttl_hours", &self.invite_ttl_hours)
+            .field(
+                "invite_resend_interval_seconds",
+                &self.invite_resend_interval_seconds,
+            )
+            .field("mail_retry_initial_ms", &self.mail_retry_initial_ms)
+            .field("mail_retry_max_ms", &self.mail_retry_max_ms)
+            .field("mail_send_timeout_seconds", &self.mail_send_timeout_seconds)
+            .field("teams_max_body_bytes", &self.teams_max_body_bytes)
+            .field(
+                "teams_request_timeout_seconds",
+                &self.teams_request_timeout_seconds,
+            )
+            .finish()
+    }
+}
+
+/// A secret setting. `Debug` and `Display` print `[redacted]`; [`Secret::expose`] is the one
+/// way to read it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a secret.
+    pub fn new(value: impl Into<String>) -> Secret {
+        Secret(value.into())
+    }
+
+    /// The secret itself.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+/// Where invitation mail goes.
+#[derive(Debug, Clone)]
+pub enum MailTarget {
+    /// An SMTP server, by `SMTP_URL` (it may hold a password).
+    Smtp(Secret),
+    /// One `.eml` file per message in this directory (development mode).
+    Directory(PathBuf),
+}
+
+/// Validated settings; what [`crate::TeamsService::start`] takes. `Debug` redacts secrets.
+#[derive(Debug, Clone)]
+pub struct TeamsSettings {
+    /// Database URL, `sqlite:///absolute/path` or `postgres://...` (may hold a password).
+    pub database_url: Secret,
+    /// Most database connections.
+    pub database_max_connections: u32,
+    /// The API's own URL, without a trailing slash.
+    pub app_url: String,
+    /// The URL invitation links start with, without a trailing slash.
+    pub frontend_url: String,
+    /// Where mail goes.
+    pub mail: MailTarget,
+    /// The sender of invitation mail.
+    pub mail_from: Mailbox,
+    /// The admin bearer token.
+    pub admin_token: Secret,
+    /// `true` when the admin token was generated (development mode): the banner prints it.
+    pub admin_token_generated: bool,
+    /// How long an invitation link stays valid.
+    pub invite_ttl: Duration,
+    /// Least time between two mails for one invitation.
+    pub resend_interval: Duration,
+    /// Delay before the first delivery retry; doubles per attempt.
+    pub mail_retry_initial: Duration,
+    /// Cap on the delay between delivery retries.
+    pub mail_retry_max: Duration,
+    /// Time allowed for one send.
+    pub mail_send_timeout: Duration,
+    /// Largest request body accepted.
+    pub max_body_bytes: usize,
+    /// Longest a request may take.
+    pub request_timeout: Duration,
+    /// `false` in development mode.
+    pub production: bool,
+}
+
+struct Checker {
+    problems: Vec<ConfigProblem>,
+}
+
+impl Checker {
+    fn problem(&mut self, setting: &str, message: impl Into<String>) {
+        self.problems.push(ConfigProblem::new(setting, message));
+    }
+
+    /// A required-in-production setting: its value, a development default, or a problem.
+    fn required(
+        &mut self,
+        setting: &str,
+        given: &Option<String>,
+        production: bool,
+        what: &str,
+    ) -> Option<String> {
+        match given.as_deref().map(str::trim) {
+            Some(value) if !value.is_empty() => Some(value.to_owned()),
+            _ if production => {
+                self.problem(setting, format!("missing; set it to {what}"));
+                None
+            }
+            _ => None,
+        }
+    }
+
+    fn http_url(&mut self, setting: &str, value: &str) -> Option<String> {
+        match url::Url::parse(value) {
+            Ok(url)
+                if matches!(url.scheme(), "http" | "https")
+                    && url.host_str().is_some_and(|host| !host.is_empty())
+                    && url.fragment().is_none()
+                    && url.query().is_none() =>
+            {
+                Some(value.trim_end_matches('/').to_owned())
+            }
+            _ => {
+                self.problem(
+                    setting,
+                    format!(
+                        "{value:?} is not an absolute http(s) URL; set it like https://teams.example.com (no query or fragment)"
+                    ),
+                );
+                None
+            }
+        }
+    }
+
+    fn range(&mut self, setting: &str, value: u64, min: u64, max: u64) {
+        if value < min || value > max {
+            self.problem(
+                setting,
+                format!("{value} is out of range; set it between {min} and {max}"),
+            );
+        }
+    }
+}
+
+const DATABASE_URL: &str = "DATABASE_URL (--database-url)";
+const APP_URL: &str = "APP_URL (--app-url)";
+const FRONTEND_URL: &str = "FRONTEND_URL (--frontend-url)";
+const SMTP_URL: &str = "SMTP_URL (--smtp-url)";
+const MAIL_FROM: &str = "MAIL_FROM (--mail-from)";
+const ADMIN_TOKEN: &str = "ADMIN_TOKEN (--admin-token)";
+
+impl TeamsArgs {
+    /// Checks every setting at once (including that the database is reachable) and returns all
+    /// problems together.
+    pub async fn check(&self, ctx: &ServiceContext) -> Result<TeamsSettings, Vec<ConfigProblem>> {
+        let production = ctx.production;
+        let mut checker = Checker {
+            problems: Vec::new(),
+        };
+        let local_url = format!("http://{}", ctx.local_addr);
+
+        let app_url = match checker.required(
+            APP_URL,
+            &self.app_url,
+            production,
+            "the API's own URL, e.g. https://api.example.com",
+        ) {
+            Some(value) => checker.http_url(APP_URL, &value),
+            None => (!production).then(|| local_url.clone()),
+        };
+        let frontend_url = match checker.required(
+            FRONTEND_URL,
+            &self.frontend_url,
+            production,
+            "the URL invitation links start with, e.g. https://app.example.com",
+        ) {
+            Some(value) => checker.http_url(FRONTEND_URL, &value),
+            None => (!production).then(|| local_url.clone()),
+        };
+
+        let database_url = match checker.required(
+            DATABASE_URL,
+            &self.database_url,
+            production,
+            "sqlite:///absolute/path/teams.sqlite3 or postgres://user@host/database",
+        ) {
+            Some(value) => normalize_database_url(&value)
+                .map_err(|message| checker.problem(DATABASE_URL, message))
+                .ok(),
+            None if production => None,
+            None => Some(sqlite_url(&ctx.data_dir.join("teams.sqlite3"))),
+        };
+        if let Some(url) = &database_url
+            && let Err(message) = crate::store::check_reachable(url).await
+        {
+            checker.problem(DATABASE_URL, message);
+        }
+
+        let mail = match checker.required(
+            SMTP_URL,
+            &self.smtp_url,
+            production,
+            "smtp://host:port, smtp://user:pass@host:587?tls=required or smtps://user:pass@host",
+        ) {
+            Some(value) => match crate::mail::check_smtp_url(&value) {
+                Ok(()) => Some(MailTarget::Smtp(Secret::new(value))),
+                Err(message) => {
+                    checker.problem(SMTP_URL, message);
+                    None
+                }
+            },
+            None if production => None,
+            None => Some(MailTarget::Directory(ctx.data_dir.join("mail"))),
+        };
+
+        let mail_from = match checker.required(
+            MAIL_FROM,
+            &self.mail_from,
+            production,
+            "the sender, e.g. \"Logbook <noreply@example.com>\"",
+        ) {
+            Some(value) => match Mailbox::from_str(&value) {
+                Ok(mailbox) => Some(mailbox),
+                Err(error) => {
+                    checker.problem(
+                        MAIL_FROM,
+                        format!("{value:?} is not a mailbox ({error}); set it like \"Logbook <noreply@example.com>\""),
+                    );
+                    None
+                }
+            },
+            None if production => None,
+            None => Mailbox::from_str(DEVELOPMENT_MAIL_FROM).ok(),
+        };
+
+        let admin_token = match checker.required(
+            ADMIN_TOKEN,
+            &self.admin_token,
+            production,
+            format!("a random secret of at least {ADMIN_TOKEN_MIN_CHARS} characters, e.g. from `openssl rand -base64 32`").as_str(),
+        ) {
+            Some(value) if value.chars().count() < ADMIN_TOKEN_MIN_CHARS => {
+                checker.problem(
+                    ADMIN_TOKEN,
+                    format!(
+                        "too short ({} characters); use at least {ADMIN_TOKEN_MIN_CHARS}, e.g. from `openssl rand -base64 32`",
+                        value.chars().count()
+                    ),
+                );
+                None
+            }
+            Some(value) => Some((Secret::new(value), false)),
+            None if production => None,
+            None => match crate::token::random_secret(32) {
+                Ok(generated) => Some((Secret::new(generated), true)),
+                Err(error) => {
+                    checker.problem(ADMIN_TOKEN, format!("could not generate one ({error}); set it"));
+                    None
+                }
+            },
+        };
+
+        checker.range(
+            "INVITE_TTL_HOURS (--invite-ttl-hours)",
+            self.invite_ttl_hours,
+            1,
+            INVITE_TTL_HOURS_MAX,
+        );
+        checker.range(
+            "DATABASE_MAX_CONNECTIONS (--database-max-connections)",
+            u64::from(self.database_max_connections),
+            1,
+            1000,
+        );
+        checker.range(
+            "MAIL_RETRY_INITIAL_MS (--mail-retry-initial-ms)",
+            self.mail_retry_initial_ms,
+            1,
+            self.mail_retry_max_ms.max(1),
+        );
+        checker.range(
+            "MAIL_SEND_TIMEOUT_SECONDS (--mail-send-timeout-seconds)",
+            self.mail_send_timeout_seconds,
+            1,
+            3600,
+        );
+        checker.range(
+            "TEAMS_MAX_BODY_BYTES (--teams-max-body-bytes)",
+            self.teams_max_body_bytes as u64,
+            1024,
+            64 * 1024 * 1024,
+        );
+        checker.range(
+            "TEAMS_REQUEST_TIMEOUT_SECONDS (--teams-request-timeout-seconds)",
+            self.teams_request_timeout_seconds,
+            1,
+            3600,
+        );
+
+        if !checker.problems.is_empty() {
+            return Err(checker.problems);
+        }
+        let (
+            Some(app_url),
+            Some(frontend_url),
+            Some(database_url),
+            Some(mail),
+            Some(mail_from),
+            Some((admin_token, admin_token_generated)),
+        ) = (
+            app_url,
+            frontend_url,
+            database_url,
+            mail,
+            mail_from,
+            admin_token,
+        )
+        else {
+            // Every `None` above recorded a problem; this is unreachable but not worth a panic.
+            return Err(vec![ConfigProblem::new(
+                "teams settings",
+                "incomplete; see the other problems",
+            )]);
+        };
+        Ok(TeamsSettings {
+            database_url: Secret::new(database_url),
+            database_max_connections: self.database_max_connections,
+            app_url,
+            frontend_url,
+            mail,
+            mail_from,
+            admin_token,
+            admin_token_generated,
+            invite_ttl: Duration::from_secs(self.invite_ttl_hours * 3600),
+            resend_interval: Duration::from_secs(self.invite_resend_interval_seconds),
+            mail_retry_initial: Duration::from_millis(self.mail_retry_initial_ms),
+            mail_retry_max: Duration::from_millis(self.mail_retry_max_ms),
+            mail_send_timeout: Duration::from_secs(self.mail_send_timeout_seconds),
+            max_body_bytes: self.teams_max_body_bytes,
+            request_timeout: Duration::from_secs(self.teams_request_timeout_seconds),
+            production,
+        })
+    }
+}
+
+/// `sqlite:///absolute/path` for a path (made absolute against the working directory).
+fn sqlite_url(path: &Path) -> String {
+    let absolute = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    format!("sqlite://{}", absolute.display())
+}
+
+/// Checks the scheme and turns a relative SQLite path into an absolute one, so that the URL
+/// means the same file whatever the process does with its working directory later.
+fn normalize_database_url(value: &str) -> Result<String, String> {
+    if let Some(rest) = value.strip_prefix("sqlite://") {
+        let path = rest.split('?').next().unwrap_or_default();
+        if path.is_empty() {
+            return Err(
+                "names no file; use sqlite://relative/path or sqlite:///absolute/path".into(),
+            );
+        }
+        return Ok(sqlite_url(Path::new(path)));
+    }
+    if value.starts_with("postgres://") || value.starts_with("postgresql://") {
+        return match url::Url::parse(value) {
+            Ok(url) if url.host_str().is_some() => Ok(value.to_owned()),
+            _ => Err(
+                "is not a valid postgres:// URL; use postgres://user:password@host:5432/database"
+                    .into(),
+            ),
+        };
+    }
+    Err("unsupported scheme; use sqlite://relative/path, sqlite:///absolute/path or postgres://user@host/database".into())
+}

@@ -1,0 +1,300 @@
+//! The HTTP surface: router, shared state, admin auth, extractors, pagination.
+//!
+//! Each resource module has its handlers (documented for OpenAPI with `utoipa::path`):
+//! [`teams`], [`members`], [`invitations`] (admin) and [`accept`] (public: the accept page,
+//! preview and accept). Everything that fails returns [`Error`], whose single mapping to an
+//! RFC 9457 problem lives in `error.rs`.
+
+pub(crate) mod accept;
+pub(crate) mod invitations;
+pub(crate) mod members;
+pub(crate) mod teams;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::{DefaultBodyLimit, FromRequest, Query, Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post};
+use axum::{BoxError, Json, Router};
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use tokio::sync::Notify;
+use tower::ServiceBuilder;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::trace::TraceLayer;
+use utoipa::IntoParams;
+
+use crate::config::TeamsSettings;
+use crate::error::Error;
+use crate::store::Store;
+use crate::token::secrets_equal;
+
+/// Default page size of list endpoints.
+pub const PAGE_LIMIT_DEFAULT: u32 = 50;
+/// Largest page size of list endpoints; larger `limit`s are capped to it.
+pub const PAGE_LIMIT_MAX: u32 = 200;
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub(crate) struct AppState {
+    pub(crate) inner: Arc<Shared>,
+}
+
+pub(crate) struct Shared {
+    pub(crate) store: Store,
+    pub(crate) settings: TeamsSettings,
+    /// Wakes the mail worker when a delivery is queued.
+    pub(crate) mail_wakeup: Arc<Notify>,
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+    fn deref(&self) -> &Shared {
+        &self.inner
+    }
+}
+
+/// All teams routes with their own body limit, timeout, request ids and tracing.
+pub(crate) fn router(state: AppState) -> Router {
+    let body_limit = state.settings.max_body_bytes;
+    let timeout = state.settings.request_timeout;
+    let admin = Router::new()
+        .route("/teams", post(teams::create_team).get(teams::list_teams))
+        .route(
+            "/teams/{team_id}",
+            get(teams::get_team)
+                .patch(teams::update_team)
+                .delete(teams::delete_team),
+        )
+        .route(
+            "/teams/{team_id}/invitations",
+            post(invitations::invite).get(invitations::list_invitations),
+        )
+        .route(
+            "/teams/{team_id}/invitations/{invitation_id}",
+            delete(invitations::revoke_invitation),
+        )
+        .route(
+            "/teams/{team_id}/invitations/{invitation_id}/resend",
+            post(invitations::resend_invitation),
+        )
+        .route("/teams/{team_id}/members", get(members::list_members))
+        .route(
+            "/teams/{team_id}/members/{member_id}",
+            delete(members::remove_member),
+        )
+        .route_layer(middleware::from_fn_with_state(state.clone(), require_admin));
+    let public = Router::new()
+        .route("/invite", get(accept::accept_page))
+        .route("/invitations/preview", post(accept::preview_invitation))
+        .route("/invitations/accept", post(accept::accept_invitation));
+    admin
+        .merge(public)
+        .layer(DefaultBodyLimit::max(body_limit))
+        .layer(
+            ServiceBuilder::new()
+                .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+                .layer(
+                    TraceLayer::new_for_http().make_span_with(|request: &Request| {
+                        let request_id = request
+                            .headers()
+                            .get("x-request-id")
+                            .and_then(|value| value.to_str().ok())
+                            .unwrap_or("-");
+                        // Method and path only: no query string, no headers (the bearer
+                        // token), and tokens only ever travel in bodies and fragments.
+                        tracing::info_span!(
+                            "teams_request",
+                            method = %request.method(),
+                            path = %request.uri().path(),
+                            request_id = %request_id,
+                        )
+                    }),
+                )
+                .layer(PropagateRequestIdLayer::x_request_id())
+                .layer(axum::error_handling::HandleErrorLayer::new(
+                    |error: BoxError| async move { timeout_problem(error) },
+                ))
+                .layer(tower::timeout::TimeoutLayer::new(timeout)),
+        )
+        .with_state(state)
+}
+
+fn timeout_problem(error: BoxError) -> Response {
+    if error.is::<tower::timeout::error::Elapsed>() {
+        Error::Timeout.into_response()
+    } else {
+        tracing::error!(error = %error, "middleware error");
+        web::Problem::internal().into_response()
+    }
+}
+
+/// Admin auth: `Authorization: Bearer <ADMIN_TOKEN>`, compared by digest in constant time.
+async fn require_admin(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let presented = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.strip_prefix("Bearer "))
+        .map(str::trim);
+    match presented {
+        Some(token)
+            if secrets_equal(
+                token.as_bytes(),
+                state.settings.admin_token.expose().as_bytes(),
+            ) =>
+        {
+            next.run(request).await
+        }
+        _ => Error::Unauthorized.into_response(),
+    }
+}
+
+/// A JSON body whose rejections are RFC 9457 problems (400, 413, 415).
+pub(crate) struct ApiJson<T>(pub(crate) T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
+    type Rejection = Error;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, Error> {
+        match Json::<T>::from_request(request, state).await {
+            Ok(Json(value)) => Ok(ApiJson(value)),
+            Err(rejection) => Err(json_rejection(rejection)),
+        }
+    }
+}
+
+fn json_rejection(rejection: JsonRejection) -> Error {
+    match rejection.status() {
+        StatusCode::PAYLOAD_TOO_LARGE => {
+            Error::PayloadTooLarge("The request body is larger than the configured limit.".into())
+        }
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => Error::UnsupportedMediaType(
+            "The request body must be JSON with `Content-Type: application/json`.".into(),
+        ),
+        _ => Error::BadRequest(rejection.body_text()),
+    }
+}
+
+/// Query parameters of list endpoints.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct PageQuery {
+    /// Page size, 1 to 200 (larger values are capped); default 50.
+    pub(crate) limit: Option<u32>,
+    /// The `next_cursor` of the previous page; omit for the first page.
+    pub(crate) cursor: Option<String>,
+}
+
+/// A checked page request: the id to start after and the page size.
+pub(crate) struct Page {
+    pub(crate) after_id: String,
+    pub(crate) limit: u32,
+}
+
+impl Page {
+    pub(crate) fn from_query(
+        query: Result<Query<PageQuery>, QueryRejection>,
+    ) -> Result<Page, Error> {
+        let Query(query) = query.map_err(|rejection| Error::BadRequest(rejection.body_text()))?;
+        let limit = match query.limit {
+            None => PAGE_LIMIT_DEFAULT,
+            Some(0) => return Err(Error::BadRequest("`limit` must be at least 1.".into())),
+            Some(limit) => limit.min(PAGE_LIMIT_MAX),
+        };
+        let after_id = match query.cursor.as_deref() {
+            None | Some("") => String::new(),
+            Some(cursor) => URL_SAFE_NO_PAD
+                .decode(cursor)
+                .ok()
+                .and_then(|bytes| String::from_utf8(bytes).ok())
+                .filter(|id| uuid::Uuid::parse_str(id).is_ok())
+                .ok_or_else(|| {
+                    Error::BadRequest("`cursor` is not a cursor this API returned.".into())
+                })?,
+        };
+        Ok(Page { after_id, limit })
+    }
+
+    /// The cursor for the page after one whose last id is `last_id`, if a next page exists.
+    pub(crate) fn next_cursor(&self, returned: usize, last_id: Option<&str>) -> Option<String> {
+        if returned < self.limit as usize {
+            return None;
+        }
+        last_id.map(|id| URL_SAFE_NO_PAD.encode(id.as_bytes()))
+    }
+
+    /// The `LIMIT` to ask the database for.
+    pub(crate) fn sql_limit(&self) -> i64 {
+        i64::from(self.limit)
+    }
+}
+
+/// A path id that must be a UUID; anything else names nothing (404).
+pub(crate) fn parse_id(raw: &str, what: &str) -> Result<String, Error> {
+    uuid::Uuid::parse_str(raw)
+        .map(|id| id.hyphenated().to_string())
+        .map_err(|_| Error::NotFound(format!("No {what} has id {raw:?}.")))
+}
+
+/// Marks a response as not to be stored by any cache (responses about tokens).
+pub(crate) fn no_store(mut response: Response) -> Response {
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response.headers_mut().insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    response
+}
+
+/// A new time-ordered id.
+pub(crate) fn new_id() -> String {
+    uuid::Uuid::now_v7().hyphenated().to_string()
+}
+
+/// Converts a duration to whole milliseconds for arithmetic on stored times.
+pub(crate) fn ms(duration: Duration) -> i64 {
+    i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// The OpenAPI document, generated from the handlers' `utoipa::path` attributes.
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    info(title = "Logbook teams API", description = "Teams, members and batch email invitations. Admin endpoints take `Authorization: Bearer <ADMIN_TOKEN>`."),
+    paths(
+        teams::create_team, teams::list_teams, teams::get_team, teams::update_team, teams::delete_team,
+        invitations::invite, invitations::list_invitations, invitations::revoke_invitation, invitations::resend_invitation,
+        members::list_members, members::remove_member,
+        accept::accept_page, accept::preview_invitation, accept::accept_invitation,
+    ),
+    components(schemas(web::Problem, crate::domain::Role)),
+    modifiers(&AdminTokenScheme),
+    tags(
+        (name = "teams", description = "Teams (admin)"),
+        (name = "invitations", description = "Batch invitations and their delivery (admin)"),
+        (name = "members", description = "Members (admin)"),
+        (name = "accept", description = "Public: the accept page and token endpoints"),
+    )
+)]
+pub(crate) struct ApiDoc;
+
+struct AdminTokenScheme;
+
+impl utoipa::Modify for AdminTokenScheme {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "admin_token",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
