@@ -9,7 +9,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use lettre::message::{Mailbox, MultiPart};
+use lettre::message::header::{ContentTransferEncoding, ContentType};
+use lettre::message::{Body, Mailbox, MultiPart, SinglePart};
 use lettre::{AsyncFileTransport, AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 use tokio::sync::{Notify, watch};
 
@@ -126,9 +127,22 @@ impl InvitationMail<'_> {
             .from(self.from.clone())
             .to(to)
             .subject(format!("You are invited to join {}", self.team_name))
-            .multipart(MultiPart::alternative_plain_html(text, html))
+            .multipart(
+                MultiPart::alternative()
+                    .singlepart(part(ContentType::TEXT_PLAIN, text))
+                    .singlepart(part(ContentType::TEXT_HTML, html)),
+            )
             .map_err(|error| Error::Mail(format!("building the message: {error}")))
     }
+}
+
+/// A part sent as 7bit when it is plain ASCII with short lines, so the link reads literally in
+/// the raw message (quoted-printable would turn `#token=` into `#token=3D`); otherwise lettre
+/// picks an encoding.
+fn part(content_type: ContentType, text: String) -> SinglePart {
+    let body =
+        Body::new_with_encoding(text, ContentTransferEncoding::SevenBit).unwrap_or_else(Body::new);
+    SinglePart::builder().header(content_type).body(body)
 }
 
 /// The worker's fixed inputs.

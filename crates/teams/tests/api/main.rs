@@ -1,0 +1,11 @@
+//! Integration tests of the teams service over real HTTP on port 0, each against a fresh
+//! SQLite file and, when `TEST_DATABASE_URL` is set, a fresh PostgreSQL database.
+
+mod support;
+
+mod accept;
+mod config;
+mod invitations;
+mod mail;
+mod openapi;
+mod teams;
