@@ -324,8 +324,10 @@ pub fn read_at_most(file: &File, buf: &mut [u8], offset: u64) -> io::Result<usiz
     Ok(done)
 }
 
-/// The offset of the first valid record that starts after `from` in `bytes`, if any.
-/// Used to tell a torn tail (nothing valid follows the damage) from damage in the middle.
+/// The offset of the first valid record that starts a batch after `from` in `bytes`, if any.
+/// Used to tell a torn tail from damage in the middle: valid records that continue a batch
+/// whose start is damaged belong to the same interrupted write, but a whole new batch after
+/// the damage shows that the log went on past it.
 pub fn find_valid_record_after(bytes: &[u8], from: usize) -> Option<usize> {
     let mut at = from + 1;
     while at + 4 <= bytes.len() {
@@ -333,7 +335,9 @@ pub fn find_valid_record_after(bytes: &[u8], from: usize) -> Option<usize> {
             .windows(4)
             .position(|window| window == RECORD_MAGIC)?;
         let candidate = at + found;
-        if let Decoded::Record(_) = decode_record(&bytes[candidate..]) {
+        if let Decoded::Record(view) = decode_record(&bytes[candidate..])
+            && view.fields.batch_index == 0
+        {
             return Some(candidate);
         }
         at = candidate + 1;
@@ -419,7 +423,18 @@ mod tests {
         let mut record = Vec::new();
         encode_record(&mut record, &sample(b"[]", None));
         bytes.extend_from_slice(&record);
-        assert_eq!(find_valid_record_after(&bytes, 0), Some(37));
-        assert_eq!(find_valid_record_after(&bytes, 37), None);
+        // The sample continues a batch (index 1 of 2): not evidence of a later batch.
+        assert_eq!(find_valid_record_after(&bytes, 0), None);
+        let mut first = Vec::new();
+        encode_record(
+            &mut first,
+            &RecordFields {
+                batch_index: 0,
+                ..sample(b"[]", None)
+            },
+        );
+        bytes.extend_from_slice(&first);
+        assert_eq!(find_valid_record_after(&bytes, 0), Some(37 + record.len()));
+        assert_eq!(find_valid_record_after(&bytes, 37 + record.len()), None);
     }
 }

@@ -77,7 +77,7 @@ impl Default for Options {
 }
 
 /// Smallest segment size accepted, so that every segment holds at least a few records.
-pub const MIN_SEGMENT_SIZE_BYTES: u64 = 4096;
+pub const MIN_SEGMENT_SIZE_BYTES: u64 = 1024;
 
 impl Options {
     /// Checks the options against the format's bounds.

@@ -77,8 +77,11 @@ pub fn scan_log(segments: &[(u64, PathBuf)], resume: Option<Resume>) -> Result<S
             SEGMENT_HEADER_LEN
         };
         let file = Arc::new(file);
-        let damage = |offset: u64, reason: &str| -> Result<Damage> {
-            let torn_tail = number == last && !valid_record_after(&file, path, offset, file_len)?;
+        // `offset` is where the valid log ends (the start of a partial batch); `stop` is where
+        // the scan stopped. Records between the two are the valid start of a torn batch, so only
+        // a valid record at or after `stop` shows damage in the middle.
+        let damage = |offset: u64, stop: u64, reason: &str| -> Result<Damage> {
+            let torn_tail = number == last && !valid_record_after(&file, path, stop, file_len)?;
             Ok(Damage {
                 segment: number,
                 path: path.clone(),
@@ -93,7 +96,7 @@ pub fn scan_log(segments: &[(u64, PathBuf)], resume: Option<Resume>) -> Result<S
                 "segment name says it starts at position {first_position}, but the log before it ends at {}",
                 index.len()
             );
-            let found = damage(0, &reason)?;
+            let found = damage(0, 0, &reason)?;
             return Ok(Scan {
                 index,
                 damage: Some(found),
@@ -105,7 +108,7 @@ pub fn scan_log(segments: &[(u64, PathBuf)], resume: Option<Resume>) -> Result<S
             let mut header = [0u8; SEGMENT_HEADER_LEN as usize];
             let got = read_at_most(&file, &mut header, 0).map_err(|e| Error::io(path, e))?;
             if !is_valid_segment_header(&header[..got]) {
-                let found = damage(0, "missing or invalid segment header")?;
+                let found = damage(0, 0, "missing or invalid segment header")?;
                 return Ok(Scan {
                     index,
                     damage: Some(found),
@@ -181,7 +184,7 @@ pub fn scan_log(segments: &[(u64, PathBuf)], resume: Option<Resume>) -> Result<S
         } else {
             batch_start
         };
-        let found = damage(cut, reason)?;
+        let found = damage(cut, outcome.offset, reason)?;
         return Ok(Scan {
             index,
             damage: Some(found),
@@ -209,7 +212,7 @@ fn valid_record_after(file: &File, path: &Path, offset: u64, file_len: u64) -> R
     // it (out of sequence), which is damage in the middle too.
     let at_offset = matches!(
         crate::format::decode_record(&rest),
-        crate::format::Decoded::Record(_)
+        crate::format::Decoded::Record(view) if view.fields.batch_index == 0
     );
     Ok(at_offset || find_valid_record_after(&rest, 0).is_some())
 }

@@ -23,3 +23,16 @@ pub fn fast_options() -> Options {
         ..Options::default()
     }
 }
+
+/// A temporary directory on tmpfs when the machine has one: the corruption tests open
+/// thousands of stores, and fsyncs on a real disk would dominate their run time. (The crash
+/// and durability tests use the real disk.)
+pub fn scratch_dir() -> tempfile::TempDir {
+    let shm = std::path::Path::new("/dev/shm");
+    if shm.is_dir()
+        && let Ok(dir) = tempfile::tempdir_in(shm)
+    {
+        return dir;
+    }
+    tempfile::tempdir().unwrap()
+}
