@@ -1,5 +1,48 @@
-//! The `logbook` binary. Placeholder until the serve command lands.
+//! The `logbook` binary: parse the command line and hand over to the library.
 
-fn main() {
-    println!("logbook: not yet implemented");
+use std::process::ExitCode;
+
+use clap::Parser;
+use logbook::cli::{Cli, Command, EventsTool};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve(serve) => serve_main((*serve).into_config()),
+        Command::Events(EventsTool::Verify { dir }) => logbook::tools::verify(&dir),
+        Command::Events(EventsTool::Repair { dir }) => logbook::tools::repair(&dir),
+        Command::Events(EventsTool::Dump { dir }) => logbook::tools::dump(&dir),
+        Command::Bench(args) => logbook::bench::main(args),
+    }
+}
+
+fn serve_main(config: logbook::ServeConfig) -> ExitCode {
+    logbook::telemetry::init(config.common.log_format);
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("logbook: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async {
+        let app = match logbook::App::build(config).await {
+            Ok(app) => app,
+            Err(error) => {
+                eprint!("{error}");
+                return ExitCode::from(2);
+            }
+        };
+        if let Some(banner) = app.dev_banner() {
+            println!("{banner}");
+        }
+        println!("logbook: listening on http://{}", app.local_addr());
+        match app.run(logbook::shutdown_signal()).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(error) => {
+                eprintln!("logbook: {error:#}");
+                ExitCode::FAILURE
+            }
+        }
+    })
 }

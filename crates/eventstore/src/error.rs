@@ -1,0 +1,100 @@
+//! The one error type of the HTTP layer and its one mapping to RFC 9457 problems.
+
+use axum::http::{HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+use web::Problem;
+
+/// Everything a route can answer with instead of success.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// The engine refused or failed the operation.
+    #[error(transparent)]
+    Store(#[from] eventlog::Error),
+    /// The request is malformed (bad JSON, bad query parameter, bad id).
+    #[error("{0}")]
+    BadRequest(String),
+    /// The named event or stream does not exist.
+    #[error("{0}")]
+    NotFound(String),
+    /// The body is not JSON.
+    #[error("{0}")]
+    UnsupportedMediaType(String),
+    /// The body is larger than the limit derived from the engine's limits.
+    #[error("{0}")]
+    PayloadTooLarge(String),
+    /// The event API needs a bearer token and the request has none or a wrong one.
+    #[error("missing or wrong bearer token")]
+    Unauthorized,
+    /// The log is still being recovered.
+    #[error("the event log is still opening")]
+    NotReady,
+    /// The request took longer than the request timeout.
+    #[error("the request timed out")]
+    Timeout,
+}
+
+impl ApiError {
+    /// The problem body. 5xx problems carry a generic detail; the cause is logged here.
+    pub fn to_problem(&self) -> Problem {
+        use eventlog::Error as E;
+        match self {
+            ApiError::BadRequest(detail) => Problem::bad_request(detail.clone()),
+            ApiError::NotFound(detail) => Problem::not_found(detail.clone()),
+            ApiError::UnsupportedMediaType(detail) => {
+                Problem::unsupported_media_type(detail.clone())
+            }
+            ApiError::PayloadTooLarge(detail) => Problem::payload_too_large(detail.clone()),
+            ApiError::Unauthorized => Problem::unauthorized(
+                "this route needs `Authorization: Bearer <EVENTS_TOKEN>`",
+            ),
+            ApiError::NotReady => Problem::unavailable(
+                "the event log is still being recovered; retry shortly",
+            )
+            .with_header(header::RETRY_AFTER, HeaderValue::from_static("1")),
+            ApiError::Timeout => Problem::unavailable(
+                "the request took longer than the request timeout; an append may still complete, so retry it with the same id",
+            ),
+            ApiError::Store(error) => match error {
+                E::LimitExceeded {
+                    limit, setting, ..
+                } => Problem::payload_too_large(error.to_string())
+                    .with("limit", *limit)
+                    .with("setting", *setting),
+                E::InvalidAppend(reason) => Problem::bad_request(reason.clone()),
+                E::WrongExpectedVersion {
+                    stream,
+                    expected,
+                    current,
+                } => Problem::conflict(format!(
+                    "stream {stream:?} is at {}, expected {expected}",
+                    match current {
+                        Some(version) => format!("version {version}"),
+                        None => "no stream (no events)".to_owned(),
+                    }
+                ))
+                .with("current_version", current.map(serde_json::Value::from)),
+                E::IdConflict { id } => Problem::conflict(format!(
+                    "event id {id} already exists with different content (or the batch repeats only part of an earlier one)"
+                ))
+                .with("id", id.to_string()),
+                error if error.is_unavailable() => {
+                    tracing::error!(error = %error, "the event log cannot write");
+                    Problem::unavailable(
+                        "the event store cannot write right now; reads still work, retry later",
+                    )
+                    .with_header(header::RETRY_AFTER, HeaderValue::from_static("5"))
+                }
+                error => {
+                    tracing::error!(error = %error, "event store failure");
+                    Problem::internal()
+                }
+            },
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        self.to_problem().into_response()
+    }
+}

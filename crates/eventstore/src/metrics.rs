@@ -1,0 +1,313 @@
+//! Prometheus metrics, hand-written: a few atomic counters and fixed-bucket histograms are all
+//! the event store needs, and rendering the text format is twenty lines (no exporter crate to
+//! build on a 2-core machine).
+
+use std::fmt::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+/// The routes whose requests are counted, one label value each.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route {
+    Append,
+    StreamAppend,
+    GetEvent,
+    ReadAll,
+    ReadStream,
+    Subscribe,
+}
+
+impl Route {
+    const ALL: [Route; 6] = [
+        Route::Append,
+        Route::StreamAppend,
+        Route::GetEvent,
+        Route::ReadAll,
+        Route::ReadStream,
+        Route::Subscribe,
+    ];
+
+    fn label(self) -> &'static str {
+        match self {
+            Route::Append => "append",
+            Route::StreamAppend => "stream_append",
+            Route::GetEvent => "get_event",
+            Route::ReadAll => "read_all",
+            Route::ReadStream => "read_stream",
+            Route::Subscribe => "subscribe",
+        }
+    }
+
+    fn is_append(self) -> bool {
+        matches!(self, Route::Append | Route::StreamAppend)
+    }
+}
+
+/// Status codes counted individually; anything else counts as `other`.
+const STATUSES: [u16; 11] = [200, 201, 400, 401, 404, 409, 413, 415, 500, 503, 0];
+
+/// Latency buckets, upper bounds in microseconds.
+const LATENCY_BUCKETS_MICROS: [u64; 14] = [
+    50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 1_000_000,
+    5_000_000,
+];
+
+/// Events-per-commit buckets (the group commit batch size).
+const BATCH_BUCKETS_EVENTS: [u64; 10] = [1, 2, 4, 8, 16, 32, 64, 128, 256, 1024];
+
+/// A histogram with fixed buckets; `observe` is a few relaxed atomic adds.
+#[derive(Debug)]
+struct Histogram {
+    bounds: &'static [u64],
+    /// One count per bound, plus the `+Inf` bucket; not cumulative (rendering accumulates).
+    counts: Vec<AtomicU64>,
+    sum: AtomicU64,
+}
+
+impl Histogram {
+    fn new(bounds: &'static [u64]) -> Histogram {
+        Histogram {
+            bounds,
+            counts: (0..=bounds.len()).map(|_| AtomicU64::new(0)).collect(),
+            sum: AtomicU64::new(0),
+        }
+    }
+
+    fn observe(&self, value: u64) {
+        let bucket = self.bounds.partition_point(|&bound| bound < value);
+        self.counts[bucket].fetch_add(1, Ordering::Relaxed);
+        self.sum.fetch_add(value, Ordering::Relaxed);
+    }
+
+    /// Renders with bounds and sum divided by `scale` (1e6 turns microseconds into seconds).
+    fn render(&self, out: &mut String, name: &str, labels: &str, scale: f64) {
+        let mut cumulative = 0u64;
+        let sep = if labels.is_empty() { "" } else { "," };
+        for (i, count) in self.counts.iter().enumerate() {
+            cumulative += count.load(Ordering::Relaxed);
+            let le = match self.bounds.get(i) {
+                Some(&bound) => format!("{}", bound as f64 / scale),
+                None => "+Inf".to_owned(),
+            };
+            let _ = writeln!(
+                out,
+                "{name}_bucket{{{labels}{sep}le=\"{le}\"}} {cumulative}"
+            );
+        }
+        let sum = self.sum.load(Ordering::Relaxed) as f64 / scale;
+        let braces = if labels.is_empty() {
+            String::new()
+        } else {
+            format!("{{{labels}}}")
+        };
+        let _ = writeln!(out, "{name}_sum{braces} {sum}");
+        let _ = writeln!(out, "{name}_count{braces} {cumulative}");
+    }
+}
+
+/// Every metric of the event store.
+#[derive(Debug)]
+pub struct Metrics {
+    /// `requests[route][status]`, indexed like [`Route::ALL`] and [`STATUSES`].
+    requests: Vec<Vec<AtomicU64>>,
+    append_latency: Histogram,
+    read_latency: Histogram,
+    commit_events: Histogram,
+    fsync_latency: Histogram,
+    events_appended: AtomicU64,
+    subscribers: AtomicU64,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics {
+            requests: Route::ALL
+                .iter()
+                .map(|_| STATUSES.iter().map(|_| AtomicU64::new(0)).collect())
+                .collect(),
+            append_latency: Histogram::new(&LATENCY_BUCKETS_MICROS),
+            read_latency: Histogram::new(&LATENCY_BUCKETS_MICROS),
+            commit_events: Histogram::new(&BATCH_BUCKETS_EVENTS),
+            fsync_latency: Histogram::new(&LATENCY_BUCKETS_MICROS),
+            events_appended: AtomicU64::new(0),
+            subscribers: AtomicU64::new(0),
+        }
+    }
+}
+
+impl Metrics {
+    /// Counts one finished request and its latency.
+    pub fn request(&self, route: Route, status: u16, elapsed: Duration) {
+        let route_index = Route::ALL.iter().position(|&r| r == route).unwrap_or(0);
+        let status_index = STATUSES
+            .iter()
+            .position(|&s| s == status)
+            .unwrap_or(STATUSES.len() - 1);
+        self.requests[route_index][status_index].fetch_add(1, Ordering::Relaxed);
+        let micros = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
+        match route {
+            Route::Subscribe => {}
+            route if route.is_append() => self.append_latency.observe(micros),
+            _ => self.read_latency.observe(micros),
+        }
+    }
+
+    /// Records one durable commit (called from the writer thread: a few atomic adds).
+    pub fn commit(&self, commit: &eventlog::Commit) {
+        self.commit_events.observe(commit.events);
+        self.events_appended
+            .fetch_add(commit.events, Ordering::Relaxed);
+        if let Some(fsync) = commit.fsync {
+            self.fsync_latency
+                .observe(u64::try_from(fsync.as_micros()).unwrap_or(u64::MAX));
+        }
+    }
+
+    /// A subscriber connected (`+1`) or left (`-1`).
+    pub fn subscribers_add(&self, delta: i64) {
+        if delta >= 0 {
+            self.subscribers.fetch_add(delta as u64, Ordering::Relaxed);
+        } else {
+            self.subscribers
+                .fetch_sub(delta.unsigned_abs(), Ordering::Relaxed);
+        }
+    }
+
+    /// Appends the Prometheus text of these metrics and of `stats` to `out`.
+    pub fn render(&self, stats: Option<&eventlog::StoreStats>, out: &mut String) {
+        out.push_str(
+            "# HELP logbook_events_requests_total Event store HTTP requests by route and status.\n",
+        );
+        out.push_str("# TYPE logbook_events_requests_total counter\n");
+        for (route, counts) in Route::ALL.iter().zip(&self.requests) {
+            for (status, count) in STATUSES.iter().zip(counts) {
+                let count = count.load(Ordering::Relaxed);
+                if count == 0 {
+                    continue;
+                }
+                let status = if *status == 0 {
+                    "other".to_owned()
+                } else {
+                    status.to_string()
+                };
+                let _ = writeln!(
+                    out,
+                    "logbook_events_requests_total{{route=\"{}\",status=\"{status}\"}} {count}",
+                    route.label()
+                );
+            }
+        }
+        let histograms: [(&str, &str, &Histogram, f64); 4] = [
+            (
+                "logbook_events_append_duration_seconds",
+                "Latency of append requests (201/200 and errors).",
+                &self.append_latency,
+                1e6,
+            ),
+            (
+                "logbook_events_read_duration_seconds",
+                "Latency of read requests.",
+                &self.read_latency,
+                1e6,
+            ),
+            (
+                "logbook_events_commit_batch_events",
+                "Events per durable group commit (fsync batch size).",
+                &self.commit_events,
+                1.0,
+            ),
+            (
+                "logbook_events_fsync_duration_seconds",
+                "Duration of one log fsync.",
+                &self.fsync_latency,
+                1e6,
+            ),
+        ];
+        for (name, help, histogram, scale) in histograms {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+            histogram.render(out, name, "", scale);
+        }
+        let mut gauge = |name: &str, kind: &str, help: &str, value: u64| {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
+            );
+        };
+        gauge(
+            "logbook_events_appended_total",
+            "counter",
+            "Events made durable since start.",
+            self.events_appended.load(Ordering::Relaxed),
+        );
+        gauge(
+            "logbook_events_subscribers",
+            "gauge",
+            "Open SSE subscriptions.",
+            self.subscribers.load(Ordering::Relaxed),
+        );
+        if let Some(stats) = stats {
+            gauge(
+                "logbook_events_stored",
+                "gauge",
+                "Events in the log.",
+                stats.events,
+            );
+            gauge(
+                "logbook_events_streams",
+                "gauge",
+                "Streams in the log.",
+                stats.streams,
+            );
+            gauge(
+                "logbook_events_log_bytes",
+                "gauge",
+                "Bytes of log on disk.",
+                stats.log_bytes,
+            );
+            gauge(
+                "logbook_events_segments",
+                "gauge",
+                "Log segment files.",
+                stats.segments,
+            );
+            gauge(
+                "logbook_events_index_heap_bytes",
+                "gauge",
+                "Approximate heap bytes of the in-memory index.",
+                stats.index_heap_bytes,
+            );
+            gauge(
+                "logbook_events_fsyncs_total",
+                "counter",
+                "Log fsyncs since start.",
+                stats.fsyncs,
+            );
+            gauge(
+                "logbook_events_writable",
+                "gauge",
+                "1 while the log accepts appends, 0 after a write failure stopped it.",
+                u64::from(stats.writable),
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_histogram_renders_cumulative_buckets_sum_and_count() {
+        let histogram = Histogram::new(&BATCH_BUCKETS_EVENTS);
+        histogram.observe(1);
+        histogram.observe(3);
+        histogram.observe(5000);
+        let mut out = String::new();
+        histogram.render(&mut out, "h", "", 1.0);
+        assert!(out.contains("h_bucket{le=\"1\"} 1\n"));
+        assert!(out.contains("h_bucket{le=\"4\"} 2\n"));
+        assert!(out.contains("h_bucket{le=\"+Inf\"} 3\n"));
+        assert!(out.contains("h_sum 5004\n"));
+        assert!(out.contains("h_count 3\n"));
+    }
+}

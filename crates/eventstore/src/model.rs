@@ -1,0 +1,289 @@
+//! The JSON shapes of the API: what an appender sends, what a reader gets back.
+//!
+//! `data` and `metadata` are never re-encoded: the request's raw JSON text is stored byte for
+//! byte, and served back as the same raw text (`serde_json::value::RawValue`), so an emoji, a
+//! `\u0000` escape or a newline comes back exactly as it was sent.
+
+use std::borrow::Cow;
+
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use crate::error::ApiError;
+
+/// The stream of an event appended with `POST /events` and no `stream`.
+pub const DEFAULT_STREAM: &str = "default";
+/// Page size when `limit` is omitted.
+pub const PAGE_LIMIT_DEFAULT: usize = 100;
+/// Largest page; a larger `limit` is capped to this.
+pub const PAGE_LIMIT_MAX: usize = 1000;
+
+/// One event to append.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewEventBody<'a> {
+    /// Client-chosen id; omitted: the server generates a UUIDv7. Re-appending an id with the
+    /// same content is idempotent (200); with different content it is a 409.
+    #[serde(default)]
+    pub id: Option<Uuid>,
+    /// The stream (default `"default"`; on `/streams/{stream}/events` it must be omitted or equal
+    /// the path).
+    #[serde(default, borrow)]
+    #[schema(value_type = Option<String>, example = "orders-42")]
+    pub stream: Option<Cow<'a, str>>,
+    /// The event type.
+    #[serde(rename = "type", borrow)]
+    #[schema(value_type = String, example = "OrderPlaced")]
+    pub event_type: Cow<'a, str>,
+    /// Any JSON value, stored and returned byte-exactly.
+    #[serde(borrow)]
+    #[schema(value_type = Object)]
+    pub data: &'a RawValue,
+    /// An optional JSON object.
+    #[serde(default, borrow)]
+    #[schema(value_type = Option<Object>)]
+    pub metadata: Option<&'a RawValue>,
+}
+
+/// The body of an append: one event (an object) or an atomic batch (an array).
+#[derive(Debug, ToSchema)]
+#[schema(as = AppendRequest)]
+pub enum AppendRequest<'a> {
+    /// One event.
+    One(NewEventBody<'a>),
+    /// An atomic batch: all of it is stored, or none.
+    Batch(Vec<NewEventBody<'a>>),
+}
+
+impl<'a> AppendRequest<'a> {
+    /// Parses a body: an object is one event, an array a batch.
+    pub fn parse(body: &'a [u8]) -> Result<AppendRequest<'a>, ApiError> {
+        let bad = |e: serde_json::Error| ApiError::BadRequest(format!("invalid event JSON: {e}"));
+        match body.iter().find(|b| !b.is_ascii_whitespace()) {
+            Some(b'{') => serde_json::from_slice(body)
+                .map(AppendRequest::One)
+                .map_err(bad),
+            Some(b'[') => serde_json::from_slice(body)
+                .map(AppendRequest::Batch)
+                .map_err(bad),
+            _ => Err(ApiError::BadRequest(
+                "the body must be a JSON object (one event) or an array (an atomic batch)".into(),
+            )),
+        }
+    }
+
+    /// The events, in order.
+    pub fn into_events(self) -> Vec<NewEventBody<'a>> {
+        match self {
+            AppendRequest::One(event) => vec![event],
+            AppendRequest::Batch(events) => events,
+        }
+    }
+}
+
+impl NewEventBody<'_> {
+    /// The engine's event, in `stream` unless the body names its own.
+    pub fn into_new_event(self, default_stream: &str) -> Result<eventlog::NewEvent, ApiError> {
+        if let Some(metadata) = self.metadata
+            && !metadata.get().starts_with('{')
+        {
+            return Err(ApiError::BadRequest(
+                "`metadata` must be a JSON object when given".into(),
+            ));
+        }
+        Ok(eventlog::NewEvent {
+            id: self.id.unwrap_or_else(Uuid::now_v7),
+            stream: self
+                .stream
+                .map_or_else(|| default_stream.to_owned(), Cow::into_owned),
+            event_type: self.event_type.into_owned(),
+            data: self.data.get().as_bytes().to_vec(),
+            metadata: self.metadata.map(|m| m.get().as_bytes().to_vec()),
+        })
+    }
+}
+
+/// Where one appended event landed.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct PlacedBody {
+    pub id: Uuid,
+    #[schema(example = "orders-42")]
+    pub stream: String,
+    /// 0-based index within the stream.
+    pub version: u64,
+    /// Global position, gap-free from 0.
+    pub position: u64,
+}
+
+impl From<eventlog::Placed> for PlacedBody {
+    fn from(placed: eventlog::Placed) -> Self {
+        PlacedBody {
+            id: placed.id,
+            stream: placed.stream,
+            version: placed.version,
+            position: placed.position,
+        }
+    }
+}
+
+/// The answer to an append: the placement of the one event, or `{"events": [...]}` for a batch.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(untagged)]
+pub enum AppendResponse {
+    One(PlacedBody),
+    Batch { events: Vec<PlacedBody> },
+}
+
+/// An event as read back.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct EventBody {
+    pub id: Uuid,
+    #[schema(example = "orders-42")]
+    pub stream: String,
+    /// 0-based index within the stream.
+    pub version: u64,
+    /// Global position, gap-free from 0.
+    pub position: u64,
+    #[serde(rename = "type")]
+    #[schema(example = "OrderPlaced")]
+    pub event_type: String,
+    /// The JSON sent, byte for byte.
+    #[schema(value_type = Object)]
+    pub data: Box<RawValue>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub metadata: Option<Box<RawValue>>,
+    /// When the event was recorded (RFC 3339, UTC, microseconds).
+    #[schema(example = "2026-11-27T10:00:00.123456Z")]
+    pub recorded_at: String,
+}
+
+impl TryFrom<eventlog::RecordedEvent> for EventBody {
+    type Error = ApiError;
+
+    fn try_from(event: eventlog::RecordedEvent) -> Result<Self, ApiError> {
+        let raw = |bytes: Vec<u8>| -> Result<Box<RawValue>, ApiError> {
+            // Only valid JSON is ever stored; anything else means damage the checksums missed.
+            let text = String::from_utf8(bytes).map_err(|_| corrupt(event.position))?;
+            RawValue::from_string(text).map_err(|_| corrupt(event.position))
+        };
+        Ok(EventBody {
+            id: event.id,
+            stream: event.stream,
+            version: event.version,
+            position: event.position,
+            event_type: event.event_type,
+            data: raw(event.data)?,
+            metadata: event.metadata.map(raw).transpose()?,
+            recorded_at: rfc3339_micros(event.recorded_at_micros),
+        })
+    }
+}
+
+fn corrupt(position: u64) -> ApiError {
+    ApiError::Store(eventlog::Error::Corrupt {
+        path: "<event data>".into(),
+        offset: position,
+        reason: "stored event data is not JSON".into(),
+    })
+}
+
+/// A page of the whole log.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct LogPage {
+    pub events: Vec<EventBody>,
+    /// Pass as `after` for the next page; `null` when nothing follows yet.
+    pub next: Option<u64>,
+}
+
+/// A page of one stream.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct StreamPage {
+    pub events: Vec<EventBody>,
+    /// Pass as `from_version` for the next page; `null` when nothing follows yet.
+    pub next: Option<u64>,
+}
+
+/// Formats microseconds since the Unix epoch as RFC 3339 UTC (`2026-11-27T10:00:00.123456Z`).
+pub fn rfc3339_micros(micros: i64) -> String {
+    let seconds = micros.div_euclid(1_000_000);
+    let fraction = micros.rem_euclid(1_000_000);
+    let days = seconds.div_euclid(86_400);
+    let of_day = seconds.rem_euclid(86_400);
+    let (year, month, day) = civil_from_days(days);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{fraction:06}Z",
+        of_day / 3600,
+        of_day % 3600 / 60,
+        of_day % 60
+    )
+}
+
+/// Days since 1970-01-01 to (year, month, day) in the proleptic Gregorian calendar
+/// (Howard Hinnant's `civil_from_days`).
+fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let day_of_era = z.rem_euclid(146_097);
+    let year_of_era =
+        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+    let shifted_month = (5 * day_of_year + 2) / 153;
+    let day = day_of_year - (153 * shifted_month + 2) / 5 + 1;
+    let month = if shifted_month < 10 {
+        shifted_month + 3
+    } else {
+        shifted_month - 9
+    };
+    let year = year_of_era + era * 400 + i64::from(month <= 2);
+    (year, month as u32, day as u32)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_format_as_rfc3339_utc() {
+        assert_eq!(rfc3339_micros(0), "1970-01-01T00:00:00.000000Z");
+        assert_eq!(
+            rfc3339_micros(1_795_780_800_123_456),
+            "2026-11-27T10:00:00.123456Z"
+        );
+        assert_eq!(
+            rfc3339_micros(951_782_400_000_000),
+            "2000-02-29T00:00:00.000000Z"
+        );
+        assert_eq!(rfc3339_micros(-1), "1969-12-31T23:59:59.999999Z");
+    }
+
+    #[test]
+    fn a_body_that_is_neither_object_nor_array_is_rejected() {
+        assert!(matches!(
+            AppendRequest::parse(b"42"),
+            Err(ApiError::BadRequest(_))
+        ));
+        assert!(matches!(
+            AppendRequest::parse(b" [{\"type\":\"t\",\"data\":1}]"),
+            Ok(AppendRequest::Batch(events)) if events.len() == 1
+        ));
+    }
+
+    #[test]
+    fn data_is_kept_as_the_exact_raw_text() {
+        let body = br#"{"type":"t","data": {"a" : "\u0000\n\ud83d\ude00 e\u0301"} }"#;
+        let events = AppendRequest::parse(body).unwrap().into_events();
+        let event = events
+            .into_iter()
+            .next()
+            .unwrap()
+            .into_new_event("s")
+            .unwrap();
+        assert_eq!(
+            event.data,
+            br#"{"a" : "\u0000\n\ud83d\ude00 e\u0301"}"#.to_vec()
+        );
+    }
+}

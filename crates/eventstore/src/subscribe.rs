@@ -1,0 +1,197 @@
+//! `GET /subscribe`: catch up from a position, then follow live, as Server-Sent Events.
+//!
+//! # Why a slow consumer cannot hold memory
+//! A subscription is a cursor into the log, not a queue: it reads at most
+//! [`SUBSCRIBE_BATCH_EVENTS`] events at a time from the log, and only when the previous ones
+//! have been handed to the connection (the SSE body is pulled by hyper as the socket drains).
+//! A consumer that falls behind simply reads older parts of the log later; what it costs the
+//! server is one batch and the socket buffers, whatever the rate of appends. New commits only
+//! bump a `watch` value (the head), which never queues.
+
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::time::{Duration, Instant};
+
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Query, State};
+use axum::http::HeaderMap;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use eventlog::{RecordedEvent, Store};
+use futures_util::Stream;
+use serde::Deserialize;
+use tokio::sync::watch;
+use utoipa::IntoParams;
+use web::Problem;
+
+use crate::error::ApiError;
+use crate::metrics::{Metrics, Route};
+use crate::model::EventBody;
+use crate::service::EventStoreService;
+
+/// Most events a subscription reads from the log at once (its whole buffer).
+pub const SUBSCRIBE_BATCH_EVENTS: usize = 256;
+/// Interval of the SSE keep-alive comment, so proxies keep idle subscriptions open.
+pub const SUBSCRIBE_KEEP_ALIVE: Duration = Duration::from_secs(15);
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct SubscribeQuery {
+    /// Exclusive: deliver events after this position (omitted: from the start). A
+    /// `Last-Event-ID` header, as sent by a reconnecting `EventSource`, takes precedence.
+    after: Option<u64>,
+}
+
+/// Catch up, then follow live, as Server-Sent Events.
+///
+/// Each message is one event: `id:` is its position, `data:` its JSON (as `GET /events/{id}`).
+/// When the server shuts down the stream ends with an `event: shutdown` message; reconnect
+/// with `Last-Event-ID` to resume.
+#[utoipa::path(
+    get, path = "/subscribe", tag = "events",
+    params(SubscribeQuery, ("Last-Event-ID" = Option<u64>, Header, description = "Resume after this position")),
+    responses(
+        (status = 200, description = "An endless `text/event-stream`, one event per message", content_type = "text/event-stream", body = String),
+        (status = 400, description = "A bad `after` or `Last-Event-ID`", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Missing or wrong bearer token (EVENTS_TOKEN)", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The log is still opening", body = Problem, content_type = "application/problem+json"),
+    ),
+    security((), ("events_token" = []))
+)]
+pub(crate) async fn subscribe(
+    State(service): State<EventStoreService>,
+    headers: HeaderMap,
+    params: Result<Query<SubscribeQuery>, QueryRejection>,
+) -> Response {
+    let started = Instant::now();
+    let result = (|| {
+        let after = match headers.get("last-event-id") {
+            Some(value) => Some(
+                value
+                    .to_str()
+                    .ok()
+                    .and_then(|v| v.trim().parse::<u64>().ok())
+                    .ok_or_else(|| {
+                        ApiError::BadRequest("Last-Event-ID must be an event position".into())
+                    })?,
+            ),
+            None => {
+                params
+                    .map_err(|rejection| ApiError::BadRequest(rejection.body_text()))?
+                    .0
+                    .after
+            }
+        };
+        let store = service.ready_store()?.clone();
+        let cursor = Cursor {
+            store,
+            next: after.map_or(0, |after| after.saturating_add(1)),
+            buffered: VecDeque::new(),
+            head: service.inner.head.subscribe(),
+            shutdown: service.inner.shutdown.subscribe(),
+            finished: false,
+            _guard: SubscriberGuard::new(service.inner.metrics.clone()),
+        };
+        Ok(Sse::new(events(cursor))
+            .keep_alive(KeepAlive::new().interval(SUBSCRIBE_KEEP_ALIVE))
+            .into_response())
+    })();
+    service.finish(Route::Subscribe, started, result)
+}
+
+struct Cursor {
+    store: Store,
+    /// The next position to deliver.
+    next: u64,
+    buffered: VecDeque<RecordedEvent>,
+    head: watch::Receiver<u64>,
+    shutdown: watch::Receiver<bool>,
+    finished: bool,
+    _guard: SubscriberGuard,
+}
+
+/// Counts open subscriptions in the metrics while alive.
+struct SubscriberGuard(std::sync::Arc<Metrics>);
+
+impl SubscriberGuard {
+    fn new(metrics: std::sync::Arc<Metrics>) -> SubscriberGuard {
+        metrics.subscribers_add(1);
+        SubscriberGuard(metrics)
+    }
+}
+
+impl Drop for SubscriberGuard {
+    fn drop(&mut self) {
+        self.0.subscribers_add(-1);
+    }
+}
+
+fn events(cursor: Cursor) -> impl Stream<Item = Result<Event, Infallible>> {
+    futures_util::stream::unfold(cursor, |mut cursor| async move {
+        let event = cursor.next_message().await?;
+        Some((Ok(event), cursor))
+    })
+}
+
+impl Cursor {
+    /// The next SSE message, or `None` when the stream is over.
+    async fn next_message(&mut self) -> Option<Event> {
+        loop {
+            if self.finished {
+                return None;
+            }
+            if let Some(event) = self.buffered.pop_front() {
+                return Some(self.message(event));
+            }
+            if *self.shutdown.borrow_and_update() {
+                self.finished = true;
+                return Some(
+                    Event::default().event("shutdown").data(
+                        "the server is shutting down; reconnect with Last-Event-ID to resume",
+                    ),
+                );
+            }
+            // Mark the current head as seen before reading, so a commit after this point
+            // always wakes the wait below.
+            self.head.borrow_and_update();
+            if self.next < self.store.head() {
+                let store = self.store.clone();
+                let from = self.next;
+                let read = tokio::task::spawn_blocking(move || {
+                    store.read_all(from, SUBSCRIBE_BATCH_EVENTS)
+                })
+                .await;
+                match read {
+                    Ok(Ok(events)) => self.buffered.extend(events),
+                    Ok(Err(error)) => return Some(self.fail(&error.to_string())),
+                    Err(error) => return Some(self.fail(&error.to_string())),
+                }
+                continue;
+            }
+            tokio::select! {
+                changed = self.head.changed() => if changed.is_err() { self.finished = true; },
+                _ = self.shutdown.changed() => {}
+            }
+        }
+    }
+
+    fn message(&mut self, event: RecordedEvent) -> Event {
+        let position = event.position;
+        self.next = position + 1;
+        match EventBody::try_from(event).and_then(|body| {
+            serde_json::to_string(&body).map_err(|e| ApiError::BadRequest(e.to_string()))
+        }) {
+            Ok(json) => Event::default().id(position.to_string()).data(json),
+            Err(error) => self.fail(&error.to_string()),
+        }
+    }
+
+    /// Ends the stream with a final `event: error` message; the cause is logged, not sent.
+    fn fail(&mut self, cause: &str) -> Event {
+        tracing::error!(error = cause, position = self.next, "subscription failed");
+        self.finished = true;
+        Event::default()
+            .event("error")
+            .data("the server could not read the log; reconnect with Last-Event-ID to resume")
+    }
+}

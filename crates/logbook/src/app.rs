@@ -1,0 +1,410 @@
+//! Start-up: check every setting, bind, start the services, serve, shut down gracefully.
+//!
+//! [`App::build`] does everything that can fail because of configuration before the first
+//! request: it binds the listener (so tests pass port 0 and read [`App::local_addr`]), checks
+//! the data directory and every service's settings, and reports all problems together. The
+//! event log then opens in the background: `/health` answers 503 until recovery has finished,
+//! and 200 from then on.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use axum::extract::{Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use eventstore::EventStoreService;
+use teams::TeamsService;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::request_id::{
+    MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
+};
+use tower_http::trace::TraceLayer;
+use utoipa::OpenApi;
+use web::{ConfigProblem, Problem, ServiceContext};
+
+use crate::cli::{Environment, ServeConfig};
+use crate::listener::LimitedListener;
+
+/// Why the app did not start.
+#[derive(Debug)]
+pub enum StartupError {
+    /// Settings are wrong: one line per problem, for the operator.
+    Config(Vec<ConfigProblem>),
+    /// A service failed to start although its settings looked right.
+    Other(anyhow::Error),
+}
+
+impl std::fmt::Display for StartupError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StartupError::Config(problems) => {
+                writeln!(f, "logbook: cannot start; fix these settings:")?;
+                for problem in problems {
+                    writeln!(f, "  {problem}")?;
+                }
+                Ok(())
+            }
+            StartupError::Other(error) => write!(f, "logbook: cannot start: {error:#}"),
+        }
+    }
+}
+
+/// A started application, bound and ready to [`run`](App::run).
+pub struct App {
+    listener: TcpListener,
+    local_addr: SocketAddr,
+    config: ServeConfig,
+    events: Option<EventStoreService>,
+    teams: Option<TeamsService>,
+    started: Instant,
+}
+
+impl App {
+    /// Checks every setting (all problems together), binds the listener, starts the services.
+    pub async fn build(config: ServeConfig) -> Result<App, StartupError> {
+        let mut problems = Vec::new();
+        let common = &config.common;
+        let data_dir = common.data_dir.clone();
+        if let Err(error) = std::fs::create_dir_all(&data_dir).and_then(|()| {
+            let probe = data_dir.join(".write-probe");
+            std::fs::write(&probe, b"probe")?;
+            std::fs::remove_file(&probe)
+        }) {
+            problems.push(ConfigProblem::new(
+                "LOGBOOK_DATA_DIR (--data-dir)",
+                format!(
+                    "{} is not a writable directory ({error}); create it or choose another",
+                    data_dir.display()
+                ),
+            ));
+        }
+        if common.max_connections == 0 {
+            problems.push(ConfigProblem::new(
+                "LOGBOOK_MAX_CONNECTIONS (--max-connections)",
+                "must be at least 1",
+            ));
+        }
+        if common.request_timeout_seconds == 0 {
+            problems.push(ConfigProblem::new(
+                "LOGBOOK_REQUEST_TIMEOUT_SECONDS (--request-timeout-seconds)",
+                "must be at least 1",
+            ));
+        }
+        let listener = match TcpListener::bind(&common.addr).await {
+            Ok(listener) => Some(listener),
+            Err(error) => {
+                problems.push(ConfigProblem::new(
+                    "LOGBOOK_ADDR (--addr)",
+                    format!(
+                        "cannot listen on {}: {error}; choose a free port or an address of this machine",
+                        common.addr
+                    ),
+                ));
+                None
+            }
+        };
+        let local_addr = listener
+            .as_ref()
+            .and_then(|listener| listener.local_addr().ok())
+            .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 0)));
+        let ctx = ServiceContext {
+            production: common.environment == Environment::Production,
+            data_dir: data_dir.clone(),
+            local_addr,
+        };
+        let events_settings = match &config.events {
+            Some(args) => match args.check(&ctx) {
+                Ok(settings) => Some(settings),
+                Err(found) => {
+                    problems.extend(found);
+                    None
+                }
+            },
+            None => None,
+        };
+        let teams_settings = match &config.teams {
+            Some(args) => match args.check(&ctx).await {
+                Ok(settings) => Some(settings),
+                Err(found) => {
+                    problems.extend(found);
+                    None
+                }
+            },
+            None => None,
+        };
+        let Some(listener) = listener.filter(|_| problems.is_empty()) else {
+            return Err(StartupError::Config(problems));
+        };
+        let teams = match teams_settings {
+            Some(settings) => Some(
+                TeamsService::start(settings)
+                    .await
+                    .map_err(|e| StartupError::Other(anyhow::anyhow!("teams service: {e}")))?,
+            ),
+            None => None,
+        };
+        let events = events_settings.map(EventStoreService::new);
+        Ok(App {
+            listener,
+            local_addr,
+            config,
+            events,
+            teams,
+            started: Instant::now(),
+        })
+    }
+
+    /// The bound address (port 0 resolved).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The teams service's development banner, if any.
+    pub fn dev_banner(&self) -> Option<String> {
+        self.teams.as_ref().and_then(TeamsService::dev_banner)
+    }
+
+    /// Serves until `shutdown` completes (or the event log fails to open), then drains
+    /// in-flight requests (at most `--shutdown-timeout-seconds`), closes the log (checkpoint)
+    /// and stops the teams service.
+    pub async fn run(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let App {
+            listener,
+            local_addr,
+            config,
+            events,
+            teams,
+            started,
+        } = self;
+        let common = config.common;
+        let (stop_sender, mut stop) = watch::channel(false);
+        let stop_sender = Arc::new(stop_sender);
+        // Open the event log in the background; /health says 503 until it is open.
+        let open_failed = Arc::new(std::sync::Mutex::new(None::<String>));
+        if let Some(events) = &events {
+            let events = events.clone();
+            let stop_sender = Arc::clone(&stop_sender);
+            let open_failed = Arc::clone(&open_failed);
+            tokio::spawn(async move {
+                if let Err(error) = events.open().await {
+                    tracing::error!(error = %error, "cannot open the event log; shutting down");
+                    *open_failed.lock().expect("open_failed lock") = Some(error.to_string());
+                    stop_sender.send_replace(true);
+                } else {
+                    tracing::info!("event log ready");
+                }
+            });
+        }
+        let state = CommonState {
+            events: events.clone(),
+            started,
+            openapi: Arc::new(openapi_document(events.is_some(), teams.is_some())),
+        };
+        let mut router = Router::new()
+            .route("/health", get(health))
+            .route("/metrics", get(metrics))
+            .route("/openapi.json", get(openapi_json))
+            .with_state(state);
+        if let Some(events) = &events {
+            router = router.merge(events.router());
+        }
+        if let Some(teams) = &teams {
+            router = router.merge(teams.router());
+        }
+        let timeout = Duration::from_secs(common.request_timeout_seconds);
+        let router = router
+            .layer(middleware::from_fn_with_state(timeout, request_timeout))
+            .layer(CatchPanicLayer::custom(|_| {
+                tracing::error!("a request handler panicked");
+                Problem::internal().into_response()
+            }))
+            .layer(PropagateRequestIdLayer::x_request_id())
+            .layer(
+                TraceLayer::new_for_http().make_span_with(|request: &Request| {
+                    let request_id = request
+                        .headers()
+                        .get("x-request-id")
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or("");
+                    tracing::info_span!(
+                        "request",
+                        method = %request.method(),
+                        path = %request.uri().path(),
+                        request_id
+                    )
+                }),
+            )
+            .layer(SetRequestIdLayer::x_request_id(CountingRequestId::default()));
+        let services = match (&events, &teams) {
+            (Some(_), Some(_)) => "events, teams",
+            (Some(_), None) => "events",
+            _ => "teams",
+        };
+        tracing::info!(addr = %local_addr, services, "listening");
+        let listener = LimitedListener::new(listener, common.max_connections);
+        let mut graceful_stop = stop.clone();
+        let serve = axum::serve(listener, router)
+            .with_graceful_shutdown(async move {
+                let _ = graceful_stop.wait_for(|stop| *stop).await;
+            })
+            .into_future();
+        tokio::pin!(serve);
+        let events_for_signal = events.clone();
+        let shutdown_timeout = Duration::from_secs(common.shutdown_timeout_seconds);
+        tokio::select! {
+            served = &mut serve => served?,
+            () = async {
+                tokio::select! {
+                    () = shutdown => {}
+                    _ = stop.wait_for(|stop| *stop) => {}
+                }
+                tracing::info!("shutting down: no new connections, draining in-flight requests");
+                stop_sender.send_replace(true);
+                if let Some(events) = &events_for_signal {
+                    events.begin_shutdown();
+                }
+                tokio::time::sleep(shutdown_timeout).await;
+            } => {
+                tracing::warn!(timeout_seconds = shutdown_timeout.as_secs(), "in-flight requests did not finish in time; closing anyway");
+            }
+        }
+        if let Some(events) = &events {
+            events.close().await;
+            tracing::info!("event log closed");
+        }
+        if let Some(teams) = teams {
+            teams.shutdown().await;
+        }
+        if let Some(error) = open_failed.lock().expect("open_failed lock").take() {
+            anyhow::bail!("the event log could not be opened: {error}");
+        }
+        Ok(())
+    }
+}
+
+/// Request ids from a counter: unique per process, and cheaper than a random UUID per request.
+#[derive(Clone, Default)]
+struct CountingRequestId {
+    next: Arc<AtomicU64>,
+}
+
+impl MakeRequestId for CountingRequestId {
+    fn make_request_id<B>(&mut self, _request: &axum::http::Request<B>) -> Option<RequestId> {
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        HeaderValue::from_str(&format!("{:x}-{id}", std::process::id()))
+            .ok()
+            .map(RequestId::new)
+    }
+}
+
+/// Answers 503 (a problem) when a request takes longer than the timeout. Streaming bodies
+/// (SSE) are not cut: the timeout covers producing the response head.
+async fn request_timeout(
+    State(timeout): State<Duration>,
+    request: Request,
+    next: Next,
+) -> Response {
+    match tokio::time::timeout(timeout, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => Problem::unavailable(format!(
+            "the request took longer than {} s; an append may still complete, so retry it with the same id",
+            timeout.as_secs()
+        ))
+        .into_response(),
+    }
+}
+
+#[derive(Clone)]
+struct CommonState {
+    events: Option<EventStoreService>,
+    started: Instant,
+    openapi: Arc<utoipa::openapi::OpenApi>,
+}
+
+#[derive(serde::Serialize, utoipa::ToSchema)]
+struct Health {
+    #[schema(example = "ok")]
+    status: &'static str,
+}
+
+/// Readiness: 200 once every service is ready (the event log recovered).
+#[utoipa::path(get, path = "/health", tag = "operations", responses(
+    (status = 200, description = "Ready", body = Health),
+    (status = 503, description = "Still starting (the event log is being recovered)", body = Problem, content_type = "application/problem+json"),
+))]
+async fn health(State(state): State<CommonState>) -> Response {
+    match &state.events {
+        Some(events) if !events.is_ready() => {
+            Problem::unavailable("the event log is still being recovered")
+                .with_header(header::RETRY_AFTER, HeaderValue::from_static("1"))
+                .into_response()
+        }
+        _ => Json(Health { status: "ok" }).into_response(),
+    }
+}
+
+/// Prometheus metrics (text exposition format).
+#[utoipa::path(get, path = "/metrics", tag = "operations", responses(
+    (status = 200, description = "Prometheus text", content_type = "text/plain; version=0.0.4", body = String),
+))]
+async fn metrics(State(state): State<CommonState>) -> Response {
+    let mut out = String::with_capacity(8 * 1024);
+    out.push_str("# HELP logbook_uptime_seconds Seconds since the process started serving.\n");
+    out.push_str("# TYPE logbook_uptime_seconds gauge\n");
+    out.push_str(&format!(
+        "logbook_uptime_seconds {}\n",
+        state.started.elapsed().as_secs_f64()
+    ));
+    if let Some(events) = &state.events {
+        events.render_metrics(&mut out);
+    }
+    (
+        StatusCode::OK,
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        out,
+    )
+        .into_response()
+}
+
+/// This document.
+#[utoipa::path(get, path = "/openapi.json", tag = "operations", responses(
+    (status = 200, description = "The OpenAPI 3.1 document of the APIs this process serves", content_type = "application/json", body = Object),
+))]
+async fn openapi_json(State(state): State<CommonState>) -> Response {
+    Json(state.openapi.as_ref().clone()).into_response()
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "Logbook", description = "An event store and a teams service in one binary."),
+    paths(health, metrics, openapi_json),
+    components(schemas(Health, Problem)),
+    tags((name = "operations", description = "Health, metrics, this document"))
+)]
+struct OperationsDoc;
+
+/// The merged document of what this process serves.
+pub fn openapi_document(events: bool, teams: bool) -> utoipa::openapi::OpenApi {
+    let mut document = OperationsDoc::openapi();
+    if events {
+        document.merge(eventstore::openapi());
+    }
+    if teams {
+        document.merge(teams::openapi());
+    }
+    document
+}

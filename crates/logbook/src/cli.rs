@@ -1,0 +1,165 @@
+//! The command line: one `clap` tree, every serve setting with a flag and an env var.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use eventstore::EventsArgs;
+use teams::TeamsArgs;
+
+/// Default listen address.
+pub const DEFAULT_ADDR: &str = "127.0.0.1:8080";
+/// Default time a request may take before it is answered 503.
+pub const DEFAULT_REQUEST_TIMEOUT_SECONDS: u64 = 30;
+/// Default cap on open connections.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
+/// Default time allowed for in-flight requests to finish after SIGTERM/Ctrl-C.
+pub const DEFAULT_SHUTDOWN_TIMEOUT_SECONDS: u64 = 30;
+
+/// Logbook: an event store and a teams service in one binary.
+#[derive(Debug, Parser)]
+#[command(name = "logbook", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve both APIs on one address (`serve events` / `serve teams`: one service alone).
+    Serve(Box<ServeCommand>),
+    /// Offline tools for an event log directory (stop the server first for dump and repair).
+    #[command(subcommand)]
+    Events(EventsTool),
+    /// Load generator: drive a running server over HTTP with keep-alive connections.
+    Bench(crate::bench::BenchArgs),
+}
+
+/// `logbook serve [events|teams] [flags]`.
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct ServeCommand {
+    #[command(subcommand)]
+    pub only: Option<ServeOnly>,
+    #[command(flatten)]
+    pub common: CommonArgs,
+    #[command(flatten)]
+    pub events: EventsArgs,
+    #[command(flatten)]
+    pub teams: TeamsArgs,
+}
+
+/// One service alone.
+#[derive(Debug, Subcommand)]
+pub enum ServeOnly {
+    /// Serve only the event store API.
+    Events {
+        #[command(flatten)]
+        common: CommonArgs,
+        #[command(flatten)]
+        events: EventsArgs,
+    },
+    /// Serve only the teams API.
+    Teams {
+        #[command(flatten)]
+        common: CommonArgs,
+        #[command(flatten)]
+        teams: TeamsArgs,
+    },
+}
+
+impl ServeCommand {
+    /// The one configuration the start-up path takes, whichever form was used.
+    pub fn into_config(self) -> ServeConfig {
+        match self.only {
+            None => ServeConfig {
+                common: self.common,
+                events: Some(self.events),
+                teams: Some(self.teams),
+            },
+            Some(ServeOnly::Events { common, events }) => ServeConfig {
+                common,
+                events: Some(events),
+                teams: None,
+            },
+            Some(ServeOnly::Teams { common, teams }) => ServeConfig {
+                common,
+                events: None,
+                teams: Some(teams),
+            },
+        }
+    }
+}
+
+/// What `App::build` starts: the common settings and the services to run.
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    pub common: CommonArgs,
+    /// `Some`: serve the event store.
+    pub events: Option<EventsArgs>,
+    /// `Some`: serve the teams service.
+    pub teams: Option<TeamsArgs>,
+}
+
+/// Settings shared by every service.
+#[derive(Debug, Clone, Args)]
+pub struct CommonArgs {
+    /// Address to listen on (port 0: any free port).
+    #[arg(long, env = "LOGBOOK_ADDR", default_value = DEFAULT_ADDR)]
+    pub addr: String,
+    /// Data directory; the event log lives in <data-dir>/events.
+    #[arg(long, env = "LOGBOOK_DATA_DIR", default_value = "./data")]
+    pub data_dir: PathBuf,
+    /// development (safe local defaults) or production (every required setting must be given).
+    #[arg(long = "env", env = "LOGBOOK_ENV", value_enum, default_value_t = Environment::Development)]
+    pub environment: Environment,
+    /// Log format on stderr.
+    #[arg(long, env = "LOGBOOK_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    /// Longest a request may take before it is answered 503 (SSE streams are not cut).
+    #[arg(long, env = "LOGBOOK_REQUEST_TIMEOUT_SECONDS", default_value_t = DEFAULT_REQUEST_TIMEOUT_SECONDS)]
+    pub request_timeout_seconds: u64,
+    /// Most open connections; more wait in the listen backlog.
+    #[arg(long, env = "LOGBOOK_MAX_CONNECTIONS", default_value_t = DEFAULT_MAX_CONNECTIONS)]
+    pub max_connections: usize,
+    /// Longest graceful shutdown waits for in-flight requests after SIGTERM/Ctrl-C.
+    #[arg(long, env = "LOGBOOK_SHUTDOWN_TIMEOUT_SECONDS", default_value_t = DEFAULT_SHUTDOWN_TIMEOUT_SECONDS)]
+    pub shutdown_timeout_seconds: u64,
+}
+
+impl CommonArgs {
+    /// Defaults with the given address and data directory (tests).
+    pub fn new(addr: &str, data_dir: impl Into<PathBuf>) -> CommonArgs {
+        CommonArgs {
+            addr: addr.to_owned(),
+            data_dir: data_dir.into(),
+            environment: Environment::Development,
+            log_format: LogFormat::Text,
+            request_timeout_seconds: DEFAULT_REQUEST_TIMEOUT_SECONDS,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            shutdown_timeout_seconds: DEFAULT_SHUTDOWN_TIMEOUT_SECONDS,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Environment {
+    Development,
+    Production,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// `logbook events ...`.
+#[derive(Debug, Subcommand)]
+pub enum EventsTool {
+    /// Scan a store read-only and report its state; exits 1 when the log is damaged.
+    Verify { dir: PathBuf },
+    /// Cut the log back to its last valid batch, moving everything after it aside.
+    Repair { dir: PathBuf },
+    /// Print every event as one JSON line (the shape of GET /events/{id}).
+    Dump { dir: PathBuf },
+}

@@ -1,0 +1,82 @@
+//! `logbook events verify|repair|dump`: offline tools over an event log directory.
+
+use std::io::Write;
+use std::path::Path;
+use std::process::ExitCode;
+
+use eventlog::{Durability, Options, Store};
+use eventstore::model::EventBody;
+
+/// Events read per step while dumping.
+const DUMP_BATCH_EVENTS: usize = 1000;
+
+/// Prints the engine's verify report; exit 1 when the log is damaged, 2 when it cannot be read.
+pub fn verify(dir: &Path) -> ExitCode {
+    match eventlog::tools::verify(dir) {
+        Ok(report) => {
+            print!("{report}");
+            if report.is_clean() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            }
+        }
+        Err(error) => {
+            eprintln!("logbook events verify: {error}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// Prints the engine's repair report.
+pub fn repair(dir: &Path) -> ExitCode {
+    match eventlog::tools::repair(dir) {
+        Ok(report) => {
+            print!("{report}");
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("logbook events repair: {error}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// Prints every event as one JSON line, in position order. Opens the store (so it takes the
+/// lock: stop the server first) with recovery as at start-up.
+pub fn dump(dir: &Path) -> ExitCode {
+    match try_dump(dir) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("logbook events dump: {error:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn try_dump(dir: &Path) -> anyhow::Result<()> {
+    if !dir.is_dir() {
+        anyhow::bail!("{} is not a directory", dir.display());
+    }
+    let options = Options {
+        durability: Durability::Never,
+        ..Options::default()
+    };
+    let store = Store::open(dir, options)?;
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    let mut position = 0;
+    loop {
+        let events = store.read_all(position, DUMP_BATCH_EVENTS)?;
+        let Some(last) = events.last() else { break };
+        position = last.position + 1;
+        for event in events {
+            let body = EventBody::try_from(event).map_err(|e| anyhow::anyhow!("{e}"))?;
+            serde_json::to_writer(&mut out, &body)?;
+            out.write_all(b"\n")?;
+        }
+    }
+    out.flush()?;
+    store.close();
+    Ok(())
+}
