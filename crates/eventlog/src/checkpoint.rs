@@ -2,136 +2,213 @@
 //!
 //! A checkpoint is one file, `index.ckpt`, replaced atomically (write a temporary file, fsync
 //! it, rename it over the old one, fsync the directory). It records the segments it covers
-//! with the byte length covered in each, every covered event's id and offset, and every
-//! stream's positions, followed by a CRC32C of everything before it. Loading checks the
-//! checksum, the bounds of every field, and that the log still holds what the checkpoint says
-//! (segment names, lengths, and the id of the last covered record); any mismatch means the
-//! caller falls back to a full replay. A checkpoint can therefore only ever be missing, stale
-//! or wrong, never harmful. Layout: `docs/FORMAT.md`.
+//! with the byte length covered in each, every covered event's id and offset, the id table's
+//! seed and slots (so a restart loads the table instead of rebuilding it), and every stream's
+//! positions, followed by a CRC32C of everything before it. Loading checks the checksum, the
+//! bounds of every field, and that the log still holds what the checkpoint says (segment
+//! names, lengths, and the id of the last covered record); any mismatch means the caller falls
+//! back to a full replay. A checkpoint can therefore only ever be missing, stale or wrong,
+//! never harmful. Layout: `docs/FORMAT.md`.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
+use std::io::{self, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use crate::error::{Error, Result};
 use crate::format::{Decoded, decode_record, read_at_most};
-use crate::index::Index;
+use crate::index::{IdTable, Index, SegmentEntry};
 use crate::recovery::Resume;
 use crate::segment::fsync_dir;
 
 pub const CHECKPOINT_FILE: &str = "index.ckpt";
 const CHECKPOINT_TMP_FILE: &str = "index.ckpt.tmp";
-const MAGIC: [u8; 8] = *b"LBCKPT01";
+const MAGIC: [u8; 8] = *b"LBCKPT02";
+/// Values converted per chunk when (de)serializing integer arrays.
+const CHUNK_VALUES: usize = 64 * 1024;
 
 pub fn checkpoint_path(dir: &Path) -> PathBuf {
     dir.join(CHECKPOINT_FILE)
 }
 
-/// Serializes the visible part of `index`.
-pub fn encode(index: &Index) -> Vec<u8> {
-    let events = index.len();
-    let mut out = Vec::with_capacity(64 + events as usize * 28);
-    out.extend_from_slice(&MAGIC);
-    out.extend_from_slice(&events.to_le_bytes());
-    out.extend_from_slice(&(index.segments.len() as u32).to_le_bytes());
-    for segment in &index.segments {
-        out.extend_from_slice(&segment.first_position.to_le_bytes());
-        out.extend_from_slice(&segment.visible_len.to_le_bytes());
-    }
-    for position in 0..events {
-        out.extend_from_slice(&index.id_at(position).expect("position below len"));
-        out.extend_from_slice(
-            &index
-                .offset_at(position)
-                .expect("position below len")
-                .to_le_bytes(),
-        );
-    }
-    out.extend_from_slice(&(index.stream_count() as u64).to_le_bytes());
-    for (name, positions) in index.streams() {
-        out.extend_from_slice(&(name.len() as u16).to_le_bytes());
-        out.extend_from_slice(name.as_bytes());
-        out.extend_from_slice(&(positions.len() as u64).to_le_bytes());
-        for position in positions {
-            out.extend_from_slice(&position.to_le_bytes());
-        }
-    }
-    let crc = crc32c::crc32c(&out);
-    out.extend_from_slice(&crc.to_le_bytes());
-    out
+/// A writer that keeps a running CRC32C of what passes through it.
+struct CrcWriter<W: Write> {
+    inner: W,
+    crc: u32,
 }
 
-/// Writes `bytes` as the checkpoint of `dir`, atomically.
-pub fn write(dir: &Path, bytes: &[u8]) -> Result<()> {
+impl<W: Write> CrcWriter<W> {
+    fn put(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.crc = crc32c::crc32c_append(self.crc, bytes);
+        self.inner.write_all(bytes)
+    }
+    fn put_u64s(&mut self, values: &[u64]) -> io::Result<()> {
+        let mut bytes = Vec::with_capacity(CHUNK_VALUES.min(values.len()) * 8);
+        for chunk in values.chunks(CHUNK_VALUES) {
+            bytes.clear();
+            chunk
+                .iter()
+                .for_each(|v| bytes.extend_from_slice(&v.to_le_bytes()));
+            self.put(&bytes)?;
+        }
+        Ok(())
+    }
+}
+
+/// Writes a checkpoint of the visible part of `index` to the temporary file and fsyncs it.
+/// Call [`install`] afterwards (after making the covered log bytes durable).
+pub fn write_temporary(dir: &Path, index: &Index) -> Result<()> {
     let tmp = dir.join(CHECKPOINT_TMP_FILE);
     let written = (|| -> io::Result<()> {
-        let mut file = OpenOptions::new()
+        let file = OpenOptions::new()
             .write(true)
             .create(true)
             .truncate(true)
             .open(&tmp)?;
-        file.write_all(bytes)?;
+        let mut out = CrcWriter {
+            inner: BufWriter::with_capacity(1 << 20, file),
+            crc: 0,
+        };
+        let (seed, slots) = index.id_table().parts();
+        out.put(&MAGIC)?;
+        out.put(&index.len().to_le_bytes())?;
+        out.put(&seed.to_le_bytes())?;
+        out.put(&(slots.len() as u64).to_le_bytes())?;
+        out.put(&(index.segments.len() as u32).to_le_bytes())?;
+        for segment in &index.segments {
+            out.put(&segment.first_position.to_le_bytes())?;
+            out.put(&segment.visible_len.to_le_bytes())?;
+        }
+        out.put(index.ids().as_flattened())?;
+        let mut bytes = Vec::with_capacity(CHUNK_VALUES * 4);
+        for chunk in index.offsets().chunks(CHUNK_VALUES) {
+            bytes.clear();
+            chunk
+                .iter()
+                .for_each(|v| bytes.extend_from_slice(&v.to_le_bytes()));
+            out.put(&bytes)?;
+        }
+        out.put_u64s(slots)?;
+        out.put(&(index.stream_count() as u64).to_le_bytes())?;
+        for (name, positions) in index.streams() {
+            out.put(&(name.len() as u16).to_le_bytes())?;
+            out.put(name.as_bytes())?;
+            out.put(&(positions.len() as u64).to_le_bytes())?;
+            out.put_u64s(positions)?;
+        }
+        let crc = out.crc;
+        let mut file = out.inner.into_inner().map_err(|e| e.into_error())?;
+        file.write_all(&crc.to_le_bytes())?;
         file.sync_all()
     })();
-    written.map_err(|e| Error::io(&tmp, e))?;
+    written.map_err(|e| Error::io(&tmp, e))
+}
+
+/// Renames the temporary checkpoint into place and fsyncs the directory.
+pub fn install(dir: &Path) -> Result<()> {
     let path = checkpoint_path(dir);
-    fs::rename(&tmp, &path).map_err(|e| Error::io(&path, e))?;
+    fs::rename(dir.join(CHECKPOINT_TMP_FILE), &path).map_err(|e| Error::io(&path, e))?;
     fsync_dir(dir)
 }
 
-/// A little reader that never panics on short input.
-struct Cursor<'a> {
-    bytes: &'a [u8],
-    at: usize,
+/// Reads a checkpoint front to back with bounds checks and a running checksum.
+struct Reader {
+    file: io::BufReader<File>,
+    crc: u32,
+    /// Bytes left before the trailing checksum.
+    remaining: u64,
 }
 
-impl<'a> Cursor<'a> {
-    fn take(&mut self, len: usize) -> std::result::Result<&'a [u8], String> {
-        let end = self
-            .at
-            .checked_add(len)
-            .filter(|&end| end <= self.bytes.len())
-            .ok_or("checkpoint is truncated")?;
-        let part = &self.bytes[self.at..end];
-        self.at = end;
-        Ok(part)
+type Load<T> = std::result::Result<T, String>;
+
+impl Reader {
+    fn fill(&mut self, buf: &mut [u8]) -> Load<()> {
+        if buf.len() as u64 > self.remaining {
+            return Err("checkpoint is truncated".into());
+        }
+        self.file
+            .read_exact(buf)
+            .map_err(|e| format!("cannot read the checkpoint: {e}"))?;
+        self.remaining -= buf.len() as u64;
+        self.crc = crc32c::crc32c_append(self.crc, buf);
+        Ok(())
     }
-    fn u16(&mut self) -> std::result::Result<u16, String> {
-        Ok(u16::from_le_bytes(self.take(2)?.try_into().expect("2")))
+    fn array<const N: usize>(&mut self) -> Load<[u8; N]> {
+        let mut buf = [0u8; N];
+        self.fill(&mut buf)?;
+        Ok(buf)
     }
-    fn u32(&mut self) -> std::result::Result<u32, String> {
-        Ok(u32::from_le_bytes(self.take(4)?.try_into().expect("4")))
+    fn u16(&mut self) -> Load<u16> {
+        Ok(u16::from_le_bytes(self.array()?))
     }
-    fn u64(&mut self) -> std::result::Result<u64, String> {
-        Ok(u64::from_le_bytes(self.take(8)?.try_into().expect("8")))
+    fn u32(&mut self) -> Load<u32> {
+        Ok(u32::from_le_bytes(self.array()?))
+    }
+    fn u64(&mut self) -> Load<u64> {
+        Ok(u64::from_le_bytes(self.array()?))
+    }
+    /// Checks that `count` items of `size` bytes can still follow, before allocating for them.
+    fn expect(&self, count: u64, size: u64) -> Load<usize> {
+        match count.checked_mul(size) {
+            Some(bytes) if bytes <= self.remaining => Ok(count as usize),
+            _ => Err("checkpoint is truncated or a count is corrupt".into()),
+        }
+    }
+    fn u64s(&mut self, count: usize) -> Load<Vec<u64>> {
+        let mut values = Vec::with_capacity(count);
+        let mut bytes = vec![0u8; CHUNK_VALUES.min(count) * 8];
+        while values.len() < count {
+            let n = (count - values.len()).min(CHUNK_VALUES);
+            self.fill(&mut bytes[..n * 8])?;
+            values.extend(
+                bytes[..n * 8]
+                    .chunks_exact(8)
+                    .map(|b| u64::from_le_bytes(b.try_into().expect("8"))),
+            );
+        }
+        Ok(values)
+    }
+    fn u32s(&mut self, count: usize) -> Load<Vec<u32>> {
+        let mut values = Vec::with_capacity(count);
+        let mut bytes = vec![0u8; CHUNK_VALUES.min(count) * 4];
+        while values.len() < count {
+            let n = (count - values.len()).min(CHUNK_VALUES);
+            self.fill(&mut bytes[..n * 4])?;
+            values.extend(
+                bytes[..n * 4]
+                    .chunks_exact(4)
+                    .map(|b| u32::from_le_bytes(b.try_into().expect("4"))),
+            );
+        }
+        Ok(values)
     }
 }
 
 /// Loads the checkpoint of `dir` and checks it against the listed segments. `Ok(None)` when
 /// there is no checkpoint; `Err(reason)` when it is unusable (the caller replays fully).
-pub fn load(
-    dir: &Path,
-    segments: &[(u64, PathBuf)],
-) -> std::result::Result<Option<Resume>, String> {
+pub fn load(dir: &Path, segments: &[(u64, PathBuf)]) -> Load<Option<Resume>> {
     let path = checkpoint_path(dir);
-    let bytes = match fs::read(&path) {
-        Ok(bytes) => bytes,
+    let file = match File::open(&path) {
+        Ok(file) => file,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
+        Err(e) => return Err(format!("cannot open {}: {e}", path.display())),
     };
-    if bytes.len() < MAGIC.len() + 4 {
+    let len = file.metadata().map_err(|e| e.to_string())?.len();
+    let Some(remaining) = len.checked_sub(4) else {
         return Err("checkpoint is truncated".into());
-    }
-    let (body, crc) = bytes.split_at(bytes.len() - 4);
-    if crc32c::crc32c(body) != u32::from_le_bytes(crc.try_into().expect("4")) {
-        return Err("checkpoint checksum mismatch".into());
-    }
-    let mut cursor = Cursor { bytes: body, at: 0 };
-    if cursor.take(8)? != MAGIC {
+    };
+    let mut reader = Reader {
+        file: io::BufReader::with_capacity(1 << 20, file),
+        crc: 0,
+        remaining,
+    };
+    if reader.array::<8>()? != MAGIC {
         return Err("not a checkpoint of this format".into());
     }
-    let events = cursor.u64()?;
-    let segment_count = cursor.u32()? as usize;
+    let events = reader.u64()?;
+    let seed = reader.u64()?;
+    let slot_count = reader.u64()?;
+    let segment_count = reader.u32()? as usize;
     if segment_count == 0 || segment_count > segments.len() {
         return Err(format!(
             "checkpoint covers {segment_count} segments, the log has {}",
@@ -139,9 +216,39 @@ pub fn load(
         ));
     }
     let mut covered = Vec::with_capacity(segment_count);
-    for listed in &segments[..segment_count] {
-        let first_position = cursor.u64()?;
-        let visible_len = cursor.u64()?;
+    for _ in 0..segment_count {
+        covered.push((reader.u64()?, reader.u64()?));
+    }
+    let count = reader.expect(events, 16 + 4)?;
+    let mut ids = vec![[0u8; 16]; count];
+    reader.fill(ids.as_flattened_mut())?;
+    let offsets = reader.u32s(count)?;
+    let slot_count = reader.expect(slot_count, 8)?;
+    let slots = reader.u64s(slot_count)?;
+    let stream_count = reader.u64()?;
+    let mut streams = Vec::new();
+    for _ in 0..stream_count {
+        let name_len = reader.u16()? as usize;
+        let mut name = vec![0u8; name_len];
+        reader.fill(&mut name)?;
+        let positions = reader.u64()?;
+        let positions = reader.expect(positions, 8)?;
+        streams.push((name, reader.u64s(positions)?));
+    }
+    if reader.remaining != 0 {
+        return Err("checkpoint has trailing bytes".into());
+    }
+    let mut trailer = [0u8; 4];
+    reader
+        .file
+        .read_exact(&mut trailer)
+        .map_err(|e| e.to_string())?;
+    if u32::from_le_bytes(trailer) != reader.crc {
+        return Err("checkpoint checksum mismatch".into());
+    }
+    // The bytes are what was written; now check they describe this log.
+    let mut index = Index::default();
+    for ((first_position, visible_len), listed) in covered.into_iter().zip(segments) {
         if first_position != listed.0 {
             return Err(format!(
                 "checkpoint names a segment starting at {first_position}, the log has {}",
@@ -149,67 +256,49 @@ pub fn load(
             ));
         }
         let file = File::open(&listed.1).map_err(|e| format!("{}: {e}", listed.1.display()))?;
-        let len = file.metadata().map_err(|e| e.to_string())?.len();
-        if len < visible_len {
+        let file_len = file.metadata().map_err(|e| e.to_string())?.len();
+        if file_len < visible_len {
             return Err(format!(
-                "{} is {len} bytes, shorter than the {visible_len} the checkpoint covers",
+                "{} is {file_len} bytes, shorter than the {visible_len} the checkpoint covers",
                 listed.1.display()
             ));
         }
-        covered.push((first_position, visible_len, listed.1.clone(), file));
-    }
-    let event_bytes = (events as usize)
-        .checked_mul(20)
-        .ok_or("checkpoint event count overflows")?;
-    if event_bytes > body.len() {
-        return Err("checkpoint is truncated".into());
-    }
-    let mut index = Index::default();
-    index.reserve(events as usize);
-    let mut segment_number = 0usize;
-    for position in 0..events {
-        while segment_number + 1 < covered.len() && covered[segment_number + 1].0 <= position {
-            segment_number += 1;
-        }
-        let id: [u8; 16] = cursor.take(16)?.try_into().expect("16");
-        let offset = cursor.u32()?;
-        if u64::from(offset) >= covered[segment_number].1 {
-            return Err(format!("offset of position {position} is past its segment"));
-        }
-        index.push_without_stream(id, offset);
-    }
-    let stream_count = cursor.u64()?;
-    let mut positions_seen = 0u64;
-    for _ in 0..stream_count {
-        let name_len = cursor.u16()? as usize;
-        let name = std::str::from_utf8(cursor.take(name_len)?)
-            .map_err(|_| "stream name is not UTF-8")?
-            .into();
-        let count = cursor.u64()?;
-        if count == 0 || count > events {
-            return Err("stream position count out of bounds".into());
-        }
-        let mut positions = Vec::with_capacity(count as usize);
-        for _ in 0..count {
-            let position = cursor.u64()?;
-            if position >= events || positions.last().is_some_and(|&p| p >= position) {
-                return Err("stream positions out of order".into());
-            }
-            positions.push(position);
-        }
-        positions_seen += count;
-        index.set_stream(name, positions);
-    }
-    if positions_seen != events || cursor.at != body.len() {
-        return Err("checkpoint streams do not cover its events exactly".into());
-    }
-    for (first_position, visible_len, path, file) in covered {
-        index.segments.push(crate::index::SegmentEntry {
+        index.segments.push(SegmentEntry {
             first_position,
-            path,
-            file: std::sync::Arc::new(file),
+            path: listed.1.clone(),
+            file: Arc::new(file),
             visible_len,
         });
+    }
+    let mut segment = 0usize;
+    for (position, &offset) in offsets.iter().enumerate() {
+        while index
+            .segments
+            .get(segment + 1)
+            .is_some_and(|s| s.first_position <= position as u64)
+        {
+            segment += 1;
+        }
+        if u64::from(offset) >= index.segments[segment].visible_len {
+            return Err(format!("offset of position {position} is past its segment"));
+        }
+    }
+    let table = IdTable::from_parts(seed, slots, &ids)?;
+    index.extend_from_checkpoint(ids, offsets, table);
+    let mut positions_seen = 0u64;
+    for (name, positions) in streams {
+        let name = String::from_utf8(name).map_err(|_| "stream name is not UTF-8")?;
+        if positions.is_empty()
+            || positions.windows(2).any(|w| w[0] >= w[1])
+            || positions.last().is_some_and(|&p| p >= events)
+        {
+            return Err("stream positions out of order or range".into());
+        }
+        positions_seen += positions.len() as u64;
+        index.set_stream(name.into_boxed_str(), positions);
+    }
+    if positions_seen != events {
+        return Err("checkpoint streams do not cover its events exactly".into());
     }
     if events > 0 {
         check_last_record(&index, events - 1)?;
@@ -224,7 +313,7 @@ pub fn load(
 }
 
 /// The log must hold, at the checkpoint's last position, a valid record with the checkpoint's id.
-fn check_last_record(index: &Index, position: u64) -> std::result::Result<(), String> {
+fn check_last_record(index: &Index, position: u64) -> Load<()> {
     let location = index
         .location(position)
         .ok_or("last position has no location")?;

@@ -125,7 +125,11 @@ pub fn scan_log(segments: &[(u64, PathBuf)], resume: Option<Resume>) -> Result<S
                 visible_len: offset,
             });
         }
-        let mut batch: Vec<([u8; 16], u32, String)> = Vec::new();
+        // Events of a batch are held back until the batch is whole; their stream names go
+        // into one reused buffer, so replay allocates nothing per event.
+        let mut batch: Vec<([u8; 16], u32, std::ops::Range<usize>)> = Vec::new();
+        let mut batch_streams = String::new();
+        let mut batch_len = 0u32;
         let mut batch_start = offset;
         let mut batch_end = offset;
         let outcome = scan_records(&file, offset, file_len, |at, view| {
@@ -139,22 +143,35 @@ pub fn scan_log(segments: &[(u64, PathBuf)], resume: Option<Resume>) -> Result<S
                     return Err("batch does not start at its first event");
                 }
                 batch_start = at;
-            } else if fields.batch_index as usize != batch.len() {
+            } else if fields.batch_index as usize != batch.len() || fields.batch_len != batch_len {
                 return Err("batch events out of sequence");
             }
+            batch_len = fields.batch_len;
             let earlier = index.stream(fields.stream).map_or(0, <[u64]>::len) as u64;
-            let in_batch = batch.iter().filter(|e| e.2 == fields.stream).count() as u64;
+            let in_batch = batch
+                .iter()
+                .filter(|e| &batch_streams[e.2.clone()] == fields.stream)
+                .count() as u64;
             if fields.stream_version != earlier + in_batch {
                 return Err("stream version out of sequence");
             }
             let Ok(offset) = u32::try_from(at) else {
                 return Err("record offset beyond 4 GiB");
             };
-            batch.push((fields.id, offset, fields.stream.to_owned()));
-            if fields.batch_index + 1 == fields.batch_len {
-                for (id, offset, stream) in batch.drain(..) {
-                    index.push(id, offset, &stream);
+            if fields.batch_len == 1 {
+                index.push(fields.id, offset, fields.stream);
+            } else {
+                let start = batch_streams.len();
+                batch_streams.push_str(fields.stream);
+                batch.push((fields.id, offset, start..batch_streams.len()));
+                if fields.batch_index + 1 == fields.batch_len {
+                    for (id, offset, stream) in batch.drain(..) {
+                        index.push(id, offset, &batch_streams[stream]);
+                    }
+                    batch_streams.clear();
                 }
+            }
+            if batch.is_empty() {
                 batch_end = at + view.record_len as u64;
                 let segment = index.segments.last_mut().expect("segment pushed above");
                 segment.visible_len = batch_end;

@@ -102,7 +102,8 @@ pub(crate) struct Shared {
     pub options: Options,
     pub index: RwLock<Index>,
     pub stopped: AtomicBool,
-    pub checkpoint_running: AtomicBool,
+    /// Serializes checkpoint writers (they share the temporary file).
+    pub checkpoint_lock: Mutex<()>,
     pub listeners: RwLock<Vec<Listener>>,
     pub stats: Stats,
 }
@@ -190,7 +191,7 @@ impl Store {
             options,
             index: RwLock::new(index),
             stopped: AtomicBool::new(false),
-            checkpoint_running: AtomicBool::new(false),
+            checkpoint_lock: Mutex::new(()),
             listeners: RwLock::new(Vec::new()),
             stats: Stats::default(),
         });

@@ -462,48 +462,53 @@ impl Writer {
             self.unsynced = false;
             self.last_sync = Instant::now();
         }
-        let bytes = checkpoint::encode(&self.shared.index.read().expect("index lock"));
-        checkpoint::write(&self.shared.dir, &bytes)?;
+        let _serialized = self.shared.checkpoint_lock.lock().expect("checkpoint lock");
+        checkpoint::write_temporary(
+            &self.shared.dir,
+            &self.shared.index.read().expect("index lock"),
+        )?;
+        checkpoint::install(&self.shared.dir)?;
         self.events_since_checkpoint = 0;
         Ok(())
     }
 
-    /// Every `checkpoint_every_events`, a background thread writes a checkpoint, so the writer
-    /// stalls only for the copy of the index, not for the file write and fsyncs.
+    /// Every `checkpoint_every_events`, a background thread writes a checkpoint. It holds the
+    /// index read lock while it writes the file (the writer keeps writing and fsyncing, and
+    /// waits only to publish), then fsyncs outside the lock.
     fn maybe_checkpoint_in_background(&mut self) {
         let every = self.shared.options.checkpoint_every_events;
         if every == 0 || self.events_since_checkpoint < every {
             return;
         }
-        if self.shared.checkpoint_running.swap(true, Ordering::SeqCst) {
-            return;
-        }
         self.events_since_checkpoint = 0;
-        let bytes = checkpoint::encode(&self.shared.index.read().expect("index lock"));
         let shared = Arc::clone(&self.shared);
-        let file = Arc::clone(&self.file);
-        let needs_sync = self.unsynced;
-        std::thread::Builder::new()
+        let spawned = std::thread::Builder::new()
             .name("eventlog-checkpoint".into())
             .spawn(move || {
-                let result = if needs_sync {
-                    file.sync_data().map_err(|e| Error::io(&shared.dir, e))
-                } else {
-                    Ok(())
-                }
-                .and_then(|()| checkpoint::write(&shared.dir, &bytes));
+                // One checkpoint at a time; if one is running, this one is not needed.
+                let Ok(_serialized) = shared.checkpoint_lock.try_lock() else {
+                    return;
+                };
+                let result = (|| -> Result<()> {
+                    let active = {
+                        let index = shared.index.read().expect("index lock");
+                        checkpoint::write_temporary(&shared.dir, &index)?;
+                        Arc::clone(&index.segments.last().expect("a segment").file)
+                    };
+                    // What the checkpoint covers must be durable before it is installed
+                    // (earlier segments were fsynced when they were sealed).
+                    if shared.options.durability != Durability::Fsync {
+                        active.sync_data().map_err(|e| Error::io(&shared.dir, e))?;
+                    }
+                    checkpoint::install(&shared.dir)
+                })();
                 if let Err(e) = result {
                     tracing::warn!(error = %e, "could not write an index checkpoint");
                 }
-                shared.checkpoint_running.store(false, Ordering::SeqCst);
-            })
-            .map(drop)
-            .unwrap_or_else(|e| {
-                tracing::warn!(error = %e, "could not start the checkpoint thread");
-                self.shared
-                    .checkpoint_running
-                    .store(false, Ordering::SeqCst);
             });
+        if let Err(e) = spawned {
+            tracing::warn!(error = %e, "could not start the checkpoint thread");
+        }
     }
 }
 

@@ -1,0 +1,262 @@
+//! Engine benchmark: durable append throughput (1 and 64 appender threads), get-by-id
+//! throughput from 2 threads, open time with a checkpoint and with a full replay, and index
+//! memory per event.
+//!
+//! ```sh
+//! cargo bench -p eventlog --bench engine                    # everything, 10M-event store
+//! BENCH_EVENTS=1000000 cargo bench -p eventlog --bench engine
+//! BENCH_ONLY=append cargo bench -p eventlog --bench engine  # append | read | open
+//! BENCH_DIR=/path/on/the/disk/to/test cargo bench ...       # default: a temp dir under target/
+//! ```
+//!
+//! Events carry ~300 bytes of JSON data. Figures are wall-clock and vary with the machine;
+//! compare them with `fio --fsync=1` on the same disk (see docs/PERFORMANCE.md).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use eventlog::{Durability, ExpectedVersion, NewEvent, Options, Store};
+use uuid::Uuid;
+
+fn payload(i: u64) -> Vec<u8> {
+    let mut data = format!(
+        "{{\"order\":{i},\"customer\":\"c-{}\",\"items\":[",
+        i % 9973
+    );
+    while data.len() < 280 {
+        data.push_str("{\"sku\":\"ab-12\",\"qty\":1},");
+    }
+    data.push_str("{\"sku\":\"end\",\"qty\":0}]}");
+    data.into_bytes()
+}
+
+fn new_event(i: u64) -> NewEvent {
+    NewEvent {
+        id: Uuid::now_v7(),
+        stream: format!("orders-{}", i % 1000),
+        event_type: "OrderPlaced".into(),
+        data: payload(i),
+        metadata: None,
+    }
+}
+
+fn env_u64(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn bench_root() -> PathBuf {
+    match std::env::var("BENCH_DIR") {
+        Ok(dir) => PathBuf::from(dir),
+        Err(_) => Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/bench-eventlog"),
+    }
+}
+
+fn fresh(dir: &Path) {
+    let _ = std::fs::remove_dir_all(dir);
+    std::fs::create_dir_all(dir).unwrap();
+}
+
+/// Appends from `threads` threads for `duration` with fsync durability; returns events/s.
+fn durable_appends(dir: &Path, threads: usize, duration: Duration) -> (f64, f64) {
+    fresh(dir);
+    let store = Store::open(dir, Options::default()).unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let count = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    std::thread::scope(|scope| {
+        for t in 0..threads {
+            let (store, stop, count) = (store.clone(), Arc::clone(&stop), Arc::clone(&count));
+            scope.spawn(move || {
+                let mut i = t as u64;
+                while !stop.load(Ordering::Relaxed) {
+                    store
+                        .append(vec![new_event(i)], ExpectedVersion::Any)
+                        .unwrap();
+                    count.fetch_add(1, Ordering::Relaxed);
+                    i += threads as u64;
+                }
+            });
+        }
+        std::thread::sleep(duration);
+        stop.store(true, Ordering::Relaxed);
+    });
+    let elapsed = started.elapsed().as_secs_f64();
+    let stats = store.stats();
+    let events = count.load(Ordering::Relaxed) as f64;
+    (
+        events / elapsed,
+        stats.events as f64 / stats.fsyncs.max(1) as f64,
+    )
+}
+
+/// Builds a store of `events` events quickly (no fsync per batch; fsynced at close).
+fn build_store(dir: &Path, events: u64) -> Vec<Uuid> {
+    fresh(dir);
+    let options = Options {
+        durability: Durability::Never,
+        checkpoint_every_events: 0,
+        ..Options::default()
+    };
+    let store = Store::open(dir, options).unwrap();
+    let mut sample = Vec::new();
+    let batch = 100u64;
+    let threads = 2u64;
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..threads)
+            .map(|t| {
+                let store = store.clone();
+                scope.spawn(move || {
+                    let mut ids = Vec::new();
+                    let mut i = t * batch;
+                    while i < events {
+                        let n = batch.min(events - i);
+                        let events: Vec<_> = (i..i + n).map(new_event).collect();
+                        if ids.len() < 500_000 {
+                            ids.extend(events.iter().step_by(7).map(|e| e.id));
+                        }
+                        store.append(events, ExpectedVersion::Any).unwrap();
+                        i += batch * threads;
+                    }
+                    ids
+                })
+            })
+            .collect();
+        for handle in handles {
+            sample.extend(handle.join().unwrap());
+        }
+    });
+    store.close(); // writes the checkpoint
+    sample
+}
+
+fn rss_bytes() -> u64 {
+    let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
+    let pages: u64 = statm
+        .split_whitespace()
+        .nth(1)
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    pages * 4096
+}
+
+/// Opens the store in `BENCH_OPEN_DIR` with or without its checkpoint and reports time,
+/// replay speed and RSS growth (run in a child process).
+fn open_child(mode: &str) {
+    let store_dir = PathBuf::from(std::env::var("BENCH_OPEN_DIR").unwrap());
+    let events = env_u64("BENCH_EVENTS", 0);
+    let checkpoint = store_dir.join(eventlog::CHECKPOINT_FILE);
+    let saved = std::fs::read(&checkpoint).ok();
+    if mode == "replay" {
+        std::fs::remove_file(&checkpoint).ok();
+    }
+    let rss_before = rss_bytes();
+    let started = Instant::now();
+    let store = Store::open(&store_dir, Options::default()).unwrap();
+    let elapsed = started.elapsed().as_secs_f64();
+    let rss_growth = rss_bytes().saturating_sub(rss_before);
+    let report = store.open_report().clone();
+    assert_eq!(report.events, events);
+    if mode == "checkpoint" {
+        assert!(report.checkpoint_events > 0, "checkpoint not used: {report:?}");
+        println!(
+            "open with checkpoint: {elapsed:.2} s for {events} events ({} replayed)",
+            report.replayed_events
+        );
+    } else {
+        println!(
+            "open with full replay: {elapsed:.2} s, {:.0} MB/s of log",
+            report.replayed_bytes as f64 / 1e6 / elapsed
+        );
+    }
+    println!(
+        "  index memory: RSS grew {:.1} MB = {:.1} bytes per event (heap estimate {:.1} bytes/event)",
+        rss_growth as f64 / 1e6,
+        rss_growth as f64 / events as f64,
+        store.stats().index_heap_bytes as f64 / events as f64
+    );
+    // Keep the store's own checkpoint out of the next measurement's way: restore the original.
+    drop(store);
+    if let Some(saved) = saved {
+        std::fs::write(&checkpoint, saved).unwrap();
+    }
+}
+
+fn main() {
+    if std::env::args().any(|a| a == "--list") {
+        return;
+    }
+    if let Ok(mode) = std::env::var("BENCH_OPEN_CHILD") {
+        return open_child(&mode);
+    }
+    let only = std::env::var("BENCH_ONLY").unwrap_or_default();
+    let root = bench_root();
+    let seconds = Duration::from_secs(env_u64("BENCH_SECONDS", 5));
+    println!("eventlog engine benchmark; data under {}", root.display());
+
+    if only.is_empty() || only == "append" {
+        for threads in [1usize, 64] {
+            let (rate, per_fsync) = durable_appends(&root.join("append"), threads, seconds);
+            println!(
+                "durable appends (fsync), {threads:>2} appender threads: {rate:>10.0} events/s, {per_fsync:.1} events per fsync"
+            );
+        }
+    }
+
+    let events = env_u64("BENCH_EVENTS", 10_000_000);
+    let store_dir = root.join("big");
+    if only.is_empty() || only == "read" || only == "open" {
+        let started = Instant::now();
+        let ids = build_store(&store_dir, events);
+        let elapsed = started.elapsed().as_secs_f64();
+        let bytes: u64 = std::fs::read_dir(&store_dir)
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .filter(|e| e.path().extension().is_some_and(|x| x == "seg"))
+            .map(|e| e.metadata().unwrap().len())
+            .sum();
+        println!(
+            "built a store of {events} events, {:.2} GB, in {elapsed:.1} s",
+            bytes as f64 / 1e9
+        );
+
+        if only.is_empty() || only == "read" {
+            let store = Store::open(&store_dir, Options::default()).unwrap();
+            let ids = Arc::new(ids);
+            let reads = env_u64("BENCH_READS", 4_000_000);
+            let started = Instant::now();
+            std::thread::scope(|scope| {
+                for t in 0..2u64 {
+                    let (store, ids) = (store.clone(), Arc::clone(&ids));
+                    scope.spawn(move || {
+                        let mut k = t as usize * 7919;
+                        for _ in 0..reads / 2 {
+                            k = (k + 104_729) % ids.len();
+                            let event = store.get(ids[k]).unwrap().unwrap();
+                            assert_eq!(event.id, ids[k]);
+                        }
+                    });
+                }
+            });
+            let rate = reads as f64 / started.elapsed().as_secs_f64();
+            println!("get by id, 2 threads: {rate:>10.0} reads/s");
+        }
+
+        if only.is_empty() || only == "open" {
+            // Each open runs in a fresh process, so its RSS growth is the index alone.
+            for mode in ["checkpoint", "replay"] {
+                let status = std::process::Command::new(std::env::current_exe().unwrap())
+                    .env("BENCH_OPEN_CHILD", mode)
+                    .env("BENCH_OPEN_DIR", &store_dir)
+                    .env("BENCH_EVENTS", events.to_string())
+                    .status()
+                    .unwrap();
+                assert!(status.success());
+            }
+        }
+    }
+}
