@@ -60,10 +60,16 @@ pub fn postgres_url() -> Option<String> {
     match std::env::var("TEST_DATABASE_URL") {
         Ok(url) if !url.is_empty() => Some(url),
         _ => {
-            eprintln!(
-                "\n!!! TEST_DATABASE_URL is not set: this PostgreSQL test was SKIPPED !!!\n\
-                 !!! run scripts/test, or set TEST_DATABASE_URL=postgres://postgres@127.0.0.1:5432/test !!!\n"
-            );
+            // Written to the process's stderr directly, past the test harness's capture, so the
+            // skip shows in every run (once per run).
+            static WARNED: std::sync::Once = std::sync::Once::new();
+            WARNED.call_once(|| {
+                use std::io::Write;
+                let _ = std::io::stderr().write_all(
+                    b"\n!!! TEST_DATABASE_URL is not set: the PostgreSQL variants of the teams tests were SKIPPED !!!\n\
+                      !!! run scripts/test, or set TEST_DATABASE_URL=postgres://postgres@127.0.0.1:5432/test !!!\n\n",
+                );
+            });
             None
         }
     }
