@@ -249,7 +249,7 @@ mod tests {
     fn timestamps_format_as_rfc3339_utc() {
         assert_eq!(rfc3339_micros(0), "1970-01-01T00:00:00.000000Z");
         assert_eq!(
-            rfc3339_micros(1_795_780_800_123_456),
+            rfc3339_micros(1_795_773_600_123_456),
             "2026-11-27T10:00:00.123456Z"
         );
         assert_eq!(
