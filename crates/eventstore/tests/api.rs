@@ -251,7 +251,7 @@ async fn an_event_over_the_size_limit_answers_413_naming_the_setting() {
     assert_eq!(problem["setting"], "max_event_size_bytes");
     assert_eq!(problem["limit"], 1000);
 
-    let batch = format!("[{}]", vec![r#"{"type":"T","data":1}"#; 11].join(","));
+    let batch = format!("[{}]", [r#"{"type":"T","data":1}"#; 11].join(","));
     let (status, _, problem) = json(server.post_json("/events", &batch).await).await;
     assert_eq!(
         (status, problem["setting"].as_str()),
