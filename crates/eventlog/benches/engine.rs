@@ -162,7 +162,10 @@ fn open_child(mode: &str) {
     let report = store.open_report().clone();
     assert_eq!(report.events, events);
     if mode == "checkpoint" {
-        assert!(report.checkpoint_events > 0, "checkpoint not used: {report:?}");
+        assert!(
+            report.checkpoint_events > 0,
+            "checkpoint not used: {report:?}"
+        );
         println!(
             "open with checkpoint: {elapsed:.2} s for {events} events ({} replayed)",
             report.replayed_events

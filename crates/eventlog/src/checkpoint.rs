@@ -319,7 +319,7 @@ fn check_last_record(index: &Index, position: u64) -> Load<()> {
         .ok_or("last position has no location")?;
     let mut bytes = vec![0u8; location.len];
     let got =
-        read_at_most(&location.file, &mut bytes, location.offset).map_err(|e| e.to_string())?;
+        read_at_most(location.file, &mut bytes, location.offset).map_err(|e| e.to_string())?;
     match decode_record(&bytes[..got]) {
         Decoded::Record(view)
             if view.fields.position == position

@@ -10,7 +10,7 @@
 
 use std::collections::HashMap;
 use std::fs::File;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 /// One segment as readers see it.
@@ -25,11 +25,13 @@ pub struct SegmentEntry {
     pub visible_len: u64,
 }
 
-/// Where a record lives.
-#[derive(Debug, Clone)]
-pub struct Location {
-    pub file: Arc<File>,
-    pub path: PathBuf,
+/// Where a record lives. Borrowed from the index: read it while holding the index lock
+/// (readers share that lock, so this costs no contention, and no reference count is touched
+/// per read).
+#[derive(Debug, Clone, Copy)]
+pub struct Location<'a> {
+    pub file: &'a File,
+    pub path: &'a Path,
     pub offset: u64,
     pub len: usize,
 }
@@ -143,7 +145,7 @@ impl Index {
     }
 
     /// Location of the record at `position`, or `None` past the end.
-    pub fn location(&self, position: u64) -> Option<Location> {
+    pub fn location(&self, position: u64) -> Option<Location<'_>> {
         let offset = u64::from(*self.offsets.get(position as usize)?);
         let segment_index = self.segment_of(position);
         let segment = &self.segments[segment_index];
@@ -154,8 +156,8 @@ impl Index {
             _ => segment.visible_len,
         };
         Some(Location {
-            file: Arc::clone(&segment.file),
-            path: segment.path.clone(),
+            file: &segment.file,
+            path: &segment.path,
             offset,
             len: (end - offset) as usize,
         })
@@ -164,7 +166,7 @@ impl Index {
     /// The contiguous byte range holding positions `from..to` (`to` exclusive), cut short at
     /// the end of `from`'s segment and after about `max_bytes`: the location and the position
     /// after the last one covered. Always covers at least `from`.
-    pub fn span(&self, from: u64, to: u64, max_bytes: usize) -> Option<(Location, u64)> {
+    pub fn span(&self, from: u64, to: u64, max_bytes: usize) -> Option<(Location<'_>, u64)> {
         let first = self.location(from)?;
         let segment_index = self.segment_of(from);
         let segment_end = self

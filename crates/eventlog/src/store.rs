@@ -355,16 +355,14 @@ impl Store {
         let mut events = Vec::with_capacity(limit.min(1024));
         let mut position = from;
         while events.len() < limit {
-            let (location, to) = {
-                let index = self.index();
-                let end = index.len().min(from.saturating_add(limit as u64));
-                if position >= end {
-                    break;
-                }
-                index
-                    .span(position, end, READ_SPAN_MAX_BYTES)
-                    .expect("position below len")
-            };
+            let index = self.index();
+            let end = index.len().min(from.saturating_add(limit as u64));
+            if position >= end {
+                break;
+            }
+            let (location, to) = index
+                .span(position, end, READ_SPAN_MAX_BYTES)
+                .expect("position below len");
             read_span(&location, position, to, &mut events)?;
             position = to;
         }
@@ -583,13 +581,45 @@ pub(crate) fn read_at(index: &Index, position: u64) -> Result<RecordedEvent> {
     Ok(events.pop().expect("one event read"))
 }
 
+thread_local! {
+    /// Read buffer reused across reads on one thread (no allocation or zeroing per read).
+    static READ_BUFFER: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Buffers larger than this are not kept between reads.
+const READ_BUFFER_KEEP_BYTES: usize = 1024 * 1024;
+
 /// Reads positions `from..to`, which `location` covers exactly, verifying every record.
-fn read_span(location: &Location, from: u64, to: u64, out: &mut Vec<RecordedEvent>) -> Result<()> {
-    let mut bytes = vec![0u8; location.len];
-    let got = read_at_most(&location.file, &mut bytes, location.offset)
-        .map_err(|e| Error::io(&location.path, e))?;
+fn read_span(
+    location: &Location<'_>,
+    from: u64,
+    to: u64,
+    out: &mut Vec<RecordedEvent>,
+) -> Result<()> {
+    READ_BUFFER.with(|buffer| {
+        let mut buffer = buffer.borrow_mut();
+        if buffer.len() < location.len {
+            buffer.resize(location.len, 0);
+        }
+        let result = decode_span(location, from, to, &mut buffer[..location.len], out);
+        if buffer.len() > READ_BUFFER_KEEP_BYTES {
+            *buffer = Vec::new();
+        }
+        result
+    })
+}
+
+fn decode_span(
+    location: &Location<'_>,
+    from: u64,
+    to: u64,
+    bytes: &mut [u8],
+    out: &mut Vec<RecordedEvent>,
+) -> Result<()> {
+    let got = read_at_most(location.file, bytes, location.offset)
+        .map_err(|e| Error::io(location.path, e))?;
     let corrupt = |at: usize, reason: &str| Error::Corrupt {
-        path: location.path.clone(),
+        path: location.path.to_path_buf(),
         offset: location.offset + at as u64,
         reason: reason.to_owned(),
     };
