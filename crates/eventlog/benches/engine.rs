@@ -196,9 +196,20 @@ fn main() {
     if let Ok(mode) = std::env::var("BENCH_OPEN_CHILD") {
         return open_child(&mode);
     }
+    // `cargo test --all-targets` runs this binary without `--bench`: do a small smoke run so
+    // the benchmark code stays working without costing CI minutes.
+    let smoke = !std::env::args().any(|a| a == "--bench");
     let only = std::env::var("BENCH_ONLY").unwrap_or_default();
-    let root = bench_root();
-    let seconds = Duration::from_secs(env_u64("BENCH_SECONDS", 5));
+    let root = if smoke {
+        std::env::temp_dir().join(format!("eventlog-bench-smoke-{}", std::process::id()))
+    } else {
+        bench_root()
+    };
+    let seconds = if smoke {
+        Duration::from_millis(200)
+    } else {
+        Duration::from_secs(env_u64("BENCH_SECONDS", 5))
+    };
     println!("eventlog engine benchmark; data under {}", root.display());
 
     if only.is_empty() || only == "append" {
@@ -210,7 +221,11 @@ fn main() {
         }
     }
 
-    let events = env_u64("BENCH_EVENTS", 10_000_000);
+    let events = if smoke {
+        20_000
+    } else {
+        env_u64("BENCH_EVENTS", 10_000_000)
+    };
     let store_dir = root.join("big");
     if only.is_empty() || only == "read" || only == "open" {
         let started = Instant::now();
@@ -230,7 +245,11 @@ fn main() {
         if only.is_empty() || only == "read" {
             let store = Store::open(&store_dir, Options::default()).unwrap();
             let ids = Arc::new(ids);
-            let reads = env_u64("BENCH_READS", 4_000_000);
+            let reads = if smoke {
+                10_000
+            } else {
+                env_u64("BENCH_READS", 4_000_000)
+            };
             let started = Instant::now();
             std::thread::scope(|scope| {
                 for t in 0..2u64 {
@@ -261,5 +280,8 @@ fn main() {
                 assert!(status.success());
             }
         }
+    }
+    if smoke {
+        let _ = std::fs::remove_dir_all(&root);
     }
 }
