@@ -66,7 +66,15 @@ impl fmt::Display for EmailAddress {
     }
 }
 
-/// A team name: trimmed, 1 to [`TEAM_NAME_MAX_CHARS`] characters, no control characters.
+/// Whether `c` breaks a line or is otherwise invisible control: C0/C1 controls (CR, LF, NUL,
+/// NEL...) and the Unicode line and paragraph separators. A team name goes into the
+/// `Subject:` of invitation mail, so none of these may ever reach it.
+fn breaks_a_line_or_controls(c: char) -> bool {
+    c.is_control() || matches!(c, '\u{2028}' | '\u{2029}')
+}
+
+/// A team name: trimmed, 1 to [`TEAM_NAME_MAX_CHARS`] characters, no control characters and
+/// no line or paragraph separators (so it can never inject a mail header).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TeamName(String);
 
@@ -82,8 +90,8 @@ impl TeamName {
                 "name must be at most {TEAM_NAME_MAX_CHARS} characters"
             ));
         }
-        if name.chars().any(char::is_control) {
-            return Err("name must not contain control characters".into());
+        if name.chars().any(breaks_a_line_or_controls) {
+            return Err("name must not contain line breaks or other control characters".into());
         }
         Ok(TeamName(name.to_owned()))
     }
@@ -99,12 +107,23 @@ impl TeamName {
     }
 }
 
-/// Validates a team description: at most [`TEAM_DESCRIPTION_MAX_CHARS`] characters.
+/// Validates a team description: at most [`TEAM_DESCRIPTION_MAX_CHARS`] characters; line
+/// breaks and tabs are allowed, other control characters are not (PostgreSQL cannot store a
+/// NUL in `TEXT`, and no description needs a bell or an escape).
 pub fn parse_description(raw: &str) -> Result<String, String> {
     if raw.chars().count() > TEAM_DESCRIPTION_MAX_CHARS {
         return Err(format!(
             "description must be at most {TEAM_DESCRIPTION_MAX_CHARS} characters"
         ));
+    }
+    if raw
+        .chars()
+        .any(|c| c.is_control() && !matches!(c, '\n' | '\r' | '\t'))
+    {
+        return Err(
+            "description must not contain control characters other than line breaks and tabs"
+                .into(),
+        );
     }
     Ok(raw.to_owned())
 }
@@ -181,5 +200,27 @@ mod tests {
         assert!(TeamName::parse("  ").is_err());
         assert!(TeamName::parse(&"x".repeat(TEAM_NAME_MAX_CHARS + 1)).is_err());
         assert!(TeamName::parse(&"x".repeat(TEAM_NAME_MAX_CHARS)).is_ok());
+    }
+
+    #[test]
+    fn a_team_name_with_any_line_break_is_rejected() {
+        for raw in [
+            "a\r\nb",
+            "a\nb",
+            "a\rb",
+            "a\u{85}b",
+            "a\u{2028}b",
+            "a\u{2029}b",
+            "a\0b",
+        ] {
+            assert!(TeamName::parse(raw).is_err(), "{raw:?} was accepted");
+        }
+    }
+
+    #[test]
+    fn a_description_keeps_line_breaks_and_tabs_but_not_other_controls() {
+        assert!(parse_description("a\r\nb\tc").is_ok());
+        assert!(parse_description("a\0b").is_err());
+        assert!(parse_description("a\u{1b}[31mb").is_err());
     }
 }

@@ -38,6 +38,12 @@ pub enum Error {
     /// The body is larger than the configured limit (413).
     #[error("{0}")]
     PayloadTooLarge(String),
+    /// A request header field is larger than [`crate::HEADER_FIELD_MAX_BYTES`] (431).
+    #[error("a request header field is too large")]
+    HeaderFieldTooLarge {
+        /// The (lowercase) name of the first oversized header field.
+        name: String,
+    },
     /// The body is not JSON (415).
     #[error("{0}")]
     UnsupportedMediaType(String),
@@ -136,6 +142,14 @@ impl Error {
             .with("retry_after_seconds", *retry_after_seconds)
             .with_header(header::RETRY_AFTER, HeaderValue::from(*retry_after_seconds)),
             Error::PayloadTooLarge(detail) => Problem::payload_too_large(detail.clone()),
+            Error::HeaderFieldTooLarge { name } => Problem::new(
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                "request-header-fields-too-large",
+                format!(
+                    "The `{name}` header is larger than {} bytes.",
+                    crate::HEADER_FIELD_MAX_BYTES
+                ),
+            ),
             Error::UnsupportedMediaType(detail) => Problem::unsupported_media_type(detail.clone()),
             Error::Timeout => Problem::unavailable("The request took too long; try again."),
             Error::Database(error) => match violated_unique_index(error) {

@@ -61,7 +61,7 @@ use utoipa::OpenApi as _;
 pub use config::{MailTarget, Secret, TeamsArgs, TeamsSettings};
 pub use error::Error;
 pub use routes::invitations::BATCH_MAX_EMAILS;
-pub use routes::{PAGE_LIMIT_DEFAULT, PAGE_LIMIT_MAX};
+pub use routes::{HEADER_FIELD_MAX_BYTES, PAGE_LIMIT_DEFAULT, PAGE_LIMIT_MAX};
 
 use routes::{AppState, Shared};
 

@@ -40,6 +40,11 @@ pub const PAGE_LIMIT_DEFAULT: u32 = 50;
 /// Largest page size of list endpoints; larger `limit`s are capped to it.
 pub const PAGE_LIMIT_MAX: u32 = 200;
 
+/// Largest single request header field (name and value) the teams routes accept, in bytes;
+/// a larger one is answered 431 before authentication or any handler runs. (Much larger
+/// headers are refused by the HTTP server itself, hyper, with a bare 431, before any route.)
+pub const HEADER_FIELD_MAX_BYTES: usize = 8 * 1024;
+
 /// What every handler can reach.
 #[derive(Clone)]
 pub(crate) struct AppState {
@@ -118,6 +123,7 @@ pub(crate) fn router(state: AppState) -> Router {
                     }),
                 )
                 .layer(PropagateRequestIdLayer::x_request_id())
+                .layer(middleware::from_fn(limit_header_fields))
                 .layer(axum::error_handling::HandleErrorLayer::new(
                     |error: BoxError| async move { timeout_problem(error) },
                 ))
@@ -133,6 +139,21 @@ fn timeout_problem(error: BoxError) -> Response {
         tracing::error!(error = %error, "middleware error");
         web::Problem::internal().into_response()
     }
+}
+
+/// Refuses a request with any header field over [`HEADER_FIELD_MAX_BYTES`] (431 problem).
+async fn limit_header_fields(request: Request, next: Next) -> Response {
+    let oversized = request
+        .headers()
+        .iter()
+        .find(|(name, value)| name.as_str().len() + value.len() > HEADER_FIELD_MAX_BYTES);
+    if let Some((name, _)) = oversized {
+        return Error::HeaderFieldTooLarge {
+            name: name.as_str().to_owned(),
+        }
+        .into_response();
+    }
+    next.run(request).await
 }
 
 /// Admin auth: `Authorization: Bearer <ADMIN_TOKEN>`, compared by digest in constant time.
@@ -236,11 +257,21 @@ impl Page {
     }
 }
 
+/// Longest path id echoed back in a 404 detail; a longer one is not a UUID anyway, and a
+/// problem body should not grow with hostile input.
+const ECHOED_ID_MAX_CHARS: usize = 64;
+
 /// A path id that must be a UUID; anything else names nothing (404).
 pub(crate) fn parse_id(raw: &str, what: &str) -> Result<String, Error> {
     uuid::Uuid::parse_str(raw)
         .map(|id| id.hyphenated().to_string())
-        .map_err(|_| Error::NotFound(format!("No {what} has id {raw:?}.")))
+        .map_err(|_| {
+            if raw.chars().count() <= ECHOED_ID_MAX_CHARS {
+                Error::NotFound(format!("No {what} has id {raw:?}."))
+            } else {
+                Error::NotFound(format!("No {what} has this id (it is not a UUID)."))
+            }
+        })
 }
 
 /// Marks a response as not to be stored by any cache (responses about tokens).

@@ -5,6 +5,7 @@ mod support;
 
 mod accept;
 mod config;
+mod hostile;
 mod invitations;
 mod mail;
 mod openapi;

@@ -224,6 +224,21 @@ impl TestApp {
         (status, response.json().await.unwrap())
     }
 
+    /// Sends `body` as it is (any bytes) with `Content-Type: application/json`.
+    pub async fn raw_json(
+        &self,
+        method: Method,
+        path: &str,
+        body: impl Into<reqwest::Body>,
+    ) -> reqwest::Response {
+        self.admin(method, path)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .unwrap()
+    }
+
     /// POSTs a token to `/invitations/accept`.
     pub async fn accept(&self, token: &str) -> reqwest::Response {
         self.public(Method::POST, "/invitations/accept")
@@ -324,6 +339,8 @@ where
 pub struct SmtpServer {
     pub addr: SocketAddr,
     pub messages: Arc<Mutex<Vec<String>>>,
+    /// Every `RCPT TO:` argument received, in order: the envelope recipients.
+    pub recipients: Arc<Mutex<Vec<String>>>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -335,21 +352,25 @@ impl SmtpServer {
     pub async fn start_on(listener: TcpListener) -> SmtpServer {
         let addr = listener.local_addr().unwrap();
         let messages = Arc::new(Mutex::new(Vec::new()));
+        let recipients = Arc::new(Mutex::new(Vec::new()));
         let store = Arc::clone(&messages);
+        let envelope = Arc::clone(&recipients);
         let task = tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else {
                     return;
                 };
                 let store = Arc::clone(&store);
+                let envelope = Arc::clone(&envelope);
                 tokio::spawn(async move {
-                    let _ = serve_smtp(stream, store).await;
+                    let _ = serve_smtp(stream, store, envelope).await;
                 });
             }
         });
         SmtpServer {
             addr,
             messages,
+            recipients,
             task,
         }
     }
@@ -368,6 +389,7 @@ impl Drop for SmtpServer {
 async fn serve_smtp(
     stream: tokio::net::TcpStream,
     store: Arc<Mutex<Vec<String>>>,
+    envelope: Arc<Mutex<Vec<String>>>,
 ) -> std::io::Result<()> {
     let (read, mut write) = stream.into_split();
     let mut reader = BufReader::new(read);
@@ -381,6 +403,12 @@ async fn serve_smtp(
             return Ok(());
         }
         let command = line.trim_end().to_ascii_uppercase();
+        if command.starts_with("RCPT TO:") {
+            envelope
+                .lock()
+                .unwrap()
+                .push(line.trim_end()["RCPT TO:".len()..].trim().to_owned());
+        }
         let reply: &[u8] = if command.starts_with("EHLO") {
             b"250-localhost\r\n250 8BITMIME\r\n"
         } else if command.starts_with("HELO")
