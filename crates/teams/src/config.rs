@@ -30,6 +30,12 @@ pub const DEFAULT_MAIL_SEND_TIMEOUT_SECONDS: u64 = 30;
 pub const DEFAULT_MAX_BODY_BYTES: usize = 64 * 1024;
 /// Default request timeout of the teams routes.
 pub const DEFAULT_REQUEST_TIMEOUT_SECONDS: u64 = 30;
+/// Default number of requests per minute one client address may make to the token endpoints
+/// (`POST /invitations/accept` and `/invitations/preview` together); a burst of this many is
+/// allowed, then one more every `60 / rate` seconds.
+pub const DEFAULT_ACCEPT_RATE_PER_MINUTE: u32 = 30;
+/// Largest `ACCEPT_RATE_PER_MINUTE` accepted.
+pub const ACCEPT_RATE_PER_MINUTE_MAX: u32 = 60_000;
 /// Default size of the database connection pool.
 pub const DEFAULT_DATABASE_MAX_CONNECTIONS: u32 = 8;
 /// Shortest admin token accepted.
@@ -88,6 +94,11 @@ pub struct TeamsArgs {
     /// Longest a teams request may take before it is answered 503.
     #[arg(long, env = "TEAMS_REQUEST_TIMEOUT_SECONDS", default_value_t = DEFAULT_REQUEST_TIMEOUT_SECONDS)]
     pub teams_request_timeout_seconds: u64,
+    /// Requests per minute one client address may make to POST /invitations/accept and
+    /// /invitations/preview together (a burst of this many, then a steady rate); more answer
+    /// 429 with Retry-After.
+    #[arg(long, env = "ACCEPT_RATE_PER_MINUTE", default_value_t = DEFAULT_ACCEPT_RATE_PER_MINUTE)]
+    pub accept_rate_per_minute: u32,
 }
 
 impl Default for TeamsArgs {
@@ -108,6 +119,7 @@ impl Default for TeamsArgs {
             mail_send_timeout_seconds: DEFAULT_MAIL_SEND_TIMEOUT_SECONDS,
             teams_max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             teams_request_timeout_seconds: DEFAULT_REQUEST_TIMEOUT_SECONDS,
+            accept_rate_per_minute: DEFAULT_ACCEPT_RATE_PER_MINUTE,
         }
     }
 }
@@ -136,6 +148,7 @@ impl fmt::Debug for TeamsArgs {
                 "teams_request_timeout_seconds",
                 &self.teams_request_timeout_seconds,
             )
+            .field("accept_rate_per_minute", &self.accept_rate_per_minute)
             .finish()
     }
 }
@@ -211,6 +224,8 @@ pub struct TeamsSettings {
     pub max_body_bytes: usize,
     /// Longest a request may take.
     pub request_timeout: Duration,
+    /// Token endpoint requests allowed per client address per minute.
+    pub accept_rate_per_minute: u32,
     /// `false` in development mode.
     pub production: bool,
 }
@@ -428,6 +443,12 @@ impl TeamsArgs {
             1,
             3600,
         );
+        checker.range(
+            "ACCEPT_RATE_PER_MINUTE (--accept-rate-per-minute)",
+            u64::from(self.accept_rate_per_minute),
+            1,
+            u64::from(ACCEPT_RATE_PER_MINUTE_MAX),
+        );
 
         if !checker.problems.is_empty() {
             return Err(checker.problems);
@@ -470,6 +491,7 @@ impl TeamsArgs {
             mail_send_timeout: Duration::from_secs(self.mail_send_timeout_seconds),
             max_body_bytes: self.teams_max_body_bytes,
             request_timeout: Duration::from_secs(self.teams_request_timeout_seconds),
+            accept_rate_per_minute: self.accept_rate_per_minute,
             production,
         })
     }

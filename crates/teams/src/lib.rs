@@ -11,7 +11,8 @@
 //! - [`token`]: invitation tokens (256 bits from the OS, URL-safe base64; only SHA-256 is
 //!   stored) and the constant-time secret comparison used for the admin token.
 //! - `routes`: the HTTP handlers, one module per resource (`teams`, `members`,
-//!   `invitations`, `accept`), the admin bearer middleware, pagination and body extractors.
+//!   `invitations`, `accept`), the admin bearer middleware, the per-address rate limit of the
+//!   token endpoints (`rate_limit`), the header size guard, pagination and body extractors.
 //! - [`error`]: the one [`Error`] enum and the one place it becomes an RFC 9457 problem,
 //!   including unique-index violations told apart by index name.
 //! - `mail`: the invitation message and the delivery worker (retries with backoff, a fresh
@@ -35,7 +36,13 @@
 //! if let Some(banner) = service.dev_banner() {
 //!     println!("{banner}");
 //! }
-//! axum::serve(listener, service.router()).await?;
+//! axum::serve(
+//!     listener,
+//!     service
+//!         .router()
+//!         .into_make_service_with_connect_info::<std::net::SocketAddr>(),
+//! )
+//! .await?;
 //! service.shutdown().await;
 //! # Ok(())
 //! # }
@@ -94,11 +101,14 @@ impl TeamsService {
             wakeup: Arc::clone(&wakeup),
         };
         let worker = tokio::spawn(mail::run_worker(worker, stopped));
+        let accept_rate_limiter =
+            routes::rate_limit::RateLimiter::new(settings.accept_rate_per_minute);
         let state = AppState {
             inner: Arc::new(Shared {
                 store,
                 settings,
                 mail_wakeup: wakeup,
+                accept_rate_limiter,
             }),
         };
         Ok(TeamsService {
@@ -111,6 +121,10 @@ impl TeamsService {
     /// All teams routes (admin API, POST /invitations/accept, GET /invite page), with their own
     /// body limit. NOT /health and NOT /openapi.json: the binary serves those and merges
     /// documents.
+    ///
+    /// Serve it with `into_make_service_with_connect_info::<SocketAddr>()`: the token
+    /// endpoints are rate-limited per client address (`ACCEPT_RATE_PER_MINUTE`), and without
+    /// `ConnectInfo` every client shares one limit (a warning says so, once).
     pub fn router(&self) -> axum::Router {
         routes::router(self.state.clone())
     }

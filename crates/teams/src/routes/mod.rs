@@ -8,6 +8,7 @@
 pub(crate) mod accept;
 pub(crate) mod invitations;
 pub(crate) mod members;
+pub(crate) mod rate_limit;
 pub(crate) mod teams;
 
 use std::sync::Arc;
@@ -56,6 +57,8 @@ pub(crate) struct Shared {
     pub(crate) settings: TeamsSettings,
     /// Wakes the mail worker when a delivery is queued.
     pub(crate) mail_wakeup: Arc<Notify>,
+    /// Per-client-address limit on the token endpoints.
+    pub(crate) accept_rate_limiter: rate_limit::RateLimiter,
 }
 
 impl std::ops::Deref for AppState {
@@ -95,10 +98,16 @@ pub(crate) fn router(state: AppState) -> Router {
             delete(members::remove_member),
         )
         .route_layer(middleware::from_fn_with_state(state.clone(), require_admin));
+    let token_routes = Router::new()
+        .route("/invitations/preview", post(accept::preview_invitation))
+        .route("/invitations/accept", post(accept::accept_invitation))
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            rate_limit::limit_token_requests,
+        ));
     let public = Router::new()
         .route("/invite", get(accept::accept_page))
-        .route("/invitations/preview", post(accept::preview_invitation))
-        .route("/invitations/accept", post(accept::accept_invitation));
+        .merge(token_routes);
     admin
         .merge(public)
         .layer(DefaultBodyLimit::max(body_limit))

@@ -9,4 +9,5 @@ mod hostile;
 mod invitations;
 mod mail;
 mod openapi;
+mod rate_limit;
 mod teams;

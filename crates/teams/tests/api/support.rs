@@ -136,6 +136,23 @@ pub async fn spawn_app(db: Db) -> TestApp {
 
 /// Like [`spawn_app`], with settings adjusted by `adjust` first.
 pub async fn spawn_app_with(db: Db, adjust: impl FnOnce(&mut TeamsArgs)) -> TestApp {
+    spawn_app_served(db, adjust, true).await
+}
+
+/// Like [`spawn_app_with`], but served with plain `axum::serve(listener, router)`, without
+/// `ConnectInfo`, so the service cannot see client addresses.
+pub async fn spawn_app_without_connect_info(
+    db: Db,
+    adjust: impl FnOnce(&mut TeamsArgs),
+) -> TestApp {
+    spawn_app_served(db, adjust, false).await
+}
+
+async fn spawn_app_served(
+    db: Db,
+    adjust: impl FnOnce(&mut TeamsArgs),
+    connect_info: bool,
+) -> TestApp {
     let data_dir = tempfile::tempdir().expect("temp dir");
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let local_addr = listener.local_addr().expect("addr");
@@ -171,7 +188,12 @@ pub async fn spawn_app_with(db: Db, adjust: impl FnOnce(&mut TeamsArgs)) -> Test
     let service = TeamsService::start(settings).await.expect("service starts");
     let router = service.router();
     let server = tokio::spawn(async move {
-        axum::serve(listener, router).await.expect("serve");
+        if connect_info {
+            let service = router.into_make_service_with_connect_info::<SocketAddr>();
+            axum::serve(listener, service).await.expect("serve");
+        } else {
+            axum::serve(listener, router).await.expect("serve");
+        }
     });
     TestApp {
         base: format!("http://{local_addr}"),
