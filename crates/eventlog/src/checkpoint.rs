@@ -10,16 +10,15 @@
 //! back to a full replay. A checkpoint can therefore only ever be missing, stale or wrong,
 //! never harmful. Layout: `docs/FORMAT.md`.
 
-use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use crate::error::{Error, Result};
 use crate::format::{Decoded, decode_record, read_at_most};
 use crate::index::{IdTable, Index, SegmentEntry};
 use crate::recovery::Resume;
 use crate::segment::fsync_dir;
+use crate::vfs::{FileHandle, Vfs};
 
 pub const CHECKPOINT_FILE: &str = "index.ckpt";
 const CHECKPOINT_TMP_FILE: &str = "index.ckpt.tmp";
@@ -29,6 +28,31 @@ const CHUNK_VALUES: usize = 64 * 1024;
 
 pub fn checkpoint_path(dir: &Path) -> PathBuf {
     dir.join(CHECKPOINT_FILE)
+}
+
+/// Sequential reads and writes over a positional file.
+struct Sequential {
+    file: FileHandle,
+    offset: u64,
+}
+
+impl Read for Sequential {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.file.read_at(buf, self.offset)?;
+        self.offset += n as u64;
+        Ok(n)
+    }
+}
+
+impl Write for Sequential {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.file.write_at(buf, self.offset)?;
+        self.offset += n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
 }
 
 /// A writer that keeps a running CRC32C of what passes through it.
@@ -57,16 +81,12 @@ impl<W: Write> CrcWriter<W> {
 
 /// Writes a checkpoint of the visible part of `index` to the temporary file and fsyncs it.
 /// Call [`install`] afterwards (after making the covered log bytes durable).
-pub fn write_temporary(dir: &Path, index: &Index) -> Result<()> {
+pub fn write_temporary(vfs: &dyn Vfs, dir: &Path, index: &Index) -> Result<()> {
     let tmp = dir.join(CHECKPOINT_TMP_FILE);
     let written = (|| -> io::Result<()> {
-        let file = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&tmp)?;
+        let file = vfs.create_truncate(&tmp)?;
         let mut out = CrcWriter {
-            inner: BufWriter::with_capacity(1 << 20, file),
+            inner: BufWriter::with_capacity(1 << 20, Sequential { file, offset: 0 }),
             crc: 0,
         };
         let (seed, slots) = index.id_table().parts();
@@ -99,21 +119,22 @@ pub fn write_temporary(dir: &Path, index: &Index) -> Result<()> {
         let crc = out.crc;
         let mut file = out.inner.into_inner().map_err(|e| e.into_error())?;
         file.write_all(&crc.to_le_bytes())?;
-        file.sync_all()
+        file.file.sync_data()
     })();
     written.map_err(|e| Error::io(&tmp, e))
 }
 
 /// Renames the temporary checkpoint into place and fsyncs the directory.
-pub fn install(dir: &Path) -> Result<()> {
+pub fn install(vfs: &dyn Vfs, dir: &Path) -> Result<()> {
     let path = checkpoint_path(dir);
-    fs::rename(dir.join(CHECKPOINT_TMP_FILE), &path).map_err(|e| Error::io(&path, e))?;
-    fsync_dir(dir)
+    vfs.rename(&dir.join(CHECKPOINT_TMP_FILE), &path)
+        .map_err(|e| Error::io(&path, e))?;
+    fsync_dir(vfs, dir)
 }
 
 /// Reads a checkpoint front to back with bounds checks and a running checksum.
 struct Reader {
-    file: io::BufReader<File>,
+    file: io::BufReader<Sequential>,
     crc: u32,
     /// Bytes left before the trailing checksum.
     remaining: u64,
@@ -186,19 +207,19 @@ impl Reader {
 
 /// Loads the checkpoint of `dir` and checks it against the listed segments. `Ok(None)` when
 /// there is no checkpoint; `Err(reason)` when it is unusable (the caller replays fully).
-pub fn load(dir: &Path, segments: &[(u64, PathBuf)]) -> Load<Option<Resume>> {
+pub fn load(vfs: &dyn Vfs, dir: &Path, segments: &[(u64, PathBuf)]) -> Load<Option<Resume>> {
     let path = checkpoint_path(dir);
-    let file = match File::open(&path) {
+    let file = match vfs.open(&path, false) {
         Ok(file) => file,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(format!("cannot open {}: {e}", path.display())),
     };
-    let len = file.metadata().map_err(|e| e.to_string())?.len();
+    let len = file.len().map_err(|e| e.to_string())?;
     let Some(remaining) = len.checked_sub(4) else {
         return Err("checkpoint is truncated".into());
     };
     let mut reader = Reader {
-        file: io::BufReader::with_capacity(1 << 20, file),
+        file: io::BufReader::with_capacity(1 << 20, Sequential { file, offset: 0 }),
         crc: 0,
         remaining,
     };
@@ -255,8 +276,10 @@ pub fn load(dir: &Path, segments: &[(u64, PathBuf)]) -> Load<Option<Resume>> {
                 listed.0
             ));
         }
-        let file = File::open(&listed.1).map_err(|e| format!("{}: {e}", listed.1.display()))?;
-        let file_len = file.metadata().map_err(|e| e.to_string())?.len();
+        let file = vfs
+            .open(&listed.1, false)
+            .map_err(|e| format!("{}: {e}", listed.1.display()))?;
+        let file_len = file.len().map_err(|e| e.to_string())?;
         if file_len < visible_len {
             return Err(format!(
                 "{} is {file_len} bytes, shorter than the {visible_len} the checkpoint covers",
@@ -266,7 +289,7 @@ pub fn load(dir: &Path, segments: &[(u64, PathBuf)]) -> Load<Option<Resume>> {
         index.segments.push(SegmentEntry {
             first_position,
             path: listed.1.clone(),
-            file: Arc::new(file),
+            file,
             visible_len,
         });
     }

@@ -5,9 +5,9 @@
 //! CRC32C over everything except the CRC field itself, so a reader can tell a whole record from
 //! a torn or damaged one without any other file.
 
-use std::fs::File;
 use std::io;
-use std::os::unix::fs::FileExt;
+
+use crate::vfs::VfsFile;
 
 /// First four bytes of every record.
 pub const RECORD_MAGIC: [u8; 4] = *b"LBEV";
@@ -244,7 +244,7 @@ const SCAN_CHUNK_BYTES: usize = 4 * 1024 * 1024;
 /// positional reads. The visitor may reject a record (for example a position out of sequence),
 /// which stops the scan at that record as [`ScanStop::Invalid`].
 pub fn scan_records(
-    file: &File,
+    file: &dyn VfsFile,
     start: u64,
     end: u64,
     mut visit: impl FnMut(u64, &RecordView<'_>) -> Result<(), &'static str>,
@@ -311,7 +311,7 @@ pub fn scan_records(
 }
 
 /// Reads as many bytes as the file has at `offset`, up to `buf.len()`.
-pub fn read_at_most(file: &File, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+pub fn read_at_most(file: &dyn VfsFile, buf: &mut [u8], offset: u64) -> io::Result<usize> {
     let mut done = 0;
     while done < buf.len() {
         match file.read_at(&mut buf[done..], offset + done as u64) {

@@ -8,10 +8,9 @@
 //! the positions of its events in version order (8 bytes per event). Total: 36-44 bytes per
 //! event plus a small cost per stream.
 
+use crate::vfs::{FileHandle, VfsFile};
 use std::collections::HashMap;
-use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 /// One segment as readers see it.
 #[derive(Debug)]
@@ -20,7 +19,7 @@ pub struct SegmentEntry {
     pub first_position: u64,
     pub path: PathBuf,
     /// A read handle; readers use positional reads, so it is shared without a cursor.
-    pub file: Arc<File>,
+    pub file: FileHandle,
     /// Bytes of the segment that hold visible records (header included).
     pub visible_len: u64,
 }
@@ -30,7 +29,7 @@ pub struct SegmentEntry {
 /// per read).
 #[derive(Debug, Clone, Copy)]
 pub struct Location<'a> {
-    pub file: &'a File,
+    pub file: &'a dyn VfsFile,
     pub path: &'a Path,
     pub offset: u64,
     pub len: usize,
@@ -156,7 +155,7 @@ impl Index {
             _ => segment.visible_len,
         };
         Some(Location {
-            file: &segment.file,
+            file: &*segment.file,
             path: &segment.path,
             offset,
             len: (end - offset) as usize,

@@ -55,8 +55,10 @@ mod index;
 mod options;
 mod recovery;
 mod segment;
+pub mod sim;
 mod store;
 pub mod tools;
+pub mod vfs;
 mod writer;
 
 pub use error::{Error, Result};

@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use crate::error::{Error, Result};
 use crate::format::{MAX_RECORD_LEN, RECORD_HEADER_LEN};
+use crate::vfs::{RealFs, Storage};
 
 /// When appended bytes reach stable storage, and so what an acknowledgement promises.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -62,6 +63,9 @@ pub struct Options {
     pub checkpoint_every_events: u64,
     /// Most bytes one group commit writes before it fsyncs, bounding latency. Default 8 MiB.
     pub group_commit_max_bytes: usize,
+    /// The file system the store lives on: the real one, or a simulated one in tests
+    /// ([`crate::sim::SimFs`]).
+    pub storage: Storage,
 }
 
 impl Default for Options {
@@ -72,6 +76,7 @@ impl Default for Options {
             limits: Limits::default(),
             checkpoint_every_events: 1_000_000,
             group_commit_max_bytes: 8 * 1024 * 1024,
+            storage: std::sync::Arc::new(RealFs),
         }
     }
 }

@@ -7,7 +7,6 @@
 //! (keeping the cut bytes in a side file). Anything else is **mid-log damage**: open refuses it
 //! with [`Error::Corrupt`], and `repair` is the explicit way out.
 
-use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -18,6 +17,7 @@ use crate::format::{
     scan_records,
 };
 use crate::index::{Index, SegmentEntry};
+use crate::vfs::{Vfs, VfsFile};
 
 /// Where the scan found the log to stop being valid.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -56,7 +56,11 @@ const PROGRESS_EVERY: Duration = Duration::from_secs(2);
 
 /// Scans `segments` (sorted listing) into an index, starting from `resume` if given.
 /// Only I/O errors are errors here; damage is reported in [`Scan::damage`].
-pub fn scan_log(segments: &[(u64, PathBuf)], resume: Option<Resume>) -> Result<Scan> {
+pub fn scan_log(
+    vfs: &dyn Vfs,
+    segments: &[(u64, PathBuf)],
+    resume: Option<Resume>,
+) -> Result<Scan> {
     let resumed = resume.is_some();
     let (mut index, start_segment, start_offset) = match resume {
         Some(resume) => (resume.index, resume.segment, resume.offset),
@@ -67,8 +71,8 @@ pub fn scan_log(segments: &[(u64, PathBuf)], resume: Option<Resume>) -> Result<S
     let mut last_progress = Instant::now();
     let last = segments.len().saturating_sub(1);
     for (number, (first_position, path)) in segments.iter().enumerate().skip(start_segment) {
-        let file = File::open(path).map_err(|e| Error::io(path, e))?;
-        let file_len = file.metadata().map_err(|e| Error::io(path, e))?.len();
+        let file = vfs.open(path, false).map_err(|e| Error::io(path, e))?;
+        let file_len = file.len().map_err(|e| Error::io(path, e))?;
         // The segment a checkpoint ends in is already in the index, up to `start_offset`.
         let continuing = resumed && number == start_segment;
         let offset = if number == start_segment {
@@ -76,12 +80,11 @@ pub fn scan_log(segments: &[(u64, PathBuf)], resume: Option<Resume>) -> Result<S
         } else {
             SEGMENT_HEADER_LEN
         };
-        let file = Arc::new(file);
         // `offset` is where the valid log ends (the start of a partial batch); `stop` is where
         // the scan stopped. Records between the two are the valid start of a torn batch, so only
         // a valid record at or after `stop` shows damage in the middle.
         let damage = |offset: u64, stop: u64, reason: &str| -> Result<Damage> {
-            let torn_tail = number == last && !valid_record_after(&file, path, stop, file_len)?;
+            let torn_tail = number == last && !valid_record_after(&*file, path, stop, file_len)?;
             Ok(Damage {
                 segment: number,
                 path: path.clone(),
@@ -106,7 +109,7 @@ pub fn scan_log(segments: &[(u64, PathBuf)], resume: Option<Resume>) -> Result<S
         }
         if !continuing {
             let mut header = [0u8; SEGMENT_HEADER_LEN as usize];
-            let got = read_at_most(&file, &mut header, 0).map_err(|e| Error::io(path, e))?;
+            let got = read_at_most(&*file, &mut header, 0).map_err(|e| Error::io(path, e))?;
             if !is_valid_segment_header(&header[..got]) {
                 let found = damage(0, 0, "missing or invalid segment header")?;
                 return Ok(Scan {
@@ -132,7 +135,7 @@ pub fn scan_log(segments: &[(u64, PathBuf)], resume: Option<Resume>) -> Result<S
         let mut batch_len = 0u32;
         let mut batch_start = offset;
         let mut batch_end = offset;
-        let outcome = scan_records(&file, offset, file_len, |at, view| {
+        let outcome = scan_records(&*file, offset, file_len, |at, view| {
             let fields = &view.fields;
             let expected_position = index.len() + batch.len() as u64;
             if fields.position != expected_position {
@@ -218,7 +221,7 @@ pub fn scan_log(segments: &[(u64, PathBuf)], resume: Option<Resume>) -> Result<S
 }
 
 /// Whether a valid record starts anywhere after `offset` in the file.
-fn valid_record_after(file: &File, path: &Path, offset: u64, file_len: u64) -> Result<bool> {
+fn valid_record_after(file: &dyn VfsFile, path: &Path, offset: u64, file_len: u64) -> Result<bool> {
     if offset >= file_len {
         return Ok(false);
     }

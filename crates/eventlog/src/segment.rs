@@ -1,11 +1,11 @@
 //! Segment files on disk: names, listing, creation, directory fsync.
 
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
+use std::io;
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
 use crate::format::segment_header;
+use crate::vfs::{FileHandle, Vfs, write_all_at};
 
 /// Suffix of segment files; the stem is the first position, zero-padded to 20 digits.
 pub const SEGMENT_SUFFIX: &str = ".seg";
@@ -24,14 +24,11 @@ pub fn parse_segment_name(name: &str) -> Option<u64> {
 }
 
 /// Segment files of `dir`, sorted by first position.
-pub fn list_segments(dir: &Path) -> Result<Vec<(u64, PathBuf)>> {
+pub fn list_segments(vfs: &dyn Vfs, dir: &Path) -> Result<Vec<(u64, PathBuf)>> {
     let mut segments = Vec::new();
-    let entries = fs::read_dir(dir).map_err(|e| Error::io(dir, e))?;
-    for entry in entries {
-        let entry = entry.map_err(|e| Error::io(dir, e))?;
-        let name = entry.file_name();
-        if let Some(first) = name.to_str().and_then(parse_segment_name) {
-            segments.push((first, entry.path()));
+    for name in vfs.list(dir).map_err(|e| Error::io(dir, e))? {
+        if let Some(first) = parse_segment_name(&name) {
+            segments.push((first, dir.join(name)));
         }
     }
     segments.sort_unstable_by_key(|(first, _)| *first);
@@ -39,30 +36,26 @@ pub fn list_segments(dir: &Path) -> Result<Vec<(u64, PathBuf)>> {
 }
 
 /// Makes a directory entry change (create, rename) durable.
-pub fn fsync_dir(dir: &Path) -> Result<()> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| Error::io(dir, e))
+pub fn fsync_dir(vfs: &dyn Vfs, dir: &Path) -> Result<()> {
+    vfs.sync_dir(dir).map_err(|e| Error::io(dir, e))
 }
 
 /// Creates a new segment holding only its header, fsyncs it and the directory, and returns it
 /// opened for reading and writing.
-pub fn create_segment(dir: &Path, first_position: u64) -> io::Result<(PathBuf, File)> {
+pub fn create_segment(
+    vfs: &dyn Vfs,
+    dir: &Path,
+    first_position: u64,
+) -> io::Result<(PathBuf, FileHandle)> {
     let path = segment_path(dir, first_position);
-    let mut file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create_new(true)
-        .open(&path)?;
-    let written = file
-        .write_all(&segment_header())
-        .and_then(|()| file.sync_all());
+    let file = vfs.create_new(&path)?;
+    let written = write_all_at(&*file, &segment_header(), 0).and_then(|()| file.sync_data());
     if let Err(e) = written {
         drop(file);
-        let _ = fs::remove_file(&path);
+        let _ = vfs.remove(&path);
         return Err(e);
     }
-    File::open(dir)?.sync_all()?;
+    vfs.sync_dir(dir)?;
     Ok((path, file))
 }
 
@@ -75,7 +68,12 @@ pub fn unix_seconds() -> u64 {
 
 /// Writes `bytes` to a new side file next to `segment` (`<segment>.<label>-<unix seconds>`),
 /// fsyncs it and the directory, and returns its path.
-pub fn write_side_file(segment: &Path, label: &str, bytes: &[u8]) -> Result<PathBuf> {
+pub fn write_side_file(
+    vfs: &dyn Vfs,
+    segment: &Path,
+    label: &str,
+    bytes: &[u8],
+) -> Result<PathBuf> {
     let dir = segment.parent().unwrap_or(Path::new("."));
     let base = segment
         .file_name()
@@ -89,12 +87,12 @@ pub fn write_side_file(segment: &Path, label: &str, bytes: &[u8]) -> Result<Path
             format!("{base}.{label}-{}-{attempt}", unix_seconds())
         };
         let path = dir.join(name);
-        match OpenOptions::new().write(true).create_new(true).open(&path) {
-            Ok(mut file) => {
-                file.write_all(bytes)
-                    .and_then(|()| file.sync_all())
+        match vfs.create_new(&path) {
+            Ok(file) => {
+                write_all_at(&*file, bytes, 0)
+                    .and_then(|()| file.sync_data())
                     .map_err(|e| Error::io(&path, e))?;
-                fsync_dir(dir)?;
+                fsync_dir(vfs, dir)?;
                 return Ok(path);
             }
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => attempt += 1,

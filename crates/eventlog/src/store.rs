@@ -1,6 +1,5 @@
 //! The public [`Store`]: open (with recovery), append, read, checkpoint, close.
 
-use std::fs::{self, File, OpenOptions};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{self, Sender};
@@ -18,6 +17,7 @@ use crate::index::{Index, Location, SegmentEntry};
 use crate::options::Options;
 use crate::recovery::{Damage, scan_log};
 use crate::segment::{create_segment, fsync_dir, list_segments, write_side_file};
+use crate::vfs::{LockError, Vfs};
 use crate::writer::{Command, Writer};
 
 /// The lock file that makes one process the owner of a store directory.
@@ -115,7 +115,7 @@ struct Handle {
     closed: AtomicBool,
     report: OpenReport,
     /// Held for the life of the store: the OS lock releases when the file closes.
-    _lock: File,
+    _lock: Box<dyn Send + Sync>,
 }
 
 /// An open event log. Cheap to clone; all clones share one writer. The store closes (writing a
@@ -141,15 +141,16 @@ impl Store {
         let started = Instant::now();
         options.validate()?;
         let dir = dir.as_ref().to_path_buf();
-        fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
-        let lock = lock_dir(&dir)?;
-        let mut segments = list_segments(&dir)?;
+        let vfs = &*options.storage;
+        vfs.create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+        let lock = lock_dir(vfs, &dir)?;
+        let mut segments = list_segments(vfs, &dir)?;
         if segments.is_empty() {
-            let (path, _) = create_segment(&dir, 0).map_err(|e| Error::io(&dir, e))?;
+            let (path, _) = create_segment(vfs, &dir, 0).map_err(|e| Error::io(&dir, e))?;
             segments.push((0, path));
         }
         let mut report = OpenReport::default();
-        let resume = match checkpoint::load(&dir, &segments) {
+        let resume = match checkpoint::load(vfs, &dir, &segments) {
             Ok(resume) => resume,
             Err(reason) => {
                 tracing::warn!(
@@ -161,7 +162,7 @@ impl Store {
             }
         };
         report.checkpoint_events = resume.as_ref().map_or(0, |r| r.index.len());
-        let scan = scan_log(&segments, resume)?;
+        let scan = scan_log(vfs, &segments, resume)?;
         let mut index = scan.index;
         report.replayed_events = scan.replayed_events;
         report.replayed_bytes = scan.replayed_bytes;
@@ -173,16 +174,13 @@ impl Store {
                     reason: damage.reason,
                 });
             }
-            report.torn_tail = Some(cut_torn_tail(&dir, &mut index, &damage)?);
+            report.torn_tail = Some(cut_torn_tail(vfs, &dir, &mut index, &damage)?);
         }
         // The active segment is the last one; reopen it for writing.
         let active = index.segments.last_mut().expect("at least one segment");
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(&active.path)
+        let file = vfs
+            .open(&active.path, true)
             .map_err(|e| Error::io(&active.path, e))?;
-        let file = Arc::new(file);
         active.file = Arc::clone(&file);
         let len = active.visible_len;
         report.events = index.len();
@@ -505,56 +503,48 @@ fn check_name(what: &'static str, value: &str, max: u16, setting: &'static str) 
     Ok(())
 }
 
-pub(crate) fn lock_dir(dir: &Path) -> Result<File> {
-    let path = dir.join(LOCK_FILE);
-    let file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(&path)
-        .map_err(|e| Error::io(&path, e))?;
-    match file.try_lock() {
-        Ok(()) => Ok(file),
-        Err(std::fs::TryLockError::WouldBlock) => Err(Error::Locked {
+pub(crate) fn lock_dir(vfs: &dyn Vfs, dir: &Path) -> Result<Box<dyn Send + Sync>> {
+    vfs.lock(dir).map_err(|e| match e {
+        LockError::Held => Error::Locked {
             path: dir.to_path_buf(),
-        }),
-        Err(std::fs::TryLockError::Error(e)) => Err(Error::io(&path, e)),
-    }
+        },
+        LockError::Io(e) => Error::io(dir.join(LOCK_FILE), e),
+    })
 }
 
 /// Cuts a torn tail off the last segment, keeping the cut bytes in a side file.
-fn cut_torn_tail(dir: &Path, index: &mut Index, damage: &Damage) -> Result<TornTail> {
+fn cut_torn_tail(
+    vfs: &dyn Vfs,
+    dir: &Path,
+    index: &mut Index,
+    damage: &Damage,
+) -> Result<TornTail> {
     let path = &damage.path;
-    let file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(path)
-        .map_err(|e| Error::io(path, e))?;
+    let file = vfs.open(path, true).map_err(|e| Error::io(path, e))?;
     let mut cut = vec![0u8; (damage.file_len - damage.offset) as usize];
-    let got = read_at_most(&file, &mut cut, damage.offset).map_err(|e| Error::io(path, e))?;
+    let got = read_at_most(&*file, &mut cut, damage.offset).map_err(|e| Error::io(path, e))?;
     cut.truncate(got);
-    let side_file = write_side_file(path, "torn", &cut)?;
+    let side_file = write_side_file(vfs, path, "torn", &cut)?;
     let bytes = cut.len() as u64;
     if damage.offset < SEGMENT_HEADER_LEN {
         // The segment header itself is damaged: start the segment over, under the right name.
         drop(file);
-        fs::remove_file(path).map_err(|e| Error::io(path, e))?;
-        fsync_dir(dir)?;
+        vfs.remove(path).map_err(|e| Error::io(path, e))?;
+        fsync_dir(vfs, dir)?;
         if index.segments.last().is_some_and(|s| &s.path == path) {
             index.segments.pop();
         }
         let (new_path, new_file) =
-            create_segment(dir, index.len()).map_err(|e| Error::io(dir, e))?;
+            create_segment(vfs, dir, index.len()).map_err(|e| Error::io(dir, e))?;
         index.segments.push(SegmentEntry {
             first_position: index.len(),
             path: new_path,
-            file: Arc::new(new_file),
+            file: new_file,
             visible_len: SEGMENT_HEADER_LEN,
         });
     } else {
         file.set_len(damage.offset)
-            .and_then(|()| file.sync_all())
+            .and_then(|()| file.sync_data())
             .map_err(|e| Error::io(path, e))?;
     }
     tracing::warn!(

@@ -2,7 +2,6 @@
 //! last valid batch, moving everything after it aside (never deleting it).
 
 use std::fmt;
-use std::fs::{self, OpenOptions};
 use std::path::{Path, PathBuf};
 
 use crate::checkpoint;
@@ -11,6 +10,7 @@ use crate::format::{SEGMENT_HEADER_LEN, read_at_most};
 use crate::recovery::{Damage, scan_log};
 use crate::segment::{fsync_dir, list_segments, unix_seconds, write_side_file};
 use crate::store::lock_dir;
+use crate::vfs::{RealFs, Vfs};
 
 /// The state of a store, as `verify` found it.
 #[derive(Debug, Clone)]
@@ -76,20 +76,24 @@ impl fmt::Display for VerifyReport {
 
 /// Scans the whole store read-only (it may be open elsewhere) and reports its state.
 pub fn verify(dir: impl AsRef<Path>) -> Result<VerifyReport> {
-    let dir = dir.as_ref();
-    if !dir.is_dir() {
+    verify_on(&RealFs, dir.as_ref())
+}
+
+/// [`verify`] on any file system.
+pub fn verify_on(vfs: &dyn Vfs, dir: &Path) -> Result<VerifyReport> {
+    if !vfs.is_dir(dir) {
         return Err(Error::io(
             dir,
             std::io::Error::new(std::io::ErrorKind::NotFound, "no such store directory"),
         ));
     }
-    let segments = list_segments(dir)?;
-    let checkpoint = match checkpoint::load(dir, &segments) {
+    let segments = list_segments(vfs, dir)?;
+    let checkpoint = match checkpoint::load(vfs, dir, &segments) {
         Ok(Some(resume)) => Ok(resume.index.len()),
         Ok(None) => Ok(0),
         Err(reason) => Err(reason),
     };
-    let scan = scan_log(&segments, None)?;
+    let scan = scan_log(vfs, &segments, None)?;
     Ok(VerifyReport {
         dir: dir.to_path_buf(),
         segments: segments.into_iter().map(|(_, path)| path).collect(),
@@ -145,10 +149,14 @@ impl fmt::Display for RepairReport {
 /// Truncates the log at its first damage, moving the cut bytes and every later segment aside
 /// (next to the segments, suffixed `.repair-<unix seconds>`). Needs the store closed.
 pub fn repair(dir: impl AsRef<Path>) -> Result<RepairReport> {
-    let dir = dir.as_ref();
-    let _lock = lock_dir(dir)?;
-    let segments = list_segments(dir)?;
-    let scan = scan_log(&segments, None)?;
+    repair_on(&RealFs, dir.as_ref())
+}
+
+/// [`repair`] on any file system.
+pub fn repair_on(vfs: &dyn Vfs, dir: &Path) -> Result<RepairReport> {
+    let _lock = lock_dir(vfs, dir)?;
+    let segments = list_segments(vfs, dir)?;
+    let scan = scan_log(vfs, &segments, None)?;
     let mut report = RepairReport {
         events: scan.index.len(),
         moved: Vec::new(),
@@ -160,7 +168,7 @@ pub fn repair(dir: impl AsRef<Path>) -> Result<RepairReport> {
     let path = &damage.path;
     if damage.offset < SEGMENT_HEADER_LEN {
         let to = aside_name(path);
-        fs::rename(path, &to).map_err(|e| Error::io(path, e))?;
+        vfs.rename(path, &to).map_err(|e| Error::io(path, e))?;
         report.moved.push(Moved {
             from: path.clone(),
             offset: 0,
@@ -168,17 +176,13 @@ pub fn repair(dir: impl AsRef<Path>) -> Result<RepairReport> {
             to,
         });
     } else {
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(path)
-            .map_err(|e| Error::io(path, e))?;
+        let file = vfs.open(path, true).map_err(|e| Error::io(path, e))?;
         let mut cut = vec![0u8; (damage.file_len - damage.offset) as usize];
-        let got = read_at_most(&file, &mut cut, damage.offset).map_err(|e| Error::io(path, e))?;
+        let got = read_at_most(&*file, &mut cut, damage.offset).map_err(|e| Error::io(path, e))?;
         cut.truncate(got);
-        let to = write_side_file(path, "repair", &cut)?;
+        let to = write_side_file(vfs, path, "repair", &cut)?;
         file.set_len(damage.offset)
-            .and_then(|()| file.sync_all())
+            .and_then(|()| file.sync_data())
             .map_err(|e| Error::io(path, e))?;
         report.moved.push(Moved {
             from: path.clone(),
@@ -188,9 +192,9 @@ pub fn repair(dir: impl AsRef<Path>) -> Result<RepairReport> {
         });
     }
     for (_, later) in &segments[damage.segment + 1..] {
-        let bytes = fs::metadata(later).map(|m| m.len()).unwrap_or(0);
+        let bytes = vfs.open(later, false).and_then(|f| f.len()).unwrap_or(0);
         let to = aside_name(later);
-        fs::rename(later, &to).map_err(|e| Error::io(later, e))?;
+        vfs.rename(later, &to).map_err(|e| Error::io(later, e))?;
         report.moved.push(Moved {
             from: later.clone(),
             offset: 0,
@@ -199,11 +203,12 @@ pub fn repair(dir: impl AsRef<Path>) -> Result<RepairReport> {
         });
     }
     let checkpoint = checkpoint::checkpoint_path(dir);
-    if checkpoint.exists() {
-        fs::remove_file(&checkpoint).map_err(|e| Error::io(&checkpoint, e))?;
-        report.checkpoint_removed = true;
+    match vfs.remove(&checkpoint) {
+        Ok(()) => report.checkpoint_removed = true,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(Error::io(&checkpoint, e)),
     }
-    fsync_dir(dir)?;
+    fsync_dir(vfs, dir)?;
     for moved in &report.moved {
         tracing::warn!(
             from = %moved.from.display(),

@@ -8,9 +8,7 @@
 //! appends queue up and form the next group, so throughput grows with concurrency.
 
 use std::collections::HashMap;
-use std::fs::File;
 use std::io;
-use std::os::unix::fs::FileExt;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
@@ -22,6 +20,7 @@ use crate::format::{RecordFields, SEGMENT_HEADER_LEN, encode_record, record_len}
 use crate::index::{Index, SegmentEntry};
 use crate::segment::create_segment;
 use crate::store::{Commit, Shared};
+use crate::vfs::{FileHandle, write_all_at};
 use crate::{Durability, checkpoint};
 
 /// Called once with the outcome of an append.
@@ -63,7 +62,7 @@ struct Flush {
 pub struct Writer {
     shared: Arc<Shared>,
     receiver: Receiver<Command>,
-    file: Arc<File>,
+    file: FileHandle,
     /// Bytes of the active segment that are written (and published).
     len: u64,
     /// Whether bytes were written since the last fsync (only outside `Durability::Fsync`).
@@ -82,7 +81,7 @@ impl Writer {
     pub fn new(
         shared: Arc<Shared>,
         receiver: Receiver<Command>,
-        file: Arc<File>,
+        file: FileHandle,
         len: u64,
     ) -> Self {
         Writer {
@@ -364,7 +363,7 @@ impl Writer {
             return;
         }
         let started = Instant::now();
-        if let Err(e) = self.file.write_all_at(&flush.buf, self.len) {
+        if let Err(e) = write_all_at(&*self.file, &flush.buf, self.len) {
             tracing::error!(error = %e, bytes = flush.buf.len(), "write to the log failed");
             // Cut off whatever part of the write landed, so the next write starts clean.
             if let Err(cut) = self.file.set_len(self.len) {
@@ -383,6 +382,13 @@ impl Writer {
                 let fsync_started = Instant::now();
                 if let Err(e) = self.file.sync_data() {
                     self.stop_after_fsync_failure(&e);
+                    // The kernel may have dropped these pages' dirty state: they may never
+                    // reach the disk, yet reads would see them. Cut them off so that nothing
+                    // after this point is built on them; the next open starts from what the
+                    // log holds.
+                    if let Err(cut) = self.file.set_len(self.len) {
+                        tracing::error!(error = %cut, "could not cut off an unsynced write");
+                    }
                     answer(flush.replies, Some(&|| Error::WriterStopped));
                     return;
                 }
@@ -435,8 +441,11 @@ impl Writer {
             self.unsynced = false;
         }
         let first_position = self.shared.index.read().expect("index lock").len();
-        let (path, file) = create_segment(&self.shared.dir, first_position)?;
-        let file = Arc::new(file);
+        let (path, file) = create_segment(
+            &*self.shared.options.storage,
+            &self.shared.dir,
+            first_position,
+        )?;
         self.shared
             .index
             .write()
@@ -464,10 +473,11 @@ impl Writer {
         }
         let _serialized = self.shared.checkpoint_lock.lock().expect("checkpoint lock");
         checkpoint::write_temporary(
+            &*self.shared.options.storage,
             &self.shared.dir,
             &self.shared.index.read().expect("index lock"),
         )?;
-        checkpoint::install(&self.shared.dir)?;
+        checkpoint::install(&*self.shared.options.storage, &self.shared.dir)?;
         self.events_since_checkpoint = 0;
         Ok(())
     }
@@ -492,7 +502,7 @@ impl Writer {
                 let result = (|| -> Result<()> {
                     let active = {
                         let index = shared.index.read().expect("index lock");
-                        checkpoint::write_temporary(&shared.dir, &index)?;
+                        checkpoint::write_temporary(&*shared.options.storage, &shared.dir, &index)?;
                         Arc::clone(&index.segments.last().expect("a segment").file)
                     };
                     // What the checkpoint covers must be durable before it is installed
@@ -500,7 +510,7 @@ impl Writer {
                     if shared.options.durability != Durability::Fsync {
                         active.sync_data().map_err(|e| Error::io(&shared.dir, e))?;
                     }
-                    checkpoint::install(&shared.dir)
+                    checkpoint::install(&*shared.options.storage, &shared.dir)
                 })();
                 if let Err(e) = result {
                     tracing::warn!(error = %e, "could not write an index checkpoint");
