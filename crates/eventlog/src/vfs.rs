@@ -10,6 +10,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 /// An open file. All I/O is positional: there is no shared cursor.
+// `len` is the file's size in bytes, as `Metadata::len`; an `is_empty` would mean nothing here.
+#[allow(clippy::len_without_is_empty)]
 pub trait VfsFile: Send + Sync + Debug {
     fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize>;
     fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<usize>;
