@@ -1,11 +1,393 @@
-//! `logbook bench`: placeholder, filled in below.
+//! `logbook bench`: a load generator in the spirit of `redis-benchmark` and `pgbench`.
+//!
+//! N keep-alive connections each send one request at a time (no pipelining) for a fixed
+//! duration: appends of ~`--event-size-bytes` events, reads by id of events it appended first,
+//! or a mix. It speaks HTTP/1.1 directly over a TCP socket (the server always answers with a
+//! `Content-Length`), so the client costs as little CPU as possible on a machine it shares
+//! with the server. It prints a live progress line, then throughput and latency percentiles.
+
+use std::io::Write;
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// Events appended before a read workload starts, to have ids to read.
+const PREFILL_EVENTS: usize = 10_000;
+/// Largest response head accepted.
+const RESPONSE_HEAD_MAX_BYTES: usize = 16 * 1024;
 
 /// Load generator settings.
-#[derive(Debug, clap::Args)]
-pub struct BenchArgs {}
+#[derive(Debug, Clone, clap::Args)]
+pub struct BenchArgs {
+    /// Server address (host:port).
+    #[arg(long, default_value = crate::cli::DEFAULT_ADDR)]
+    pub addr: String,
+    /// Concurrent keep-alive connections.
+    #[arg(long, short = 'c', default_value_t = 64)]
+    pub connections: usize,
+    /// How long to run, after the warm-up.
+    #[arg(long, default_value_t = 10)]
+    pub duration_seconds: u64,
+    /// Warm-up before measuring (requests are sent but not counted).
+    #[arg(long, default_value_t = 1)]
+    pub warmup_seconds: u64,
+    /// append, read (by id) or mix.
+    #[arg(long, value_enum, default_value_t = Workload::Append)]
+    pub workload: Workload,
+    /// Percentage of reads in the mix workload.
+    #[arg(long, default_value_t = 50)]
+    pub read_percent: u8,
+    /// Approximate size of each appended event's `data`.
+    #[arg(long, default_value_t = 300)]
+    pub event_size_bytes: usize,
+    /// Appends are spread over this many streams.
+    #[arg(long, default_value_t = 1000)]
+    pub streams: u64,
+    /// Bearer token, when the server sets EVENTS_TOKEN.
+    #[arg(long, env = "EVENTS_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// Client threads (the load generator shares the machine with the server).
+    #[arg(long, default_value_t = 2)]
+    pub threads: usize,
+}
 
-/// Runs the load generator.
-pub fn main(_args: BenchArgs) -> ExitCode {
-    ExitCode::SUCCESS
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Workload {
+    Append,
+    Read,
+    Mix,
+}
+
+/// Runs the load generator and prints its report.
+pub fn main(args: BenchArgs) -> ExitCode {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(args.threads.max(1))
+        .enable_all()
+        .build();
+    let runtime = match runtime {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("logbook bench: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(args)) {
+        Ok(report) => {
+            println!("{report}");
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("logbook bench: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// What one run measured.
+#[derive(Debug)]
+pub struct Report {
+    pub workload: Workload,
+    pub connections: usize,
+    pub requests: u64,
+    pub errors: u64,
+    pub elapsed: Duration,
+    pub p50: Duration,
+    pub p99: Duration,
+    pub p999: Duration,
+    pub max: Duration,
+}
+
+impl Report {
+    /// Requests per second.
+    pub fn throughput(&self) -> f64 {
+        self.requests as f64 / self.elapsed.as_secs_f64()
+    }
+}
+
+impl std::fmt::Display for Report {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+        writeln!(
+            f,
+            "workload: {:?}, {} connections, {:.1} s",
+            self.workload,
+            self.connections,
+            self.elapsed.as_secs_f64()
+        )?;
+        writeln!(
+            f,
+            "requests: {} ok, {} errors; throughput: {:.0} requests/s",
+            self.requests,
+            self.errors,
+            self.throughput()
+        )?;
+        write!(
+            f,
+            "latency: p50 {:.3} ms, p99 {:.3} ms, p99.9 {:.3} ms, max {:.3} ms",
+            ms(self.p50),
+            ms(self.p99),
+            ms(self.p999),
+            ms(self.max)
+        )
+    }
+}
+
+struct Shared {
+    args: BenchArgs,
+    ids: Vec<String>,
+    completed: AtomicU64,
+    errors: AtomicU64,
+}
+
+async fn run(args: BenchArgs) -> anyhow::Result<Report> {
+    let ids = if args.workload == Workload::Append {
+        Vec::new()
+    } else {
+        prefill(&args).await?
+    };
+    let shared = Arc::new(Shared {
+        args: args.clone(),
+        ids,
+        completed: AtomicU64::new(0),
+        errors: AtomicU64::new(0),
+    });
+    let warmup_end = Instant::now() + Duration::from_secs(args.warmup_seconds);
+    let end = warmup_end + Duration::from_secs(args.duration_seconds);
+    let mut workers = Vec::with_capacity(args.connections);
+    for worker in 0..args.connections {
+        let shared = Arc::clone(&shared);
+        workers.push(tokio::spawn(async move {
+            connection_loop(shared, worker as u64, warmup_end, end).await
+        }));
+    }
+    let progress = tokio::spawn(progress_line(Arc::clone(&shared), warmup_end, end));
+    let mut latencies = Vec::new();
+    for worker in workers {
+        latencies.extend(worker.await??);
+    }
+    progress.abort();
+    eprintln!();
+    latencies.sort_unstable();
+    let percentile = |p: f64| -> Duration {
+        if latencies.is_empty() {
+            return Duration::ZERO;
+        }
+        let rank = ((latencies.len() as f64 * p).ceil() as usize).clamp(1, latencies.len());
+        Duration::from_nanos(latencies[rank - 1])
+    };
+    Ok(Report {
+        workload: args.workload,
+        connections: args.connections,
+        requests: latencies.len() as u64,
+        errors: shared.errors.load(Ordering::Relaxed),
+        elapsed: Duration::from_secs(args.duration_seconds),
+        p50: percentile(0.50),
+        p99: percentile(0.99),
+        p999: percentile(0.999),
+        max: percentile(1.0),
+    })
+}
+
+async fn progress_line(shared: Arc<Shared>, warmup_end: Instant, end: Instant) {
+    let mut last = 0;
+    let mut ticker = tokio::time::interval(Duration::from_secs(1));
+    ticker.tick().await;
+    loop {
+        ticker.tick().await;
+        let now = Instant::now();
+        let done = shared.completed.load(Ordering::Relaxed);
+        let phase = if now < warmup_end { "warm-up" } else { "measuring" };
+        let remaining = end.saturating_duration_since(now).as_secs();
+        eprint!(
+            "\r{phase}: {:>8} requests/s, {:>10} requests, {} errors, {remaining:>3} s left   ",
+            done - last,
+            done,
+            shared.errors.load(Ordering::Relaxed)
+        );
+        let _ = std::io::stderr().flush();
+        last = done;
+    }
+}
+
+/// Appends [`PREFILL_EVENTS`] events over a few connections and returns their ids.
+async fn prefill(args: &BenchArgs) -> anyhow::Result<Vec<String>> {
+    eprintln!("prefill: appending {PREFILL_EVENTS} events to read back");
+    let per_connection = PREFILL_EVENTS / 8;
+    let mut tasks = Vec::new();
+    for worker in 0..8u64 {
+        let args = args.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut connection = Connection::open(&args.addr).await?;
+            let mut ids = Vec::with_capacity(per_connection);
+            for n in 0..per_connection as u64 {
+                let request = append_request(&args, worker * 1_000_000 + n);
+                let (status, body) = connection.send(&request).await?;
+                anyhow::ensure!(status == 201, "prefill append answered {status}");
+                let body: serde_json::Value = serde_json::from_slice(&body)?;
+                ids.push(body["id"].as_str().unwrap_or_default().to_owned());
+            }
+            anyhow::Ok(ids)
+        }));
+    }
+    let mut ids = Vec::with_capacity(PREFILL_EVENTS);
+    for task in tasks {
+        ids.extend(task.await??);
+    }
+    Ok(ids)
+}
+
+/// One connection's loop; returns the latencies (nanoseconds) measured after the warm-up.
+async fn connection_loop(
+    shared: Arc<Shared>,
+    worker: u64,
+    warmup_end: Instant,
+    end: Instant,
+) -> anyhow::Result<Vec<u64>> {
+    let args = &shared.args;
+    let mut connection = Connection::open(&args.addr).await?;
+    let mut latencies = Vec::with_capacity(1 << 16);
+    let mut random = Xorshift(0x9E37_79B9_7F4A_7C15 ^ (worker + 1).wrapping_mul(0xBF58_476D_1CE4_E5B9));
+    let mut sequence = 0u64;
+    loop {
+        let started = Instant::now();
+        if started >= end {
+            return Ok(latencies);
+        }
+        let read = match args.workload {
+            Workload::Append => false,
+            Workload::Read => true,
+            Workload::Mix => random.next() % 100 < u64::from(args.read_percent),
+        };
+        let request = if read {
+            let id = &shared.ids[(random.next() % shared.ids.len() as u64) as usize];
+            read_request(args, id)
+        } else {
+            sequence += 1;
+            append_request(args, worker << 40 | sequence)
+        };
+        let (status, _) = match connection.send(&request).await {
+            Ok(answer) => answer,
+            Err(error) => {
+                shared.errors.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(error = %error, "request failed; reconnecting");
+                connection = Connection::open(&args.addr).await?;
+                continue;
+            }
+        };
+        let elapsed = started.elapsed();
+        shared.completed.fetch_add(1, Ordering::Relaxed);
+        let ok = if read { status == 200 } else { status == 201 };
+        if !ok {
+            shared.errors.fetch_add(1, Ordering::Relaxed);
+        } else if started >= warmup_end {
+            latencies.push(u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX));
+        }
+    }
+}
+
+fn auth_header(args: &BenchArgs) -> String {
+    args.token
+        .as_ref()
+        .map(|token| format!("Authorization: Bearer {token}\r\n"))
+        .unwrap_or_default()
+}
+
+fn append_request(args: &BenchArgs, n: u64) -> Vec<u8> {
+    let prefix = format!(r#"{{"n":{n},"pad":""#);
+    let pad = args.event_size_bytes.saturating_sub(prefix.len() + 2);
+    let body = format!(
+        r#"{{"stream":"bench-{}","type":"BenchEvent","data":{prefix}{}"}}}}"#,
+        n % args.streams.max(1),
+        "x".repeat(pad)
+    );
+    format!(
+        "POST /events HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\n{}Content-Length: {}\r\n\r\n{body}",
+        args.addr,
+        auth_header(args),
+        body.len()
+    )
+    .into_bytes()
+}
+
+fn read_request(args: &BenchArgs, id: &str) -> Vec<u8> {
+    format!(
+        "GET /events/{id} HTTP/1.1\r\nHost: {}\r\n{}\r\n",
+        args.addr,
+        auth_header(args)
+    )
+    .into_bytes()
+}
+
+/// A keep-alive HTTP/1.1 connection sending one request at a time.
+struct Connection {
+    stream: TcpStream,
+    buffer: Vec<u8>,
+}
+
+impl Connection {
+    async fn open(addr: &str) -> anyhow::Result<Connection> {
+        let stream = TcpStream::connect(addr).await?;
+        stream.set_nodelay(true)?;
+        Ok(Connection {
+            stream,
+            buffer: Vec::with_capacity(8192),
+        })
+    }
+
+    /// Sends `request` and returns the status and body of the response.
+    async fn send(&mut self, request: &[u8]) -> anyhow::Result<(u16, Vec<u8>)> {
+        self.stream.write_all(request).await?;
+        self.buffer.clear();
+        let head_end = loop {
+            if let Some(at) = find(&self.buffer, b"\r\n\r\n") {
+                break at + 4;
+            }
+            anyhow::ensure!(self.buffer.len() < RESPONSE_HEAD_MAX_BYTES, "response head too long");
+            let mut chunk = [0u8; 8192];
+            let read = self.stream.read(&mut chunk).await?;
+            anyhow::ensure!(read > 0, "the server closed the connection");
+            self.buffer.extend_from_slice(&chunk[..read]);
+        };
+        let head = std::str::from_utf8(&self.buffer[..head_end])?;
+        let status: u16 = head
+            .split(' ')
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| anyhow::anyhow!("bad status line"))?;
+        let length: usize = head
+            .lines()
+            .find_map(|line| {
+                let (name, value) = line.split_once(':')?;
+                name.eq_ignore_ascii_case("content-length")
+                    .then(|| value.trim().parse().ok())?
+            })
+            .ok_or_else(|| anyhow::anyhow!("response without Content-Length"))?;
+        while self.buffer.len() < head_end + length {
+            let mut chunk = [0u8; 8192];
+            let read = self.stream.read(&mut chunk).await?;
+            anyhow::ensure!(read > 0, "the server closed the connection");
+            self.buffer.extend_from_slice(&chunk[..read]);
+        }
+        Ok((status, self.buffer[head_end..head_end + length].to_vec()))
+    }
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|window| window == needle)
+}
+
+/// A tiny PRNG for choosing ids; quality does not matter, cost does.
+struct Xorshift(u64);
+
+impl Xorshift {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
 }
