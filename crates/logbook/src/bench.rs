@@ -200,7 +200,11 @@ async fn progress_line(shared: Arc<Shared>, warmup_end: Instant, end: Instant) {
         ticker.tick().await;
         let now = Instant::now();
         let done = shared.completed.load(Ordering::Relaxed);
-        let phase = if now < warmup_end { "warm-up" } else { "measuring" };
+        let phase = if now < warmup_end {
+            "warm-up"
+        } else {
+            "measuring"
+        };
         let remaining = end.saturating_duration_since(now).as_secs();
         eprint!(
             "\r{phase}: {:>8} requests/s, {:>10} requests, {} errors, {remaining:>3} s left   ",
@@ -250,7 +254,8 @@ async fn connection_loop(
     let args = &shared.args;
     let mut connection = Connection::open(&args.addr).await?;
     let mut latencies = Vec::with_capacity(1 << 16);
-    let mut random = Xorshift(0x9E37_79B9_7F4A_7C15 ^ (worker + 1).wrapping_mul(0xBF58_476D_1CE4_E5B9));
+    let mut random =
+        Xorshift(0x9E37_79B9_7F4A_7C15 ^ (worker + 1).wrapping_mul(0xBF58_476D_1CE4_E5B9));
     let mut sequence = 0u64;
     loop {
         let started = Instant::now();
@@ -346,7 +351,10 @@ impl Connection {
             if let Some(at) = find(&self.buffer, b"\r\n\r\n") {
                 break at + 4;
             }
-            anyhow::ensure!(self.buffer.len() < RESPONSE_HEAD_MAX_BYTES, "response head too long");
+            anyhow::ensure!(
+                self.buffer.len() < RESPONSE_HEAD_MAX_BYTES,
+                "response head too long"
+            );
             let mut chunk = [0u8; 8192];
             let read = self.stream.read(&mut chunk).await?;
             anyhow::ensure!(read > 0, "the server closed the connection");
@@ -377,7 +385,9 @@ impl Connection {
 }
 
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    haystack.windows(needle.len()).position(|window| window == needle)
+    haystack
+        .windows(needle.len())
+        .position(|window| window == needle)
 }
 
 /// A tiny PRNG for choosing ids; quality does not matter, cost does.

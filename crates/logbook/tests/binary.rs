@@ -1,0 +1,280 @@
+//! The real `logbook` binary: start-up checks, graceful shutdown, and a SIGKILL crash while
+//! many clients append.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_logbook");
+
+/// A running `logbook serve events` on port 0.
+struct Server {
+    child: Child,
+    base: String,
+}
+
+fn start(data_dir: &Path, extra: &[&str]) -> Server {
+    let mut child = Command::new(BIN)
+        .args(["serve", "events", "--addr", "127.0.0.1:0", "--data-dir"])
+        .arg(data_dir)
+        .args(extra)
+        .env_remove("EVENTS_TOKEN")
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let mut lines = BufReader::new(stdout).lines();
+    let base = loop {
+        let line = lines
+            .next()
+            .expect("the server prints its address")
+            .unwrap();
+        if let Some(addr) = line.strip_prefix("logbook: listening on ") {
+            break addr.to_owned();
+        }
+    };
+    // Keep draining stdout so the server never blocks on a full pipe.
+    std::thread::spawn(move || for _ in lines {});
+    Server { child, base }
+}
+
+impl Server {
+    /// Polls /health until 200, with a deadline (no fixed sleeps).
+    async fn ready(&self, client: &reqwest::Client) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(response) = client.get(format!("{}/health", self.base)).send().await
+                && response.status() == 200
+            {
+                return;
+            }
+            assert!(Instant::now() < deadline, "not ready within 30 s");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+fn run(args: &[&str]) -> Output {
+    Command::new(BIN)
+        .args(args)
+        .env_remove("EVENTS_TOKEN")
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn bad_settings_are_all_reported_at_once_and_the_exit_is_non_zero() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("a-file");
+    std::fs::write(&file, b"not a directory").unwrap();
+    let data_dir = file.join("data");
+    let output = run(&[
+        "serve",
+        "events",
+        "--addr",
+        "256.1.1.1:99999",
+        "--durability",
+        "sometimes",
+        "--data-dir",
+        data_dir.to_str().unwrap(),
+    ]);
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    for expected in [
+        "LOGBOOK_ADDR (--addr)",
+        "EVENTS_DURABILITY (--durability)",
+        "sometimes",
+        "LOGBOOK_DATA_DIR (--data-dir)",
+    ] {
+        assert!(
+            stderr.contains(expected),
+            "stderr names {expected:?}:\n{stderr}"
+        );
+    }
+}
+
+#[test]
+fn an_address_in_use_is_reported_naming_the_flag() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let output = run(&[
+        "serve",
+        "events",
+        "--addr",
+        &addr,
+        "--data-dir",
+        dir.path().to_str().unwrap(),
+    ]);
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("LOGBOOK_ADDR (--addr)") && stderr.contains(&addr),
+        "{stderr}"
+    );
+}
+
+#[tokio::test]
+async fn a_data_dir_locked_by_a_running_server_is_reported_and_sigterm_exits_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let client = reqwest::Client::new();
+    let mut server = start(dir.path(), &[]);
+    server.ready(&client).await;
+    let output = run(&[
+        "serve",
+        "events",
+        "--addr",
+        "127.0.0.1:0",
+        "--data-dir",
+        dir.path().to_str().unwrap(),
+    ]);
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("LOGBOOK_DATA_DIR (--data-dir)") && stderr.contains("locked"),
+        "{stderr}"
+    );
+
+    let response = client
+        .post(format!("{}/events", server.base))
+        .header("content-type", "application/json")
+        .body(r#"{"type":"T","data":{"kept":true}}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201);
+    let status = Command::new("kill")
+        .args(["-TERM", &server.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let exit = tokio::task::spawn_blocking(move || server.child.wait().unwrap())
+        .await
+        .unwrap();
+    assert!(exit.success(), "SIGTERM exits 0, got {exit:?}");
+    let verify = run(&[
+        "events",
+        "verify",
+        dir.path().join("events").to_str().unwrap(),
+    ]);
+    let report = String::from_utf8_lossy(&verify.stdout);
+    assert!(verify.status.success(), "{report}");
+    assert!(
+        report.contains("checkpoint: usable, covers 1 events"),
+        "closing wrote a checkpoint:\n{report}"
+    );
+    let dump = run(&[
+        "events",
+        "dump",
+        dir.path().join("events").to_str().unwrap(),
+    ]);
+    let dumped = String::from_utf8_lossy(&dump.stdout);
+    assert_eq!(dumped.lines().count(), 1);
+    assert!(dumped.contains(r#""data":{"kept":true}"#), "{dumped}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_acknowledged_event_survives_a_sigkill_byte_exactly_and_positions_have_no_gaps() {
+    let dir = tempfile::tempdir().unwrap();
+    let client = reqwest::Client::new();
+    let mut server = start(dir.path(), &[]);
+    server.ready(&client).await;
+    let acknowledged = Arc::new(Mutex::new(Vec::<(String, String, u64)>::new()));
+    let mut clients = Vec::new();
+    for worker in 0..16 {
+        let client = client.clone();
+        let base = server.base.clone();
+        let acknowledged = Arc::clone(&acknowledged);
+        clients.push(tokio::spawn(async move {
+            for n in 0.. {
+                let data = format!(
+                    r#"{{"worker":{worker},"n":{n},"text":"ü😀\n\u0000 {}"}}"#,
+                    "x".repeat(n % 300)
+                );
+                let body = format!(r#"{{"stream":"w{worker}","type":"T","data":{data}}}"#);
+                let response = client
+                    .post(format!("{base}/events"))
+                    .header("content-type", "application/json")
+                    .body(body)
+                    .send()
+                    .await;
+                let Ok(response) = response else { return };
+                if response.status() != 201 {
+                    return;
+                }
+                let Ok(placed) = response.json::<serde_json::Value>().await else {
+                    return;
+                };
+                let id = placed["id"].as_str().unwrap().to_owned();
+                let position = placed["position"].as_u64().unwrap();
+                acknowledged.lock().unwrap().push((id, data, position));
+            }
+        }));
+    }
+    // Kill once a good number of appends were acknowledged (a condition, not a sleep).
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while acknowledged.lock().unwrap().len() < 1500 {
+        assert!(Instant::now() < deadline, "appends too slow");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    server.child.kill().unwrap(); // SIGKILL
+    server.child.wait().unwrap();
+    for task in clients {
+        task.await.unwrap();
+    }
+    let acknowledged = acknowledged.lock().unwrap().clone();
+
+    let mut server = start(dir.path(), &[]);
+    server.ready(&client).await;
+    for (id, data, position) in &acknowledged {
+        let text = client
+            .get(format!("{}/events/{id}", server.base))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let expected = format!(r#""position":{position},"#);
+        assert!(
+            text.contains(&expected),
+            "{id} keeps position {position}: {text}"
+        );
+        assert!(
+            text.contains(&format!(r#""data":{data},"#)),
+            "{id} data byte-exact: {text}"
+        );
+    }
+    let mut next = 0u64;
+    let mut after = String::new();
+    loop {
+        let page: serde_json::Value = client
+            .get(format!("{}/events?limit=1000{after}", server.base))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        for event in page["events"].as_array().unwrap() {
+            assert_eq!(
+                event["position"].as_u64().unwrap(),
+                next,
+                "positions are gap-free"
+            );
+            next += 1;
+        }
+        match page["next"].as_u64() {
+            Some(last) => after = format!("&after={last}"),
+            None => break,
+        }
+    }
+    assert!(next >= acknowledged.len() as u64);
+    server.child.kill().unwrap();
+    server.child.wait().unwrap();
+}
