@@ -4,6 +4,7 @@
 mod support;
 
 mod accept;
+mod browser;
 mod config;
 mod hostile;
 mod invitations;
