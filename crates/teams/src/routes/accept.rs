@@ -133,6 +133,9 @@ fn token_responses(result: Result<Response, Error>) -> Response {
         (status = 400, description = "Malformed body", body = web::Problem, content_type = "application/problem+json"),
         (status = 404, description = "Unknown token", body = web::Problem, content_type = "application/problem+json"),
         (status = 410, description = "Used, revoked, superseded or expired token", body = web::Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body too large", body = web::Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Body is not JSON", body = web::Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Over ACCEPT_RATE_PER_MINUTE for this client address; see Retry-After", body = web::Problem, content_type = "application/problem+json"),
     ))]
 pub(crate) async fn preview_invitation(
     State(state): State<AppState>,
@@ -168,6 +171,7 @@ pub(crate) async fn preview_invitation(
         (status = 410, description = "Used, revoked, superseded or expired token", body = web::Problem, content_type = "application/problem+json"),
         (status = 413, description = "Body too large", body = web::Problem, content_type = "application/problem+json"),
         (status = 415, description = "Body is not JSON", body = web::Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Over ACCEPT_RATE_PER_MINUTE for this client address; see Retry-After", body = web::Problem, content_type = "application/problem+json"),
     ))]
 pub(crate) async fn accept_invitation(
     State(state): State<AppState>,

@@ -47,8 +47,12 @@ fn the_openapi_document_is_3_1_and_lists_every_route_with_its_statuses() {
             "delete",
             &["204", "401", "404"],
         ),
-        ("/invitations/accept", "post", &["200", "404", "410"]),
-        ("/invitations/preview", "post", &["200", "404", "410"]),
+        ("/invitations/accept", "post", &["200", "404", "410", "429"]),
+        (
+            "/invitations/preview",
+            "post",
+            &["200", "404", "410", "429"],
+        ),
         ("/invite", "get", &["200"]),
     ];
     for (path, method, statuses) in expected {
