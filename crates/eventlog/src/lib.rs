@@ -53,6 +53,7 @@ mod event;
 pub mod format;
 mod index;
 mod options;
+mod prealloc;
 mod recovery;
 mod segment;
 pub mod sim;

@@ -63,6 +63,9 @@ pub struct Options {
     pub checkpoint_every_events: u64,
     /// Most bytes one group commit writes before it fsyncs, bounding latency. Default 8 MiB.
     pub group_commit_max_bytes: usize,
+    /// Zero-fill the active segment a few MiB ahead of the writer in the background, so group
+    /// commits overwrite existing blocks and their fsyncs need no metadata commit. Default on.
+    pub preallocate: bool,
     /// The file system the store lives on: the real one, or a simulated one in tests
     /// ([`crate::sim::SimFs`]).
     pub storage: Storage,
@@ -76,6 +79,7 @@ impl Default for Options {
             limits: Limits::default(),
             checkpoint_every_events: 1_000_000,
             group_commit_max_bytes: 8 * 1024 * 1024,
+            preallocate: true,
             storage: std::sync::Arc::new(RealFs),
         }
     }

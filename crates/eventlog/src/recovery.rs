@@ -195,6 +195,12 @@ pub fn scan_log(
         replayed_bytes += batch_end - offset;
         let reason = match outcome.stop {
             ScanStop::End if batch.is_empty() => continue,
+            // Zeros after the last whole batch are space the writer preallocated, not damage.
+            ScanStop::Invalid(_)
+                if batch.is_empty() && zeros_to_end(&*file, path, outcome.offset, file_len)? =>
+            {
+                continue;
+            }
             ScanStop::End | ScanStop::Incomplete => "the file ends inside a batch",
             ScanStop::Invalid(reason) => reason,
         };
@@ -218,6 +224,23 @@ pub fn scan_log(
         replayed_events,
         replayed_bytes,
     })
+}
+
+/// Whether every byte from `offset` to the end of the file is zero.
+fn zeros_to_end(file: &dyn VfsFile, path: &Path, mut offset: u64, file_len: u64) -> Result<bool> {
+    let mut chunk = vec![0u8; 1 << 20];
+    while offset < file_len {
+        let want = ((file_len - offset) as usize).min(chunk.len());
+        let got = read_at_most(file, &mut chunk[..want], offset).map_err(|e| Error::io(path, e))?;
+        if got == 0 {
+            break;
+        }
+        if chunk[..got].iter().any(|&b| b != 0) {
+            return Ok(false);
+        }
+        offset += got as u64;
+    }
+    Ok(true)
 }
 
 /// Whether a valid record starts anywhere after `offset` in the file.

@@ -38,6 +38,9 @@ struct Node {
     durable: Vec<u8>,
     /// Changes since the last successful sync, in order; a power cut keeps a prefix of them.
     unsynced: Vec<Op>,
+    /// Failed syncs so far. Like Linux's errseq, every open file description that has not
+    /// yet seen an error gets it from its next sync.
+    errors: u64,
 }
 
 /// Faults to inject on the live disk.
@@ -225,6 +228,7 @@ impl SimFs {
             fs: self.clone(),
             inode,
             generation: state.generation,
+            seen_errors: std::sync::atomic::AtomicU64::new(state.nodes[&inode].errors),
         })
     }
 
@@ -246,6 +250,8 @@ struct SimFile {
     fs: SimFs,
     inode: u64,
     generation: u64,
+    /// Failed syncs of the node this description has been told about.
+    seen_errors: std::sync::atomic::AtomicU64,
 }
 
 impl SimFile {
@@ -292,10 +298,17 @@ impl VfsFile for SimFile {
     fn sync_data(&self) -> io::Result<()> {
         let mut state = self.fs.lock();
         self.node(&mut state)?;
+        use std::sync::atomic::Ordering::SeqCst;
         if std::mem::take(&mut state.faults.fail_next_sync) {
             // fsyncgate: the failed changes will never become durable, though reads see them.
             let node = self.node(&mut state)?;
             node.unsynced.clear();
+            node.errors += 1;
+            self.seen_errors.store(node.errors, SeqCst);
+            return Err(error(EIO));
+        }
+        let errors = self.node(&mut state)?.errors;
+        if self.seen_errors.swap(errors, SeqCst) < errors {
             return Err(error(EIO));
         }
         state.syncs += 1;

@@ -193,8 +193,21 @@ impl Store {
             listeners: RwLock::new(Vec::new()),
             stats: Stats::default(),
         });
+        let preallocator = if shared.options.preallocate {
+            let active = &shared.index.read().expect("index lock").segments;
+            let path = &active.last().expect("an active segment").path;
+            let own = shared
+                .options
+                .storage
+                .open(path, true)
+                .map_err(|e| Error::io(path, e))?;
+            let file_len = own.len().map_err(|e| Error::io(path, e))?;
+            Some(crate::prealloc::Preallocator::start(own, file_len))
+        } else {
+            None
+        };
         let (sender, receiver) = mpsc::channel();
-        let writer = Writer::new(Arc::clone(&shared), receiver, file, len);
+        let writer = Writer::new(Arc::clone(&shared), receiver, file, len, preallocator);
         let writer = std::thread::Builder::new()
             .name("eventlog-writer".into())
             .spawn(move || writer.run())
@@ -524,6 +537,9 @@ fn cut_torn_tail(
     let mut cut = vec![0u8; (damage.file_len - damage.offset) as usize];
     let got = read_at_most(&*file, &mut cut, damage.offset).map_err(|e| Error::io(path, e))?;
     cut.truncate(got);
+    // Trailing zeros are preallocated space, not data: keep only up to the last written byte.
+    let written = cut.iter().rposition(|&b| b != 0).map_or(0, |last| last + 1);
+    cut.truncate(written);
     let side_file = write_side_file(vfs, path, "torn", &cut)?;
     let bytes = cut.len() as u64;
     if damage.offset < SEGMENT_HEADER_LEN {

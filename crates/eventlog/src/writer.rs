@@ -11,13 +11,14 @@ use std::collections::HashMap;
 use std::io;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use crate::error::{Error, Result};
 use crate::event::{Appended, ExpectedVersion, NewEvent, Placed};
 use crate::format::{RecordFields, SEGMENT_HEADER_LEN, encode_record, record_len};
 use crate::index::{Index, SegmentEntry};
+use crate::prealloc::Preallocator;
 use crate::segment::create_segment;
 use crate::store::{Commit, Shared};
 use crate::vfs::{FileHandle, write_all_at};
@@ -69,6 +70,23 @@ pub struct Writer {
     unsynced: bool,
     last_sync: Instant,
     events_since_checkpoint: u64,
+    /// Answers go to the notifier thread: waking 64 appenders costs a syscall each, and the
+    /// writer would rather be writing and fsyncing the next group meanwhile.
+    notifier: Option<(Sender<Answers>, std::thread::JoinHandle<()>)>,
+    /// Zero-fills the active segment ahead of the writer (when `Options::preallocate`).
+    preallocator: Option<Arc<Preallocator>>,
+}
+
+/// One flush's answers, delivered in order by the notifier thread.
+type Answers = Vec<(Done, Result<Appended>)>;
+
+/// Delivers answers until the writer drops its sender.
+fn notify(answers: Receiver<Answers>) {
+    for batch in answers {
+        for (done, result) in batch {
+            done(result);
+        }
+    }
 }
 
 fn now_micros() -> i64 {
@@ -83,6 +101,7 @@ impl Writer {
         receiver: Receiver<Command>,
         file: FileHandle,
         len: u64,
+        preallocator: Option<Arc<Preallocator>>,
     ) -> Self {
         Writer {
             shared,
@@ -92,10 +111,30 @@ impl Writer {
             unsynced: false,
             last_sync: Instant::now(),
             events_since_checkpoint: 0,
+            notifier: None,
+            preallocator,
         }
     }
 
     pub fn run(mut self) {
+        let (sender, receiver) = std::sync::mpsc::channel();
+        self.notifier = std::thread::Builder::new()
+            .name("eventlog-notify".into())
+            .spawn(move || notify(receiver))
+            .map(|handle| (sender, handle))
+            .map_err(|e| tracing::warn!(error = %e, "no notifier thread; the writer answers"))
+            .ok();
+        self.run_commands();
+        if let Some(preallocator) = self.preallocator.take() {
+            preallocator.stop();
+        }
+        if let Some((sender, handle)) = self.notifier.take() {
+            drop(sender);
+            let _ = handle.join();
+        }
+    }
+
+    fn run_commands(&mut self) {
         loop {
             let first = match self.next_command() {
                 Some(command) => command,
@@ -359,10 +398,13 @@ impl Writer {
     /// Writes, fsyncs (per durability) and publishes one flush, then answers its appenders.
     fn commit(&mut self, flush: Flush) {
         if flush.buf.is_empty() {
-            answer(flush.replies, None);
+            self.answer(flush.replies, None);
             return;
         }
         let started = Instant::now();
+        if let Some(preallocator) = &self.preallocator {
+            preallocator.reserve(self.len + flush.buf.len() as u64);
+        }
         if let Err(e) = write_all_at(&*self.file, &flush.buf, self.len) {
             tracing::error!(error = %e, bytes = flush.buf.len(), "write to the log failed");
             // Cut off whatever part of the write landed, so the next write starts clean.
@@ -370,10 +412,13 @@ impl Writer {
                 tracing::error!(error = %cut, "could not cut off a failed write");
                 self.shared.stopped.store(true, Ordering::SeqCst);
             }
+            if let Some(preallocator) = &self.preallocator {
+                preallocator.truncated(self.len);
+            }
             let failure = || Error::WriteFailed {
                 source: io::Error::new(e.kind(), e.to_string()),
             };
-            answer(flush.replies, Some(&failure));
+            self.answer(flush.replies, Some(&failure));
             return;
         }
         let mut fsync = None;
@@ -389,7 +434,10 @@ impl Writer {
                     if let Err(cut) = self.file.set_len(self.len) {
                         tracing::error!(error = %cut, "could not cut off an unsynced write");
                     }
-                    answer(flush.replies, Some(&|| Error::WriterStopped));
+                    if let Some(preallocator) = &self.preallocator {
+                        preallocator.truncated(self.len);
+                    }
+                    self.answer(flush.replies, Some(&|| Error::WriterStopped));
                     return;
                 }
                 fsync = Some(fsync_started.elapsed());
@@ -405,6 +453,9 @@ impl Writer {
         }
         let events = flush.entries.len() as u64;
         self.len += flush.buf.len() as u64;
+        if let Some(preallocator) = &self.preallocator {
+            preallocator.wanted(self.len, self.shared.options.segment_size_bytes);
+        }
         let head = {
             let mut index = self.shared.index.write().expect("index lock poisoned");
             for (id, offset, stream) in &flush.entries {
@@ -431,7 +482,32 @@ impl Writer {
         for listener in self.shared.listeners.read().expect("listeners lock").iter() {
             listener(&commit);
         }
-        answer(flush.replies, None);
+        self.answer(flush.replies, None);
+    }
+
+    /// Answers every appender of a flush (through the notifier); with `failure`, new events get
+    /// that error instead.
+    fn answer(&self, replies: Vec<Reply>, failure: Option<&dyn Fn() -> Error>) {
+        let answers: Answers = replies
+            .into_iter()
+            .map(|reply| match reply {
+                Reply::New(done, appended) => match failure {
+                    Some(error) => (done, Err(error())),
+                    None => (done, Ok(appended)),
+                },
+                Reply::Settled(done, result) => (done, result),
+            })
+            .collect();
+        let answers = match &self.notifier {
+            Some((sender, _)) => match sender.send(answers) {
+                Ok(()) => return,
+                Err(std::sync::mpsc::SendError(answers)) => answers,
+            },
+            None => answers,
+        };
+        for (done, result) in answers {
+            done(result);
+        }
     }
 
     /// Seals the active segment and starts the next one.
@@ -441,11 +517,21 @@ impl Writer {
             self.unsynced = false;
         }
         let first_position = self.shared.index.read().expect("index lock").len();
-        let (path, file) = create_segment(
-            &*self.shared.options.storage,
-            &self.shared.dir,
-            first_position,
-        )?;
+        let vfs = &*self.shared.options.storage;
+        let (path, file) = create_segment(vfs, &self.shared.dir, first_position)?;
+        if let Some(preallocator) = &self.preallocator {
+            // The preallocator gets its own open file description, so that an fsync error it
+            // meets is still reported to the writer's (Linux reports writeback errors to every
+            // open file description).
+            preallocator.switch(
+                vfs.open(&path, true)?,
+                SEGMENT_HEADER_LEN,
+                SEGMENT_HEADER_LEN,
+            );
+            // The sealed segment ends exactly at its last record: cut its preallocated zeros.
+            self.file.set_len(self.len)?;
+            self.file.sync_data()?;
+        }
         self.shared
             .index
             .write()
@@ -531,17 +617,4 @@ fn flush_version(index: &Index, flush: &Flush, entry: usize) -> u64 {
             .iter()
             .filter(|e| &e.2 == stream)
             .count() as u64
-}
-
-/// Answers every appender of a flush; with `failure`, new events get that error instead.
-fn answer(replies: Vec<Reply>, failure: Option<&dyn Fn() -> Error>) {
-    for reply in replies {
-        match reply {
-            Reply::New(done, appended) => match &failure {
-                Some(error) => done(Err(error())),
-                None => done(Ok(appended)),
-            },
-            Reply::Settled(done, result) => done(result),
-        }
-    }
 }

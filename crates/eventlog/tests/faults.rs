@@ -39,6 +39,8 @@ fn options(fs: &SimFs) -> Options {
         storage: Arc::new(fs.clone()),
         segment_size_bytes: eventlog::MIN_SEGMENT_SIZE_BYTES,
         checkpoint_every_events: 0,
+        // The preallocation thread's timing would make schedules depend on more than the seed.
+        preallocate: false,
         ..Options::default()
     }
 }

@@ -301,3 +301,65 @@ fn concurrent_durable_appenders_share_fsyncs() {
     assert_eq!(stats.events, 640);
     assert!(stats.fsyncs < 640, "no group commit: {stats:?}");
 }
+
+#[test]
+fn preallocated_zeros_after_the_last_batch_are_not_damage_and_sealed_segments_are_cut_to_size() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = Options {
+        segment_size_bytes: 256 * 1024,
+        ..Options::default()
+    };
+    let payload = "z".repeat(900);
+    let mut ids = Vec::new();
+    {
+        let store = Store::open(dir.path(), options.clone()).unwrap();
+        for _ in 0..400 {
+            let e = event("s", &payload);
+            ids.push(e.id);
+            store.append(vec![e], ExpectedVersion::Any).unwrap();
+        }
+        // The active segment is zero-filled ahead of the writer in the background.
+        let active = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|x| x == "seg"))
+            .max()
+            .unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while std::fs::metadata(&active).unwrap().len() < 256 * 1024 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the segment was not preallocated"
+            );
+            std::thread::yield_now();
+        }
+    }
+    let report = eventlog::tools::verify(dir.path()).unwrap();
+    assert!(report.is_clean(), "{report}");
+    assert_eq!(report.events, 400);
+    let store = Store::open(dir.path(), options).unwrap();
+    assert!(store.open_report().torn_tail.is_none());
+    assert_eq!(store.head(), 400);
+    for (position, id) in ids.iter().enumerate() {
+        assert_eq!(store.get(*id).unwrap().unwrap().position, position as u64);
+    }
+    // Every sealed segment ends exactly at its last record.
+    let stats = store.stats();
+    assert!(stats.segments >= 2);
+    let mut segments: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "seg"))
+        .collect();
+    segments.sort();
+    segments.pop();
+    for sealed in segments {
+        let bytes = std::fs::read(&sealed).unwrap();
+        assert_ne!(
+            bytes.last(),
+            Some(&0),
+            "{} keeps preallocated zeros",
+            sealed.display()
+        );
+    }
+}

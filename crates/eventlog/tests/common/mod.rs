@@ -15,11 +15,14 @@ pub fn event(stream: &str, data: &str) -> NewEvent {
     }
 }
 
-/// Options for fast tests: no fsync (the tests that need fsync say so), small segments.
+/// Options for fast tests: no fsync (the tests that need fsync say so), small segments, and
+/// no background preallocation, so file sizes are exactly what was written (the crash,
+/// disk-full and preallocation tests use the defaults).
 pub fn fast_options() -> Options {
     Options {
         durability: Durability::Never,
         segment_size_bytes: 64 * 1024,
+        preallocate: false,
         ..Options::default()
     }
 }
