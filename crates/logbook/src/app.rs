@@ -252,13 +252,18 @@ impl App {
             _ => "teams",
         };
         tracing::info!(addr = %local_addr, services, "listening");
-        let listener = LimitedListener::new(listener, common.max_connections);
+        // ConnectInfo gives handlers the peer address: the teams service rate-limits its
+        // token endpoints per client address, and without it every client shares one limit.
+        let listener = LimitedListener::new(listener, common.max_connections).with_nodelay();
         let mut graceful_stop = stop.clone();
-        let serve = axum::serve(listener, router)
-            .with_graceful_shutdown(async move {
-                let _ = graceful_stop.wait_for(|stop| *stop).await;
-            })
-            .into_future();
+        let serve = axum::serve(
+            listener,
+            router.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(async move {
+            let _ = graceful_stop.wait_for(|stop| *stop).await;
+        })
+        .into_future();
         tokio::pin!(serve);
         let events_for_signal = events.clone();
         let shutdown_timeout = Duration::from_secs(common.shutdown_timeout_seconds);

@@ -4,6 +4,11 @@
 //! `accept` waits for a permit, so further clients wait in the kernel's backlog instead of
 //! costing the server memory. Accepted sockets get `TCP_NODELAY`: responses are written whole,
 //! and Nagle's algorithm would only add latency.
+//!
+//! Serve it through [`LimitedListener::with_nodelay`]: the `TapIo` wrapper it returns is also
+//! what lets axum hand each request its peer address (`ConnectInfo<SocketAddr>`, which the
+//! teams rate limit needs). axum implements `Connected` for the address of any `TapIo`
+//! listener, while for a bare custom listener only its own crate could (the orphan rule).
 
 use std::io;
 use std::net::SocketAddr;
@@ -12,6 +17,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use axum::serve::{Listener, ListenerExt, TapIo};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -30,6 +36,18 @@ impl LimitedListener {
             permits: Arc::new(Semaphore::new(max_connections)),
         }
     }
+
+    /// The listener to serve: every accepted socket gets `TCP_NODELAY`, and the result works
+    /// with `into_make_service_with_connect_info::<SocketAddr>()`.
+    pub fn with_nodelay(self) -> TapIo<LimitedListener, fn(&mut LimitedStream)> {
+        self.tap_io(set_nodelay)
+    }
+}
+
+fn set_nodelay(stream: &mut LimitedStream) {
+    if let Err(error) = stream.stream.set_nodelay(true) {
+        tracing::debug!(error = %error, "cannot set TCP_NODELAY");
+    }
 }
 
 /// An accepted connection; frees its slot when dropped.
@@ -38,7 +56,7 @@ pub struct LimitedStream {
     _permit: OwnedSemaphorePermit,
 }
 
-impl axum::serve::Listener for LimitedListener {
+impl Listener for LimitedListener {
     type Io = LimitedStream;
     type Addr = SocketAddr;
 
@@ -50,7 +68,6 @@ impl axum::serve::Listener for LimitedListener {
         loop {
             match self.inner.accept().await {
                 Ok((stream, addr)) => {
-                    let _ = stream.set_nodelay(true);
                     return (
                         LimitedStream {
                             stream,

@@ -278,3 +278,79 @@ async fn every_acknowledged_event_survives_a_sigkill_byte_exactly_and_positions_
     server.child.kill().unwrap();
     server.child.wait().unwrap();
 }
+
+/// A client whose connections come from `source` (any 127.0.0.0/8 address works on Linux).
+fn client_from(source: [u8; 4]) -> reqwest::Client {
+    reqwest::Client::builder()
+        .local_address(std::net::IpAddr::from(source))
+        .build()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_accept_endpoint_is_rate_limited_per_client_address_with_no_connect_info_warning() {
+    let dir = tempfile::tempdir().unwrap();
+    let log_path = dir.path().join("stderr.log");
+    let log = std::fs::File::create(&log_path).unwrap();
+    let mut child = Command::new(BIN)
+        .args(["serve", "--addr", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.path().join("data"))
+        .env_remove("EVENTS_TOKEN")
+        .env_remove("DATABASE_URL")
+        .env_remove("ADMIN_TOKEN")
+        .env_remove("LOGBOOK_ENV")
+        .env("ACCEPT_RATE_PER_MINUTE", "3")
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let base = loop {
+        let line = lines
+            .next()
+            .expect("the server prints its address")
+            .unwrap();
+        if let Some(addr) = line.strip_prefix("logbook: listening on ") {
+            break addr.to_owned();
+        }
+    };
+    std::thread::spawn(move || for _ in lines {});
+    let server = Server { child, base };
+    let first = client_from([127, 0, 0, 1]);
+    server.ready(&first).await;
+
+    let accept = |client: &reqwest::Client| {
+        client
+            .post(format!("{}/invitations/accept", server.base))
+            .json(&serde_json::json!({"token": "not-a-token-anyone-was-sent"}))
+            .send()
+    };
+    for n in 0..3 {
+        let response = accept(&first).await.unwrap();
+        assert_eq!(response.status(), 404, "request {n} is within the limit");
+    }
+    let response = accept(&first).await.unwrap();
+    assert_eq!(response.status(), 429, "the 4th request in a minute");
+    assert!(response.headers().contains_key("retry-after"));
+    // Another address has its own budget: only true when the peer address reaches the
+    // limiter (without ConnectInfo every client shares one bucket).
+    let second = client_from([127, 0, 0, 2]);
+    assert_eq!(accept(&second).await.unwrap().status(), 404);
+
+    let mut child = server.child;
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let exit = tokio::task::spawn_blocking(move || child.wait().unwrap())
+        .await
+        .unwrap();
+    assert!(exit.success(), "SIGTERM exits 0, got {exit:?}");
+    let stderr = std::fs::read_to_string(&log_path).unwrap();
+    assert!(
+        !stderr.contains("ConnectInfo"),
+        "no warning about a missing peer address:\n{stderr}"
+    );
+}
