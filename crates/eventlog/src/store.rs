@@ -363,18 +363,33 @@ impl Store {
 
     /// Up to `limit` events from global position `from` (inclusive), in order.
     pub fn read_all(&self, from: u64, limit: usize) -> Result<Vec<RecordedEvent>> {
+        self.read_all_within(from, limit, usize::MAX)
+    }
+
+    /// Like [`Store::read_all`], but stops once the events read add up to `max_bytes` of
+    /// records (always returning at least one event when one exists), so a page of large
+    /// events cannot grow without bound.
+    pub fn read_all_within(
+        &self,
+        from: u64,
+        limit: usize,
+        max_bytes: usize,
+    ) -> Result<Vec<RecordedEvent>> {
         let mut events = Vec::with_capacity(limit.min(1024));
         let mut position = from;
-        while events.len() < limit {
+        let mut used = 0usize;
+        while events.len() < limit && (events.is_empty() || used < max_bytes) {
             let index = self.index();
             let end = index.len().min(from.saturating_add(limit as u64));
             if position >= end {
                 break;
             }
+            let budget = max_bytes.saturating_sub(used).min(READ_SPAN_MAX_BYTES);
             let (location, to) = index
-                .span(position, end, READ_SPAN_MAX_BYTES)
+                .span(position, end, budget)
                 .expect("position below len");
             read_span(&location, position, to, &mut events)?;
+            used = used.saturating_add(location.len);
             position = to;
         }
         Ok(events)
@@ -388,6 +403,18 @@ impl Store {
         from_version: u64,
         limit: usize,
     ) -> Result<Option<Vec<RecordedEvent>>> {
+        self.read_stream_within(stream, from_version, limit, usize::MAX)
+    }
+
+    /// Like [`Store::read_stream`], but stops once the events read add up to `max_bytes` of
+    /// records (always returning at least one event when one exists).
+    pub fn read_stream_within(
+        &self,
+        stream: &str,
+        from_version: u64,
+        limit: usize,
+        max_bytes: usize,
+    ) -> Result<Option<Vec<RecordedEvent>>> {
         let index = self.index();
         let Some(positions) = index.stream(stream) else {
             return Ok(None);
@@ -396,11 +423,17 @@ impl Store {
             .unwrap_or(usize::MAX)
             .min(positions.len());
         let to = from.saturating_add(limit).min(positions.len());
-        positions[from..to]
-            .iter()
-            .map(|&position| read_at(&index, position))
-            .collect::<Result<Vec<_>>>()
-            .map(Some)
+        let mut events = Vec::with_capacity(to - from);
+        let mut used = 0usize;
+        for &position in &positions[from..to] {
+            if !events.is_empty() && used >= max_bytes {
+                break;
+            }
+            let location = index.location(position).expect("position below len");
+            used = used.saturating_add(location.len);
+            read_span(&location, position, position + 1, &mut events)?;
+        }
+        Ok(Some(events))
     }
 
     /// The version of the stream's last event (`None`: no events).
@@ -577,6 +610,25 @@ fn cut_torn_tail(
         bytes,
         side_file,
     })
+}
+
+/// Reads positions `from..` (at most `limit`) of a scanned index (no store open).
+pub(crate) fn read_index_range(
+    index: &Index,
+    from: u64,
+    limit: usize,
+) -> Result<Vec<RecordedEvent>> {
+    let mut events = Vec::with_capacity(limit.min(1024));
+    let end = index.len().min(from.saturating_add(limit as u64));
+    let mut position = from;
+    while position < end {
+        let (location, to) = index
+            .span(position, end, READ_SPAN_MAX_BYTES)
+            .expect("position below len");
+        read_span(&location, position, to, &mut events)?;
+        position = to;
+    }
+    Ok(events)
 }
 
 /// Reads and verifies the record at `position`.

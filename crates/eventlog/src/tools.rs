@@ -105,6 +105,60 @@ pub fn verify_on(vfs: &dyn Vfs, dir: &Path) -> Result<VerifyReport> {
     })
 }
 
+/// A read-only view of a store's log, for tools that must not disturb a running server
+/// (`logbook events dump`): no lock is taken, nothing is cut or written, no checkpoint is used.
+/// It serves the valid prefix of the log as scanned when it was opened.
+pub struct LogReader {
+    index: crate::index::Index,
+    /// The first damage after the valid prefix (a torn tail the server would cut at its next
+    /// open, or mid-log damage).
+    pub damage: Option<Damage>,
+}
+
+impl LogReader {
+    /// Scans the store in `dir` read-only.
+    pub fn open(dir: impl AsRef<Path>) -> Result<LogReader> {
+        let dir = dir.as_ref();
+        if !RealFs.is_dir(dir) {
+            return Err(Error::io(
+                dir,
+                std::io::Error::new(std::io::ErrorKind::NotFound, "no such store directory"),
+            ));
+        }
+        let segments = list_segments(&RealFs, dir)?;
+        let scan = scan_log(&RealFs, &segments, None)?;
+        Ok(LogReader {
+            index: scan.index,
+            damage: scan.damage,
+        })
+    }
+
+    /// Events in the valid prefix.
+    pub fn len(&self) -> u64 {
+        self.index.len()
+    }
+
+    /// Whether the valid prefix holds no events.
+    pub fn is_empty(&self) -> bool {
+        self.index.len() == 0
+    }
+
+    /// Up to `limit` events from position `from`, checksums verified.
+    pub fn read(&self, from: u64, limit: usize) -> Result<Vec<crate::RecordedEvent>> {
+        crate::store::read_index_range(&self.index, from, limit)
+    }
+}
+
+/// `Ok` when no process holds the store lock of `dir` (the lock is taken and released at once),
+/// [`Error::Locked`] when one does. A directory that does not exist is not locked.
+pub fn check_unlocked(dir: impl AsRef<Path>) -> Result<()> {
+    let dir = dir.as_ref();
+    if !dir.is_dir() {
+        return Ok(());
+    }
+    lock_dir(&RealFs, dir).map(drop)
+}
+
 /// One thing `repair` moved aside.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Moved {

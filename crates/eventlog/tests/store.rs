@@ -363,3 +363,54 @@ fn preallocated_zeros_after_the_last_batch_are_not_damage_and_sealed_segments_ar
         );
     }
 }
+
+#[test]
+fn bounded_reads_stop_at_the_byte_budget_but_always_return_one_event() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), fast_options()).unwrap();
+    for _ in 0..10 {
+        store
+            .append(vec![event("s", &"x".repeat(1000))], ExpectedVersion::Any)
+            .unwrap();
+    }
+    assert_eq!(store.read_all_within(0, 100, 3000).unwrap().len(), 3);
+    assert_eq!(store.read_all_within(0, 100, 1).unwrap().len(), 1);
+    assert_eq!(store.read_all_within(8, 100, usize::MAX).unwrap().len(), 2);
+    let stream = store
+        .read_stream_within("s", 2, 100, 2500)
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        stream.iter().map(|e| e.version).collect::<Vec<_>>(),
+        vec![2, 3, 4]
+    );
+    assert_eq!(
+        store
+            .read_stream_within("s", 0, 100, 0)
+            .unwrap()
+            .unwrap()
+            .len(),
+        1
+    );
+}
+
+#[test]
+fn a_read_only_log_reader_serves_a_store_that_is_open_elsewhere() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), fast_options()).unwrap();
+    let e = event("s", "{\"ok\":\"🔥\"}");
+    store.append(vec![e.clone()], ExpectedVersion::Any).unwrap();
+    assert!(matches!(
+        eventlog::tools::check_unlocked(dir.path()),
+        Err(Error::Locked { .. })
+    ));
+    let reader = eventlog::tools::LogReader::open(dir.path()).unwrap();
+    assert_eq!(reader.len(), 1);
+    assert_eq!(reader.read(0, 10).unwrap()[0].data, e.data);
+    // The store still works: the reader took no lock and wrote nothing.
+    store
+        .append(vec![event("s", "2")], ExpectedVersion::Any)
+        .unwrap();
+    drop(store);
+    eventlog::tools::check_unlocked(dir.path()).unwrap();
+}
