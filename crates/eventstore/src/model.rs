@@ -48,8 +48,13 @@ pub struct NewEventBody<'a> {
 }
 
 /// The body of an append: one event (an object) or an atomic batch (an array).
+///
+/// `serde(untagged)` only shapes the OpenAPI schema (`oneOf` an event or an array of events,
+/// as [`AppendRequest::parse`] reads it); without it the schema would describe an externally
+/// tagged `{"One": ...}` / `{"Batch": [...]}` object that the API rejects.
 #[derive(Debug, ToSchema)]
 #[schema(as = AppendRequest)]
+#[serde(untagged)]
 pub enum AppendRequest<'a> {
     /// One event.
     One(NewEventBody<'a>),

@@ -103,6 +103,7 @@ pub(crate) struct ReadAllQuery {
     /// Exclusive: read events after this position (omitted: from the start).
     after: Option<u64>,
     /// Page size, default 100, capped at 1000.
+    #[param(minimum = 1)]
     limit: Option<usize>,
 }
 
@@ -112,6 +113,7 @@ pub(crate) struct ReadStreamQuery {
     /// Inclusive: the first version to read (default 0).
     from_version: Option<u64>,
     /// Page size, default 100, capped at 1000.
+    #[param(minimum = 1)]
     limit: Option<usize>,
 }
 

@@ -130,3 +130,43 @@ async fn serve_events_alone_documents_no_teams_routes_and_serves_none() {
     stop.send(()).unwrap();
     task.await.unwrap().unwrap();
 }
+
+/// Constraints Schemathesis (scripts/schemathesis) found missing or wrong in the document: each
+/// made the document describe requests the API rejects, or reject requests it accepts.
+#[test]
+fn the_openapi_document_states_the_constraints_the_handlers_enforce() {
+    let document = serde_json::to_value(logbook::app::openapi_document(true, true)).unwrap();
+    let schemas = &document["components"]["schemas"];
+    // An append body is one event (an object) or a batch (an array), not {"One": ...}.
+    let append = serde_json::to_string(&schemas["AppendRequest"]).unwrap();
+    assert!(
+        append.contains("\"type\":\"array\"") && !append.contains("\"Batch\""),
+        "{append}"
+    );
+    let limit = |path: &str| {
+        document["paths"][path]["get"]["parameters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|parameter| parameter["name"] == "limit")
+            .unwrap_or_else(|| panic!("{path} has a limit"))["schema"]
+            .clone()
+    };
+    for path in [
+        "/events",
+        "/streams/{stream}/events",
+        "/teams",
+        "/teams/{team_id}/members",
+    ] {
+        let schema = limit(path);
+        assert_eq!(schema["minimum"], 1, "{path}: limit=0 is a 400");
+        assert_ne!(
+            schema["format"], "int32",
+            "{path}: limits above 2^31 are accepted (capped)"
+        );
+    }
+    assert_eq!(schemas["CreateTeam"]["properties"]["name"]["minLength"], 1);
+    let emails = &schemas["InviteRequest"]["properties"]["emails"];
+    assert_eq!(emails["minItems"], 1);
+    assert_eq!(emails["maxItems"], 100);
+}

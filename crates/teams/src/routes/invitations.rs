@@ -35,6 +35,7 @@ pub const BATCH_MAX_EMAILS: usize = 100;
 #[serde(deny_unknown_fields)]
 pub struct InviteRequest {
     /// 1 to 100 emails; each is trimmed and lowercased.
+    #[schema(min_items = 1, max_items = 100)]
     pub emails: Vec<String>,
     /// The role the invitees get on accepting; default `member`.
     #[serde(default)]

@@ -186,17 +186,32 @@ async fn require_admin(State(state): State<AppState>, request: Request, next: Ne
     }
 }
 
-/// A JSON body whose rejections are RFC 9457 problems (400, 413, 415).
+/// A JSON object body whose rejections are RFC 9457 problems (400, 413, 415).
+///
+/// Every body of this API is an object. serde would also read a struct from a JSON array of
+/// its fields in order (`[null, null]` as an empty update), so anything but an object is a
+/// 400 before the fields are read.
 pub(crate) struct ApiJson<T>(pub(crate) T);
 
 impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
     type Rejection = Error;
 
     async fn from_request(request: Request, state: &S) -> Result<Self, Error> {
-        match Json::<T>::from_request(request, state).await {
-            Ok(Json(value)) => Ok(ApiJson(value)),
-            Err(rejection) => Err(json_rejection(rejection)),
+        let Json(raw) = Json::<Box<serde_json::value::RawValue>>::from_request(request, state)
+            .await
+            .map_err(json_rejection)?;
+        if !raw.get().starts_with('{') {
+            return Err(Error::BadRequest(
+                "The request body must be a JSON object.".into(),
+            ));
         }
+        serde_json::from_str(raw.get())
+            .map(ApiJson)
+            .map_err(|error| {
+                Error::BadRequest(format!(
+                    "Failed to deserialize the JSON body into the target type: {error}"
+                ))
+            })
     }
 }
 
@@ -217,6 +232,7 @@ fn json_rejection(rejection: JsonRejection) -> Error {
 #[into_params(parameter_in = Query)]
 pub(crate) struct PageQuery {
     /// Page size, 1 to 200 (larger values are capped); default 50.
+    #[param(minimum = 1, maximum = 4_294_967_295_u64, format = Int64)]
     pub(crate) limit: Option<u32>,
     /// The `next_cursor` of the previous page; omit for the first page.
     pub(crate) cursor: Option<String>,

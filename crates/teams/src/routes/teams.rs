@@ -35,6 +35,7 @@ pub struct Team {
 #[serde(deny_unknown_fields)]
 pub struct CreateTeam {
     /// 1 to 100 characters after trimming.
+    #[schema(min_length = 1)]
     pub name: String,
     /// At most 1000 characters.
     pub description: Option<String>,
@@ -46,6 +47,7 @@ pub struct CreateTeam {
 #[serde(deny_unknown_fields)]
 pub struct UpdateTeam {
     /// A new name.
+    #[schema(min_length = 1)]
     pub name: Option<String>,
     /// A new description, or `null` to clear it.
     #[serde(default, deserialize_with = "present")]
