@@ -5,7 +5,7 @@
 //! one [`ConfigProblem`] per bad setting, naming the variable and the flag and saying what to do.
 
 use std::fmt;
-use std::fs::{self, OpenOptions};
+use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -232,21 +232,13 @@ fn check_store_dir(dir: &Path) -> Result<(), String> {
                 dir.display()
             )
         })?;
-    let lock_path = dir.join(eventlog::LOCK_FILE);
-    let lock = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(&lock_path)
-        .map_err(|e| format!("cannot open {}: {e}", lock_path.display()))?;
-    match lock.try_lock() {
+    match eventlog::tools::check_unlocked(dir) {
         Ok(()) => Ok(()),
-        Err(fs::TryLockError::WouldBlock) => Err(format!(
+        Err(eventlog::Error::Locked { .. }) => Err(format!(
             "the event log in {} is locked by another process (another logbook?); stop it or choose another data directory",
             dir.display()
         )),
-        Err(fs::TryLockError::Error(e)) => Err(format!("cannot lock {}: {e}", lock_path.display())),
+        Err(e) => Err(format!("cannot check the lock of {}: {e}", dir.display())),
     }
 }
 

@@ -48,6 +48,12 @@ pub use error::ApiError;
 pub use service::{EventStoreService, JSON_OVERHEAD_PER_EVENT_BYTES};
 pub use subscribe::SUBSCRIBE_BATCH_EVENTS;
 
+/// A page of events (`GET /events`, `GET /streams/{stream}/events`, one SSE read) stops
+/// after about this many bytes of stored events even below `limit`, so a page of large events
+/// cannot make the server hold or send a gigabyte; `next` continues from where it stopped.
+/// A page always holds at least one event when one follows.
+pub const PAGE_MAX_BYTES: usize = 16 * 1024 * 1024;
+
 /// The OpenAPI 3.1 document of the event store routes, generated from the handlers.
 pub fn openapi() -> utoipa::openapi::OpenApi {
     use utoipa::OpenApi;

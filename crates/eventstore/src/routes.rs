@@ -341,7 +341,7 @@ async fn read_all(
         let store = service.ready_store()?.clone();
         let (events, head) = tokio::task::spawn_blocking(move || {
             store
-                .read_all(from, limit)
+                .read_all_within(from, limit, crate::PAGE_MAX_BYTES)
                 .map(|events| (events, store.head()))
         })
         .await
@@ -388,7 +388,7 @@ async fn read_stream(
         let name = stream.clone();
         let (events, version) = tokio::task::spawn_blocking(move || {
             store
-                .read_stream(&name, from, limit)
+                .read_stream_within(&name, from, limit, crate::PAGE_MAX_BYTES)
                 .map(|events| (events, store.stream_version(&name)))
         })
         .await

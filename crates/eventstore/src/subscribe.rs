@@ -158,7 +158,7 @@ impl Cursor {
                 let store = self.store.clone();
                 let from = self.next;
                 let read = tokio::task::spawn_blocking(move || {
-                    store.read_all(from, SUBSCRIBE_BATCH_EVENTS)
+                    store.read_all_within(from, SUBSCRIBE_BATCH_EVENTS, crate::PAGE_MAX_BYTES)
                 })
                 .await;
                 match read {

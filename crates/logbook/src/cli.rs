@@ -27,7 +27,7 @@ pub struct Cli {
 pub enum Command {
     /// Serve both APIs on one address (`serve events` / `serve teams`: one service alone).
     Serve(Box<ServeCommand>),
-    /// Offline tools for an event log directory (stop the server first for dump and repair).
+    /// Tools for an event log directory (verify and dump are read-only; stop the server before repair).
     #[command(subcommand)]
     Events(EventsTool),
     /// Load generator: drive a running server over HTTP with keep-alive connections.

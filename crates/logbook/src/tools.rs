@@ -4,7 +4,6 @@ use std::io::Write;
 use std::path::Path;
 use std::process::ExitCode;
 
-use eventlog::{Durability, Options, Store};
 use eventstore::model::EventBody;
 
 /// Events read per step while dumping.
@@ -42,8 +41,9 @@ pub fn repair(dir: &Path) -> ExitCode {
     }
 }
 
-/// Prints every event as one JSON line, in position order. Opens the store (so it takes the
-/// lock: stop the server first) with recovery as at start-up.
+/// Prints every event as one JSON line, in position order. Reads the log read-only (no lock,
+/// nothing cut or written), so it works beside a running server; it prints the valid prefix
+/// and says on stderr if damage follows it.
 pub fn dump(dir: &Path) -> ExitCode {
     match try_dump(dir) {
         Ok(()) => ExitCode::SUCCESS,
@@ -58,16 +58,12 @@ fn try_dump(dir: &Path) -> anyhow::Result<()> {
     if !dir.is_dir() {
         anyhow::bail!("{} is not a directory", dir.display());
     }
-    let options = Options {
-        durability: Durability::Never,
-        ..Options::default()
-    };
-    let store = Store::open(dir, options)?;
+    let reader = eventlog::tools::LogReader::open(dir)?;
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
     let mut position = 0;
     loop {
-        let events = store.read_all(position, DUMP_BATCH_EVENTS)?;
+        let events = reader.read(position, DUMP_BATCH_EVENTS)?;
         let Some(last) = events.last() else { break };
         position = last.position + 1;
         for event in events {
@@ -77,6 +73,13 @@ fn try_dump(dir: &Path) -> anyhow::Result<()> {
         }
     }
     out.flush()?;
-    store.close();
+    if let Some(damage) = &reader.damage {
+        eprintln!(
+            "logbook events dump: the log continues with damage in {} at byte {} ({}); `logbook events verify` tells more",
+            damage.path.display(),
+            damage.offset,
+            damage.reason
+        );
+    }
     Ok(())
 }
