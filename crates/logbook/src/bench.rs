@@ -5,8 +5,14 @@
 //! or a mix. It speaks HTTP/1.1 directly over a TCP socket (the server always answers with a
 //! `Content-Length`), so the client costs as little CPU as possible on a machine it shares
 //! with the server. It prints a live progress line, then throughput and latency percentiles.
+//!
+//! For soak tests (`scripts/soak`) it can outlive server restarts (`--reconnect-seconds`: a
+//! connection that fails retries connecting for that long) and write every acknowledged append
+//! (`--acknowledged-log`: one JSON line with the id, position, stream and the exact `data` sent),
+//! so that a checker can prove each one survived.
 
 use std::io::Write;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -53,6 +59,14 @@ pub struct BenchArgs {
     /// Client threads (the load generator shares the machine with the server).
     #[arg(long, default_value_t = 2)]
     pub threads: usize,
+    /// How long a connection that failed keeps trying to reconnect (0: the run fails at once).
+    /// Lets one run span server restarts.
+    #[arg(long, default_value_t = 0)]
+    pub reconnect_seconds: u64,
+    /// Write every acknowledged append (201, or 200 for an idempotent repeat) to this file as
+    /// one JSON line `{"id","position","stream","data"}`, `data` exactly as sent.
+    #[arg(long)]
+    pub acknowledged_log: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -139,19 +153,22 @@ impl std::fmt::Display for Report {
 struct Shared {
     args: BenchArgs,
     ids: Vec<String>,
+    /// Acknowledged appends as JSON lines, when `--acknowledged-log` is set.
+    acknowledged: std::sync::Mutex<Vec<String>>,
     completed: AtomicU64,
     errors: AtomicU64,
 }
 
 async fn run(args: BenchArgs) -> anyhow::Result<Report> {
-    let ids = if args.workload == Workload::Append {
-        Vec::new()
+    let (ids, prefilled) = if args.workload == Workload::Append {
+        (Vec::new(), Vec::new())
     } else {
         prefill(&args).await?
     };
     let shared = Arc::new(Shared {
         args: args.clone(),
         ids,
+        acknowledged: std::sync::Mutex::new(prefilled),
         completed: AtomicU64::new(0),
         errors: AtomicU64::new(0),
     });
@@ -166,11 +183,30 @@ async fn run(args: BenchArgs) -> anyhow::Result<Report> {
     }
     let progress = tokio::spawn(progress_line(Arc::clone(&shared), warmup_end, end));
     let mut latencies = Vec::new();
+    let mut failed = None;
     for worker in workers {
-        latencies.extend(worker.await??);
+        match worker.await? {
+            Ok(measured) => latencies.extend(measured),
+            Err(error) => failed = Some(error),
+        }
     }
     progress.abort();
     eprintln!();
+    // Written even when a connection failed: what was acknowledged stays acknowledged.
+    if let Some(path) = &args.acknowledged_log {
+        let lines = shared
+            .acknowledged
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut file = std::io::BufWriter::new(std::fs::File::create(path)?);
+        for line in lines.iter() {
+            writeln!(file, "{line}")?;
+        }
+        file.flush()?;
+    }
+    if let Some(error) = failed {
+        return Err(error);
+    }
     latencies.sort_unstable();
     let percentile = |p: f64| -> Duration {
         if latencies.is_empty() {
@@ -217,8 +253,9 @@ async fn progress_line(shared: Arc<Shared>, warmup_end: Instant, end: Instant) {
     }
 }
 
-/// Appends [`PREFILL_EVENTS`] events over a few connections and returns their ids.
-async fn prefill(args: &BenchArgs) -> anyhow::Result<Vec<String>> {
+/// Appends [`PREFILL_EVENTS`] events over a few connections; returns their ids and, with
+/// `--acknowledged-log`, their acknowledgement lines.
+async fn prefill(args: &BenchArgs) -> anyhow::Result<(Vec<String>, Vec<String>)> {
     eprintln!("prefill: appending {PREFILL_EVENTS} events to read back");
     let per_connection = PREFILL_EVENTS / 8;
     let mut tasks = Vec::new();
@@ -227,21 +264,28 @@ async fn prefill(args: &BenchArgs) -> anyhow::Result<Vec<String>> {
         tasks.push(tokio::spawn(async move {
             let mut connection = Connection::open(&args.addr).await?;
             let mut ids = Vec::with_capacity(per_connection);
+            let mut acknowledged = Vec::new();
             for n in 0..per_connection as u64 {
-                let request = append_request(&args, worker * 1_000_000 + n);
-                let (status, body) = connection.send(&request).await?;
+                let append = append_request(&args, worker * 1_000_000 + n);
+                let (status, body) = connection.send(&append.request).await?;
                 anyhow::ensure!(status == 201, "prefill append answered {status}");
                 let body: serde_json::Value = serde_json::from_slice(&body)?;
+                if args.acknowledged_log.is_some() {
+                    acknowledged.push(acknowledgement(&append, &body)?);
+                }
                 ids.push(body["id"].as_str().unwrap_or_default().to_owned());
             }
-            anyhow::Ok(ids)
+            anyhow::Ok((ids, acknowledged))
         }));
     }
     let mut ids = Vec::with_capacity(PREFILL_EVENTS);
+    let mut acknowledged = Vec::new();
     for task in tasks {
-        ids.extend(task.await??);
+        let (some_ids, some_acknowledged) = task.await??;
+        ids.extend(some_ids);
+        acknowledged.extend(some_acknowledged);
     }
-    Ok(ids)
+    Ok((ids, acknowledged))
 }
 
 /// One connection's loop; returns the latencies (nanoseconds) measured after the warm-up.
@@ -252,7 +296,7 @@ async fn connection_loop(
     end: Instant,
 ) -> anyhow::Result<Vec<u64>> {
     let args = &shared.args;
-    let mut connection = Connection::open(&args.addr).await?;
+    let mut connection = Connection::open_retrying(args).await?;
     let mut latencies = Vec::with_capacity(1 << 16);
     let mut random =
         Xorshift(0x9E37_79B9_7F4A_7C15 ^ (worker + 1).wrapping_mul(0xBF58_476D_1CE4_E5B9));
@@ -267,25 +311,43 @@ async fn connection_loop(
             Workload::Read => true,
             Workload::Mix => random.next() % 100 < u64::from(args.read_percent),
         };
-        let request = if read {
-            let id = &shared.ids[(random.next() % shared.ids.len() as u64) as usize];
-            read_request(args, id)
+        let append = if read {
+            None
         } else {
             sequence += 1;
-            append_request(args, worker << 40 | sequence)
+            Some(append_request(args, worker << 40 | sequence))
         };
-        let (status, _) = match connection.send(&request).await {
+        let request = match &append {
+            Some(append) => append.request.clone(),
+            None => {
+                let id = &shared.ids[(random.next() % shared.ids.len() as u64) as usize];
+                read_request(args, id)
+            }
+        };
+        let (status, body) = match connection.send(&request).await {
             Ok(answer) => answer,
             Err(error) => {
                 shared.errors.fetch_add(1, Ordering::Relaxed);
                 tracing::debug!(error = %error, "request failed; reconnecting");
-                connection = Connection::open(&args.addr).await?;
+                connection = Connection::open_retrying(args).await?;
                 continue;
             }
         };
         let elapsed = started.elapsed();
         shared.completed.fetch_add(1, Ordering::Relaxed);
         let ok = if read { status == 200 } else { status == 201 };
+        if let Some(append) = &append
+            && (status == 201 || status == 200)
+            && args.acknowledged_log.is_some()
+        {
+            let body: serde_json::Value = serde_json::from_slice(&body)?;
+            let line = acknowledgement(append, &body)?;
+            shared
+                .acknowledged
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .push(line);
+        }
         if !ok {
             shared.errors.fetch_add(1, Ordering::Relaxed);
         } else if started >= warmup_end {
@@ -301,21 +363,49 @@ fn auth_header(args: &BenchArgs) -> String {
         .unwrap_or_default()
 }
 
-fn append_request(args: &BenchArgs, n: u64) -> Vec<u8> {
+/// One append: the HTTP request, and what it stores.
+struct Append {
+    request: Vec<u8>,
+    stream: String,
+    /// The event's `data`, exactly as sent.
+    data: String,
+}
+
+fn append_request(args: &BenchArgs, n: u64) -> Append {
     let prefix = format!(r#"{{"n":{n},"pad":""#);
     let pad = args.event_size_bytes.saturating_sub(prefix.len() + 2);
-    let body = format!(
-        r#"{{"stream":"bench-{}","type":"BenchEvent","data":{prefix}{}"}}}}"#,
-        n % args.streams.max(1),
-        "x".repeat(pad)
-    );
-    format!(
+    let stream = format!("bench-{}", n % args.streams.max(1));
+    let data = format!(r#"{prefix}{}"}}"#, "x".repeat(pad));
+    let body = format!(r#"{{"stream":"{stream}","type":"BenchEvent","data":{data}}}"#);
+    let request = format!(
         "POST /events HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\n{}Content-Length: {}\r\n\r\n{body}",
         args.addr,
         auth_header(args),
         body.len()
     )
-    .into_bytes()
+    .into_bytes();
+    Append {
+        request,
+        stream,
+        data,
+    }
+}
+
+/// The `--acknowledged-log` line of an append the server acknowledged with `body`.
+fn acknowledgement(append: &Append, body: &serde_json::Value) -> anyhow::Result<String> {
+    let id = body["id"]
+        .as_str()
+        .ok_or_else(|| anyhow::anyhow!("an acknowledgement without an id: {body}"))?;
+    let position = body["position"]
+        .as_u64()
+        .ok_or_else(|| anyhow::anyhow!("an acknowledgement without a position: {body}"))?;
+    Ok(serde_json::json!({
+        "id": id,
+        "position": position,
+        "stream": append.stream,
+        "data": append.data,
+    })
+    .to_string())
 }
 
 fn read_request(args: &BenchArgs, id: &str) -> Vec<u8> {
@@ -334,6 +424,18 @@ struct Connection {
 }
 
 impl Connection {
+    /// Opens a connection, retrying for `--reconnect-seconds` (the server may be restarting).
+    async fn open_retrying(args: &BenchArgs) -> anyhow::Result<Connection> {
+        let deadline = Instant::now() + Duration::from_secs(args.reconnect_seconds);
+        loop {
+            match Connection::open(&args.addr).await {
+                Ok(connection) => return Ok(connection),
+                Err(error) if Instant::now() >= deadline => return Err(error),
+                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        }
+    }
+
     async fn open(addr: &str) -> anyhow::Result<Connection> {
         let stream = TcpStream::connect(addr).await?;
         stream.set_nodelay(true)?;
