@@ -23,6 +23,10 @@ const PREALLOCATE_LOW_WATER_BYTES: u64 = 8 * 1024 * 1024;
 const PREALLOCATE_STEP_BYTES: u64 = 256 * 1024;
 /// Fsync the zeros after this many bytes, so the writer's fsyncs do not carry them.
 const PREALLOCATE_SYNC_BYTES: u64 = 1024 * 1024;
+/// Never preallocate into the last this-many free bytes of the file system: zeros written
+/// ahead must not be what fills a disk (the checkpoint, the teams database and other programs
+/// need the space more).
+pub const PREALLOCATE_MIN_FREE_BYTES: u64 = 1024 * 1024 * 1024;
 
 #[derive(Default)]
 struct State {
@@ -135,6 +139,14 @@ impl Preallocator {
                 continue;
             };
             let end = (start + PREALLOCATE_STEP_BYTES).min(state.target);
+            if file
+                .free_space()
+                .is_some_and(|free| free < PREALLOCATE_MIN_FREE_BYTES + (end - start))
+            {
+                // Low on space: let the writer extend the file as it goes instead.
+                state.target = 0;
+                continue;
+            }
             if let Err(e) = write_all_at(&*file, &zeros[..(end - start) as usize], start) {
                 // Not fatal: the writer extends the file itself. Stop trying for this segment.
                 tracing::debug!(error = %e, "preallocation stopped");

@@ -19,6 +19,10 @@ pub trait VfsFile: Send + Sync + Debug {
     fn sync_data(&self) -> io::Result<()>;
     fn set_len(&self, len: u64) -> io::Result<()>;
     fn len(&self) -> io::Result<u64>;
+    /// Bytes an unprivileged writer may still use on the file's file system, if known.
+    fn free_space(&self) -> Option<u64> {
+        None
+    }
 }
 
 /// A shared open file.
@@ -77,6 +81,10 @@ impl VfsFile for RealFile {
     }
     fn len(&self) -> io::Result<u64> {
         Ok(self.0.metadata()?.len())
+    }
+    fn free_space(&self) -> Option<u64> {
+        let stats = rustix::fs::fstatvfs(&self.0).ok()?;
+        Some(stats.f_bavail.saturating_mul(stats.f_frsize))
     }
 }
 

@@ -16,6 +16,8 @@ struct Server {
 }
 
 fn start(data_dir: &Path, extra: &[&str]) -> Server {
+    // The server's stderr goes to a file, shown if it never comes up.
+    let log = tempfile::NamedTempFile::new().unwrap();
     let mut child = Command::new(BIN)
         .args(["serve", "events", "--addr", "127.0.0.1:0", "--data-dir"])
         .arg(data_dir)
@@ -23,16 +25,16 @@ fn start(data_dir: &Path, extra: &[&str]) -> Server {
         .env_remove("EVENTS_TOKEN")
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(log.reopen().unwrap())
         .spawn()
         .unwrap();
     let stdout = child.stdout.take().unwrap();
     let mut lines = BufReader::new(stdout).lines();
     let base = loop {
-        let line = lines
-            .next()
-            .expect("the server prints its address")
-            .unwrap();
+        let Some(Ok(line)) = lines.next() else {
+            let stderr = std::fs::read_to_string(log.path()).unwrap_or_default();
+            panic!("the server exited without printing its address:\n{stderr}");
+        };
         if let Some(addr) = line.strip_prefix("logbook: listening on ") {
             break addr.to_owned();
         }
@@ -353,4 +355,123 @@ async fn the_accept_endpoint_is_rate_limited_per_client_address_with_no_connect_
         !stderr.contains("ConnectInfo"),
         "no warning about a missing peer address:\n{stderr}"
     );
+}
+
+/// A tmpfs of `size` mounted for a test (needs root and `mount`), unmounted on drop.
+struct Tmpfs(tempfile::TempDir);
+
+impl Tmpfs {
+    fn mount(size: &str) -> Option<Tmpfs> {
+        let dir = tempfile::tempdir().ok()?;
+        let mounted = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir.path())
+            .status()
+            .is_ok_and(|s| s.success());
+        mounted.then_some(Tmpfs(dir))
+    }
+
+    fn resize(&self, size: &str) {
+        let status = Command::new("mount")
+            .args(["-o", &format!("remount,size={size}")])
+            .arg(self.0.path())
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(self.0.path()).status();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_answers_503_keeps_reads_and_appends_resume_with_nothing_lost_or_doubled() {
+    let Some(disk) = Tmpfs::mount("1m") else {
+        eprintln!("SKIPPED disk-full test of the binary: cannot mount a tmpfs here (needs root)");
+        return;
+    };
+    let data = disk.0.path().join("data");
+    let client = reqwest::Client::new();
+    let server = start(&data, &[]);
+    server.ready(&client).await;
+    let append = |n: usize| {
+        client
+            .post(format!("{}/events", server.base))
+            .json(&serde_json::json!({
+                "stream": "fill",
+                "type": "Filled",
+                "data": {"n": n, "text": "🔥".repeat(500)},
+            }))
+            .send()
+    };
+    let mut acknowledged = Vec::new();
+    let full = loop {
+        let response = append(acknowledged.len()).await.unwrap();
+        if response.status() != 201 {
+            break response;
+        }
+        let placed: serde_json::Value = response.json().await.unwrap();
+        acknowledged.push(placed["id"].as_str().unwrap().to_owned());
+        assert!(acknowledged.len() < 5_000, "the disk never filled");
+    };
+    assert_eq!(full.status(), 503, "a full disk is a 503");
+    assert_eq!(full.headers()["content-type"], "application/problem+json");
+    let problem: serde_json::Value = full.json().await.unwrap();
+    assert!(problem["detail"].as_str().unwrap().contains("cannot write"));
+    // Reads keep working while the disk is full.
+    let read = client
+        .get(format!("{}/events/{}", server.base, acknowledged[0]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(read.status(), 200);
+    assert_eq!(append(0).await.unwrap().status(), 503, "still full");
+
+    disk.resize("16m");
+    let response = append(acknowledged.len()).await.unwrap();
+    assert_eq!(response.status(), 201, "appends resume once space returns");
+    let placed: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(placed["position"], acknowledged.len());
+    acknowledged.push(placed["id"].as_str().unwrap().to_owned());
+
+    // After a clean restart the log holds exactly the acknowledged events, in order.
+    let Server { mut child, .. } = server;
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let exit = tokio::task::spawn_blocking(move || child.wait().unwrap())
+        .await
+        .unwrap();
+    assert!(exit.success());
+    let server = start(&data, &[]);
+    server.ready(&client).await;
+    let page: serde_json::Value = client
+        .get(format!("{}/events?limit=1000", server.base))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let stored: Vec<String> = page["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .enumerate()
+        .map(|(position, event)| {
+            assert_eq!(event["position"], position, "positions have a gap");
+            event["id"].as_str().unwrap().to_owned()
+        })
+        .collect();
+    assert_eq!(stored, acknowledged, "events lost or doubled");
+    let Server { mut child, .. } = server;
+    let _ = child.kill();
+    let _ = child.wait();
 }
