@@ -88,27 +88,7 @@ impl fmt::Debug for EventsArgs {
     }
 }
 
-/// A secret setting: compared, never printed (`Debug` redacts it).
-#[derive(Clone)]
-pub struct Secret(String);
-
-impl Secret {
-    /// Wraps a secret value.
-    pub fn new(value: impl Into<String>) -> Secret {
-        Secret(value.into())
-    }
-
-    /// The value, for comparison only.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("[redacted]")
-    }
-}
+pub use web::Secret;
 
 /// Checked event store settings.
 #[derive(Debug, Clone)]

@@ -3,6 +3,8 @@
 //! # Layout
 //! - [`problem`]: RFC 9457 `application/problem+json` bodies; every error answer of every
 //!   service is a [`Problem`].
+//! - [`secret`]: [`Secret`], a setting that never prints its value.
+//! - [`time`]: RFC 3339 timestamps without a date-time dependency.
 //! - [`config`]: [`ConfigProblem`], one line of a start-up check report. Services check all their
 //!   settings at once and return every problem together, so an operator fixes them in one pass.
 //!
@@ -10,6 +12,9 @@
 
 pub mod config;
 pub mod problem;
+pub mod secret;
+pub mod time;
 
 pub use config::{ConfigProblem, ServiceContext};
 pub use problem::Problem;
+pub use secret::Secret;
