@@ -61,6 +61,11 @@ pub struct Options {
     /// Write an index checkpoint after this many new events (and always on close). 0 disables
     /// periodic checkpoints. Default 1,000,000.
     pub checkpoint_every_events: u64,
+    /// Also write one when events were appended and this many seconds passed since the last
+    /// one, so that a process that is killed (not closed) never leaves a long replay behind.
+    /// 0 disables. Default 60. (An open that had to replay at least
+    /// `checkpoint_every_events / 10` events writes one right away as well.)
+    pub checkpoint_every_seconds: u64,
     /// Most bytes one group commit writes before it fsyncs, bounding latency. Default 8 MiB.
     pub group_commit_max_bytes: usize,
     /// Zero-fill the active segment a few MiB ahead of the writer in the background, so group
@@ -78,6 +83,7 @@ impl Default for Options {
             segment_size_bytes: 128 * 1024 * 1024,
             limits: Limits::default(),
             checkpoint_every_events: 1_000_000,
+            checkpoint_every_seconds: 60,
             group_commit_max_bytes: 8 * 1024 * 1024,
             preallocate: true,
             storage: std::sync::Arc::new(RealFs),

@@ -104,6 +104,8 @@ pub(crate) struct Shared {
     pub stopped: AtomicBool,
     /// Serializes checkpoint writers (they share the temporary file).
     pub checkpoint_lock: Mutex<()>,
+    /// Events the open replayed from the log (not from a checkpoint).
+    pub replayed_at_open: u64,
     pub listeners: RwLock<Vec<Listener>>,
     pub stats: Stats,
 }
@@ -190,6 +192,7 @@ impl Store {
             index: RwLock::new(index),
             stopped: AtomicBool::new(false),
             checkpoint_lock: Mutex::new(()),
+            replayed_at_open: report.replayed_events,
             listeners: RwLock::new(Vec::new()),
             stats: Stats::default(),
         });

@@ -70,6 +70,8 @@ pub struct Writer {
     unsynced: bool,
     last_sync: Instant,
     events_since_checkpoint: u64,
+    /// When the last checkpoint was started (or the store opened).
+    last_checkpoint: Instant,
     /// Answers go to the notifier thread: waking 64 appenders costs a syscall each, and the
     /// writer would rather be writing and fsyncing the next group meanwhile.
     notifier: Option<(Sender<Answers>, std::thread::JoinHandle<()>)>,
@@ -111,6 +113,7 @@ impl Writer {
             unsynced: false,
             last_sync: Instant::now(),
             events_since_checkpoint: 0,
+            last_checkpoint: Instant::now(),
             notifier: None,
             preallocator,
         }
@@ -124,6 +127,13 @@ impl Writer {
             .map(|handle| (sender, handle))
             .map_err(|e| tracing::warn!(error = %e, "no notifier thread; the writer answers"))
             .ok();
+        // After a long replay (a crash, or a stale checkpoint), checkpoint right away so that
+        // the next open does not replay it all again.
+        let replayed = self.shared.replayed_at_open;
+        let every = self.shared.options.checkpoint_every_events;
+        if every > 0 && replayed >= (every / 10).max(1) {
+            self.checkpoint_in_background();
+        }
         self.run_commands();
         if let Some(preallocator) = self.preallocator.take() {
             preallocator.stop();
@@ -565,6 +575,7 @@ impl Writer {
         )?;
         checkpoint::install(&*self.shared.options.storage, &self.shared.dir)?;
         self.events_since_checkpoint = 0;
+        self.last_checkpoint = Instant::now();
         Ok(())
     }
 
@@ -572,11 +583,21 @@ impl Writer {
     /// index read lock while it writes the file (the writer keeps writing and fsyncing, and
     /// waits only to publish), then fsyncs outside the lock.
     fn maybe_checkpoint_in_background(&mut self) {
-        let every = self.shared.options.checkpoint_every_events;
-        if every == 0 || self.events_since_checkpoint < every {
-            return;
+        let options = &self.shared.options;
+        let by_count = options.checkpoint_every_events > 0
+            && self.events_since_checkpoint >= options.checkpoint_every_events;
+        let by_time = options.checkpoint_every_seconds > 0
+            && self.events_since_checkpoint > 0
+            && self.last_checkpoint.elapsed().as_secs() >= options.checkpoint_every_seconds;
+        if by_count || by_time {
+            self.checkpoint_in_background();
         }
+    }
+
+    /// Starts a background checkpoint now (unless one is running).
+    pub fn checkpoint_in_background(&mut self) {
         self.events_since_checkpoint = 0;
+        self.last_checkpoint = Instant::now();
         let shared = Arc::clone(&self.shared);
         let spawned = std::thread::Builder::new()
             .name("eventlog-checkpoint".into())

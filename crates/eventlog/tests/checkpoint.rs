@@ -226,3 +226,37 @@ fn periodic_checkpoints_are_written_while_appending() {
     assert!(reopened.open_report().checkpoint_events >= 10);
     assert_eq!(reopened.head(), 30);
 }
+
+#[test]
+fn an_open_that_replayed_a_long_tail_checkpoints_at_once_without_waiting_for_close() {
+    let dir = common::scratch_dir();
+    build(dir.path(), "a");
+    fs::remove_file(checkpoint_path(dir.path())).unwrap();
+    let eager = Options {
+        checkpoint_every_events: 1000,
+        checkpoint_every_seconds: 0,
+        ..options()
+    };
+    // 150 replayed events >= 1000 / 10: a checkpoint is written in the background while the
+    // store stays open (as after a crash, where no close would ever write one).
+    let store = Store::open(dir.path(), eager).unwrap();
+    assert_eq!(store.open_report().replayed_events, 150);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !checkpoint_path(dir.path()).exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no checkpoint after a long replay"
+        );
+        std::thread::yield_now();
+    }
+    std::mem::forget(store); // no close-time checkpoint: only the one written at open counts
+    let copy = common::scratch_dir();
+    for entry in fs::read_dir(dir.path()).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|x| x == "seg" || x == "ckpt") {
+            fs::copy(&path, copy.path().join(path.file_name().unwrap())).unwrap();
+        }
+    }
+    let reopened = Store::open(copy.path(), options()).unwrap();
+    assert_eq!(reopened.open_report().checkpoint_events, 150);
+}

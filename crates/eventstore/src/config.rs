@@ -45,6 +45,10 @@ pub struct EventsArgs {
     /// Write an index checkpoint after this many new events (0: only on shutdown).
     #[arg(long, env = "EVENTS_CHECKPOINT_EVERY_EVENTS", default_value_t = Options::default().checkpoint_every_events)]
     pub checkpoint_every_events: u64,
+    /// Also write one when events were appended and this many seconds passed (0: never by
+    /// time), so a killed process leaves at most this much log to replay.
+    #[arg(long, env = "EVENTS_CHECKPOINT_EVERY_SECONDS", default_value_t = Options::default().checkpoint_every_seconds)]
+    pub checkpoint_every_seconds: u64,
     /// Bearer token required on every event store route (`Authorization: Bearer <token>`);
     /// unset: the event API is open.
     #[arg(long, env = "EVENTS_TOKEN", hide_env_values = true)]
@@ -64,6 +68,7 @@ impl Default for EventsArgs {
             max_stream_name_bytes: options.limits.max_stream_name_bytes,
             max_event_type_bytes: options.limits.max_event_type_bytes,
             checkpoint_every_events: options.checkpoint_every_events,
+            checkpoint_every_seconds: options.checkpoint_every_seconds,
             events_token: None,
         }
     }
@@ -80,6 +85,7 @@ impl fmt::Debug for EventsArgs {
             .field("max_stream_name_bytes", &self.max_stream_name_bytes)
             .field("max_event_type_bytes", &self.max_event_type_bytes)
             .field("checkpoint_every_events", &self.checkpoint_every_events)
+            .field("checkpoint_every_seconds", &self.checkpoint_every_seconds)
             .field(
                 "events_token",
                 &self.events_token.as_ref().map(|_| "[redacted]"),
@@ -138,6 +144,7 @@ impl EventsArgs {
                 max_event_type_bytes: self.max_event_type_bytes,
             },
             checkpoint_every_events: self.checkpoint_every_events,
+            checkpoint_every_seconds: self.checkpoint_every_seconds,
             ..Options::default()
         };
         if let Err(error) = options.validate() {
