@@ -70,9 +70,24 @@ impl<'a> AppendRequest<'a> {
             Some(b'{') => serde_json::from_slice(body)
                 .map(AppendRequest::One)
                 .map_err(bad),
-            Some(b'[') => serde_json::from_slice(body)
-                .map(AppendRequest::Batch)
-                .map_err(bad),
+            Some(b'[') => {
+                // Each element must be an object: serde would also read a struct from an array
+                // of its fields in order, which is not a shape this API accepts.
+                let elements: Vec<&'a RawValue> = serde_json::from_slice(body).map_err(bad)?;
+                elements
+                    .into_iter()
+                    .enumerate()
+                    .map(|(index, element)| {
+                        if !element.get().starts_with('{') {
+                            return Err(ApiError::BadRequest(format!(
+                                "batch element {index} must be a JSON object (an event)"
+                            )));
+                        }
+                        serde_json::from_str(element.get()).map_err(bad)
+                    })
+                    .collect::<Result<Vec<_>, _>>()
+                    .map(AppendRequest::Batch)
+            }
             _ => Err(ApiError::BadRequest(
                 "the body must be a JSON object (one event) or an array (an atomic batch)".into(),
             )),
@@ -216,6 +231,18 @@ pub use web::time::rfc3339_micros;
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn batch_elements_must_be_objects() {
+        assert!(matches!(
+            AppendRequest::parse(br#"[["00000000-0000-0000-0000-000000000001", "s", "t", 1]]"#),
+            Err(ApiError::BadRequest(detail)) if detail.contains("element 0")
+        ));
+        assert!(matches!(
+            AppendRequest::parse(br#"[{"type":"t","data":1}, 5]"#),
+            Err(ApiError::BadRequest(detail)) if detail.contains("element 1")
+        ));
+    }
 
     #[test]
     fn a_body_that_is_neither_object_nor_array_is_rejected() {
