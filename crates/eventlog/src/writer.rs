@@ -79,6 +79,9 @@ pub struct Writer {
     preallocator: Option<Arc<Preallocator>>,
 }
 
+/// Flushes with at most this many answers are answered by the writer itself.
+const ANSWER_INLINE_MAX: usize = 2;
+
 /// One flush's answers, delivered in order by the notifier thread.
 type Answers = Vec<(Done, Result<Appended>)>;
 
@@ -508,12 +511,14 @@ impl Writer {
                 Reply::Settled(done, result) => (done, result),
             })
             .collect();
+        // A few answers are cheaper to give here than to hand over: the hand-off is a wake-up
+        // itself, and at low concurrency it only adds latency.
         let answers = match &self.notifier {
-            Some((sender, _)) => match sender.send(answers) {
+            Some((sender, _)) if answers.len() > ANSWER_INLINE_MAX => match sender.send(answers) {
                 Ok(()) => return,
                 Err(std::sync::mpsc::SendError(answers)) => answers,
             },
-            None => answers,
+            _ => answers,
         };
         for (done, result) in answers {
             done(result);
