@@ -60,6 +60,22 @@ impl Server {
     }
 }
 
+impl Server {
+    /// Sends SIGTERM and asserts the server exits 0 (graceful shutdown).
+    async fn terminate(self) {
+        let mut child = self.child;
+        let status = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let exit = tokio::task::spawn_blocking(move || child.wait().unwrap())
+            .await
+            .unwrap();
+        assert!(exit.success(), "SIGTERM exits 0, got {exit:?}");
+    }
+}
+
 fn run(args: &[&str]) -> Output {
     Command::new(BIN)
         .args(args)
@@ -125,7 +141,7 @@ fn an_address_in_use_is_reported_naming_the_flag() {
 async fn a_data_dir_locked_by_a_running_server_is_reported_and_sigterm_exits_cleanly() {
     let dir = tempfile::tempdir().unwrap();
     let client = reqwest::Client::new();
-    let mut server = start(dir.path(), &[]);
+    let server = start(dir.path(), &[]);
     server.ready(&client).await;
     let output = run(&[
         "serve",
@@ -150,15 +166,7 @@ async fn a_data_dir_locked_by_a_running_server_is_reported_and_sigterm_exits_cle
         .await
         .unwrap();
     assert_eq!(response.status(), 201);
-    let status = Command::new("kill")
-        .args(["-TERM", &server.child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let exit = tokio::task::spawn_blocking(move || server.child.wait().unwrap())
-        .await
-        .unwrap();
-    assert!(exit.success(), "SIGTERM exits 0, got {exit:?}");
+    server.terminate().await;
     let verify = run(&[
         "events",
         "verify",
@@ -340,16 +348,7 @@ async fn the_accept_endpoint_is_rate_limited_per_client_address_with_no_connect_
     let second = client_from([127, 0, 0, 2]);
     assert_eq!(accept(&second).await.unwrap().status(), 404);
 
-    let mut child = server.child;
-    let status = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let exit = tokio::task::spawn_blocking(move || child.wait().unwrap())
-        .await
-        .unwrap();
-    assert!(exit.success(), "SIGTERM exits 0, got {exit:?}");
+    server.terminate().await;
     let stderr = std::fs::read_to_string(&log_path).unwrap();
     assert!(
         !stderr.contains("ConnectInfo"),
@@ -438,18 +437,7 @@ async fn a_full_disk_answers_503_keeps_reads_and_appends_resume_with_nothing_los
     acknowledged.push(placed["id"].as_str().unwrap().to_owned());
 
     // After a clean restart the log holds exactly the acknowledged events, in order.
-    let Server { mut child, .. } = server;
-    assert!(
-        Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
-            .status()
-            .unwrap()
-            .success()
-    );
-    let exit = tokio::task::spawn_blocking(move || child.wait().unwrap())
-        .await
-        .unwrap();
-    assert!(exit.success());
+    server.terminate().await;
     let server = start(&data, &[]);
     server.ready(&client).await;
     let page: serde_json::Value = client
