@@ -1,6 +1,8 @@
 //! Plumbing shared by the Logbook HTTP services.
 //!
 //! # Layout
+//! - [`auth`]: bearer tokens with scopes (`read`, `append`, `admin`, optionally per stream-name
+//!   prefix), the token file, [`auth::Access`] checks shared by every face, reloadable at run time.
 //! - [`problem`]: RFC 9457 `application/problem+json` bodies; every error answer of every
 //!   service is a [`Problem`].
 //! - [`secret`]: [`Secret`], a setting that never prints its value.
@@ -10,6 +12,7 @@
 //!
 //! This crate knows nothing of events or teams; the services depend on it, never the reverse.
 
+pub mod auth;
 pub mod config;
 pub mod problem;
 pub mod secret;
