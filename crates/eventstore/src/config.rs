@@ -12,6 +12,8 @@ use std::time::Duration;
 use eventlog::{Durability, Limits, Options};
 use web::{ConfigProblem, ServiceContext};
 
+use crate::access::AccessArgs;
+
 /// The folder under `--data-dir` that holds the event log.
 pub const EVENTS_DIR: &str = "events";
 
@@ -49,10 +51,14 @@ pub struct EventsArgs {
     /// time), so a killed process leaves at most this much log to replay.
     #[arg(long, env = "EVENTS_CHECKPOINT_EVERY_SECONDS", default_value_t = Options::default().checkpoint_every_seconds)]
     pub checkpoint_every_seconds: u64,
-    /// Bearer token required on every event store route (`Authorization: Bearer <token>`);
-    /// unset: the event API is open.
+    /// Bearer token (scope `admin`) accepted on every event store route
+    /// (`Authorization: Bearer <token>`); with neither it nor EVENTS_TOKENS_FILE the event API
+    /// is open (refused in production unless EVENTS_AUTH=none).
     #[arg(long, env = "EVENTS_TOKEN", hide_env_values = true)]
     pub events_token: Option<String>,
+    /// Token file, `EVENTS_AUTH`, subscription cap.
+    #[command(flatten)]
+    pub access: AccessArgs,
 }
 
 impl Default for EventsArgs {
@@ -70,6 +76,7 @@ impl Default for EventsArgs {
             checkpoint_every_events: options.checkpoint_every_events,
             checkpoint_every_seconds: options.checkpoint_every_seconds,
             events_token: None,
+            access: AccessArgs::default(),
         }
     }
 }
@@ -90,6 +97,7 @@ impl fmt::Debug for EventsArgs {
                 "events_token",
                 &self.events_token.as_ref().map(|_| "[redacted]"),
             )
+            .field("access", &self.access)
             .finish()
     }
 }
@@ -103,8 +111,12 @@ pub struct EventsSettings {
     pub dir: PathBuf,
     /// Engine options (durability, segment size, limits).
     pub options: Options,
-    /// The bearer token of the event API, if one is required.
+    /// The single bearer token of the event API (scope `admin`), if one is set.
     pub token: Option<Secret>,
+    /// `EVENTS_TOKENS_FILE`, re-read on SIGHUP.
+    pub tokens_file: Option<PathBuf>,
+    /// Most concurrent subscriptions.
+    pub max_subscriptions: usize,
 }
 
 impl EventsSettings {
@@ -114,6 +126,8 @@ impl EventsSettings {
             dir: dir.into(),
             options,
             token: None,
+            tokens_file: None,
+            max_subscriptions: crate::access::DEFAULT_MAX_SUBSCRIPTIONS,
         }
     }
 }
@@ -164,6 +178,7 @@ impl EventsArgs {
             Some(token) => Some(Secret::new(token.clone())),
             None => None,
         };
+        self.access.check(ctx, token.as_ref(), &mut problems);
         let dir = ctx.data_dir.join(EVENTS_DIR);
         if let Err(message) = check_store_dir(&dir) {
             problems.push(ConfigProblem::new("LOGBOOK_DATA_DIR (--data-dir)", message));
@@ -173,6 +188,8 @@ impl EventsArgs {
                 dir,
                 options,
                 token,
+                tokens_file: self.access.events_tokens_file.clone(),
+                max_subscriptions: self.access.max_subscriptions,
             })
         } else {
             Err(problems)

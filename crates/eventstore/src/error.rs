@@ -25,6 +25,12 @@ pub enum ApiError {
     /// The event API needs a bearer token and the request has none or a wrong one.
     #[error("missing or wrong bearer token")]
     Unauthorized,
+    /// The token is valid but lacks the scope (or the stream prefix) the operation needs.
+    #[error(transparent)]
+    Denied(#[from] web::auth::Denied),
+    /// Every subscription slot (`LOGBOOK_MAX_SUBSCRIPTIONS`) is taken.
+    #[error("{0} subscriptions are open, the most allowed")]
+    TooManySubscriptions(usize),
     /// The log is still being recovered.
     #[error("the event log is still opening")]
     NotReady,
@@ -47,6 +53,12 @@ impl ApiError {
             ApiError::Unauthorized => Problem::unauthorized(
                 "this route needs `Authorization: Bearer <EVENTS_TOKEN>`",
             ),
+            ApiError::Denied(denied) => denied.to_problem(),
+            ApiError::TooManySubscriptions(max) => Problem::unavailable(format!(
+                "{max} subscriptions are open, the most this server allows (LOGBOOK_MAX_SUBSCRIPTIONS); retry later"
+            ))
+            .with("max_subscriptions", *max)
+            .with_header(header::RETRY_AFTER, HeaderValue::from_static("5")),
             ApiError::NotReady => Problem::unavailable(
                 "the event log is still being recovered; retry shortly",
             )

@@ -19,6 +19,8 @@
 //! # Layout
 //! - [`config`]: [`EventsArgs`] (flags and env vars) checked into [`EventsSettings`], every
 //!   problem reported at once.
+//! - [`access`]: tokens and scopes on every route ([`web::auth`]), the production checks,
+//!   the subscription cap.
 //! - [`service`]: [`EventStoreService`]: opens the log (readiness), publishes the head to
 //!   subscribers, closes cleanly.
 //! - `routes`: the handlers and the OpenAPI document ([`openapi`]).
@@ -35,6 +37,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod access;
 pub mod config;
 pub mod error;
 pub mod metrics;

@@ -6,9 +6,9 @@ use std::time::Instant;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
-use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
-use axum::middleware::{self, Next};
+use axum::middleware;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use eventlog::ExpectedVersion;
@@ -17,6 +17,9 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{IntoParams, Modify, OpenApi};
 use uuid::Uuid;
 use web::Problem;
+use web::auth::Access;
+
+use crate::access::readable;
 
 use crate::error::ApiError;
 use crate::metrics::Route;
@@ -39,38 +42,10 @@ pub(crate) fn router(service: EventStoreService) -> Router {
         .route("/subscribe", get(subscribe::subscribe))
         .layer(DefaultBodyLimit::max(body_limit))
         .route_layer(middleware::from_fn_with_state(
-            service.clone(),
-            require_token,
+            service.authenticator(),
+            web::auth::require_access,
         ))
         .with_state(service)
-}
-
-/// With `EVENTS_TOKEN` set, every event store route needs `Authorization: Bearer <token>`.
-async fn require_token(
-    State(service): State<EventStoreService>,
-    request: Request,
-    next: Next,
-) -> Response {
-    if let Some(token) = &service.inner.settings.token {
-        let presented = request
-            .headers()
-            .get(header::AUTHORIZATION)
-            .and_then(|value| value.to_str().ok())
-            .and_then(|value| value.strip_prefix("Bearer "))
-            .unwrap_or("");
-        if !constant_time_eq(presented.as_bytes(), token.expose().as_bytes()) {
-            return ApiError::Unauthorized.into_response();
-        }
-    }
-    next.run(request).await
-}
-
-/// Compares without an early exit on the first differing byte.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 impl EventStoreService {
@@ -185,7 +160,8 @@ fn json_body(headers: &HeaderMap, body: Result<Bytes, BytesRejection>) -> Result
         (status = 201, description = "Stored and fsynced", body = AppendResponse),
         (status = 200, description = "Idempotent repeat: the original placement", body = AppendResponse),
         (status = 400, description = "Malformed event or batch", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "Missing or wrong bearer token (EVENTS_TOKEN)", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Missing or unknown bearer token (EVENTS_TOKEN, EVENTS_TOKENS_FILE)", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "The token lacks the scope (`missing_scope`) for this stream", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "The id exists with different content", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "An event or the batch is over a limit", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "Not application/json", body = Problem, content_type = "application/problem+json"),
@@ -195,11 +171,20 @@ fn json_body(headers: &HeaderMap, body: Result<Bytes, BytesRejection>) -> Result
 )]
 async fn append(
     State(service): State<EventStoreService>,
+    access: Access,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
     let started = Instant::now();
-    let result = do_append(&service, None, ExpectedVersion::Any, &headers, body).await;
+    let result = do_append(
+        &service,
+        &access,
+        None,
+        ExpectedVersion::Any,
+        &headers,
+        body,
+    )
+    .await;
     service.finish(Route::Append, started, result)
 }
 
@@ -212,7 +197,8 @@ async fn append(
         (status = 201, description = "Stored and fsynced", body = AppendResponse),
         (status = 200, description = "Idempotent repeat: the original placement", body = AppendResponse),
         (status = 400, description = "Malformed event, batch or expected_version", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "Missing or wrong bearer token (EVENTS_TOKEN)", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Missing or unknown bearer token (EVENTS_TOKEN, EVENTS_TOKENS_FILE)", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "The token lacks the scope (`missing_scope`) for this stream", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "Wrong expected version (`current_version` says the stream's version) or id conflict", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "An event or the batch is over a limit", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "Not application/json", body = Problem, content_type = "application/problem+json"),
@@ -222,6 +208,7 @@ async fn append(
 )]
 async fn append_to_stream(
     State(service): State<EventStoreService>,
+    access: Access,
     stream: Result<Path<String>, PathRejection>,
     expected: Result<Query<AppendQuery>, QueryRejection>,
     headers: HeaderMap,
@@ -231,7 +218,7 @@ async fn append_to_stream(
     let result = async {
         let stream = path(stream)?;
         let expected = parse_expected_version(query(expected)?.expected_version.as_deref())?;
-        do_append(&service, Some(&stream), expected, &headers, body).await
+        do_append(&service, &access, Some(&stream), expected, &headers, body).await
     }
     .await;
     service.finish(Route::StreamAppend, started, result)
@@ -239,6 +226,7 @@ async fn append_to_stream(
 
 async fn do_append(
     service: &EventStoreService,
+    access: &Access,
     stream: Option<&str>,
     expected: ExpectedVersion,
     headers: &HeaderMap,
@@ -262,6 +250,9 @@ async fn do_append(
             event.into_new_event(stream.unwrap_or(DEFAULT_STREAM))
         })
         .collect::<Result<Vec<_>, _>>()?;
+    for event in &events {
+        access.check_append(&event.stream)?;
+    }
     let (sender, receiver) = tokio::sync::oneshot::channel();
     store.submit(events, expected, move |result| {
         let _ = sender.send(result);
@@ -291,7 +282,8 @@ async fn do_append(
     responses(
         (status = 200, description = "The event", body = EventBody),
         (status = 400, description = "The id is not a UUID", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "Missing or wrong bearer token (EVENTS_TOKEN)", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Missing or unknown bearer token (EVENTS_TOKEN, EVENTS_TOKENS_FILE)", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "The token lacks the scope (`missing_scope`) for this stream", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No event has this id", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "The log is still opening", body = Problem, content_type = "application/problem+json"),
     ),
@@ -299,6 +291,7 @@ async fn do_append(
 )]
 async fn get_event(
     State(service): State<EventStoreService>,
+    access: Access,
     id: Result<Path<Uuid>, PathRejection>,
 ) -> Response {
     let started = Instant::now();
@@ -308,6 +301,8 @@ async fn get_event(
         // One pread of a page-cache-resident record: cheaper inline than a blocking-pool hop.
         let event = store
             .get(id)?
+            // Another prefix's event is "not found": a scoped token learns nothing of it.
+            .filter(|event| access.can_read(&event.stream))
             .ok_or_else(|| ApiError::NotFound(format!("no event has id {id}")))?;
         Ok(axum::Json(EventBody::try_from(event)?).into_response())
     })();
@@ -321,13 +316,15 @@ async fn get_event(
     responses(
         (status = 200, description = "A page of events in position order", body = LogPage),
         (status = 400, description = "A bad query parameter", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "Missing or wrong bearer token (EVENTS_TOKEN)", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Missing or unknown bearer token (EVENTS_TOKEN, EVENTS_TOKENS_FILE)", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "The token lacks the scope (`missing_scope`) for this stream", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "The log is still opening", body = Problem, content_type = "application/problem+json"),
     ),
     security((), ("events_token" = []))
 )]
 async fn read_all(
     State(service): State<EventStoreService>,
+    access: Access,
     params: Result<Query<ReadAllQuery>, QueryRejection>,
 ) -> Response {
     let started = Instant::now();
@@ -350,7 +347,8 @@ async fn read_all(
             .last()
             .map(|event| event.position)
             .filter(|&last| last + 1 < head);
-        let events = events
+        // `next` moves past events the token may not read, so paging goes on.
+        let events = readable(&access, events, |event| &event.stream)
             .into_iter()
             .map(EventBody::try_from)
             .collect::<Result<Vec<_>, _>>()?;
@@ -367,7 +365,8 @@ async fn read_all(
     responses(
         (status = 200, description = "A page of the stream's events in version order", body = StreamPage),
         (status = 400, description = "A bad query parameter", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "Missing or wrong bearer token (EVENTS_TOKEN)", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Missing or unknown bearer token (EVENTS_TOKEN, EVENTS_TOKENS_FILE)", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "The token lacks the scope (`missing_scope`) for this stream", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "The stream has no events", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "The log is still opening", body = Problem, content_type = "application/problem+json"),
     ),
@@ -375,12 +374,14 @@ async fn read_all(
 )]
 async fn read_stream(
     State(service): State<EventStoreService>,
+    access: Access,
     stream: Result<Path<String>, PathRejection>,
     params: Result<Query<ReadStreamQuery>, QueryRejection>,
 ) -> Response {
     let started = Instant::now();
     let result = async {
         let stream = path(stream)?;
+        access.check_read(&stream)?;
         let params = query(params)?;
         let limit = page_limit(params.limit)?;
         let from = params.from_version.unwrap_or(0);

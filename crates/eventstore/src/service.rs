@@ -32,6 +32,8 @@ pub(crate) struct Inner {
     pub metrics: Arc<Metrics>,
     /// Largest request body accepted, derived from the engine limits.
     pub body_limit_bytes: usize,
+    /// Tokens and subscription slots.
+    pub guard: crate::access::Guard,
 }
 
 impl EventStoreService {
@@ -42,8 +44,14 @@ impl EventStoreService {
         let body_limit_bytes = (limits.max_batch_size_bytes as usize).saturating_add(
             (limits.max_batch_events as usize).saturating_mul(JSON_OVERHEAD_PER_EVENT_BYTES),
         );
+        let guard = crate::access::Guard::new(
+            settings.token.as_ref(),
+            settings.tokens_file.clone(),
+            settings.max_subscriptions,
+        );
         EventStoreService {
             inner: Arc::new(Inner {
+                guard,
                 settings,
                 store: OnceLock::new(),
                 head: Arc::new(watch::channel(0).0),

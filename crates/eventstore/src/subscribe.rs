@@ -23,6 +23,7 @@ use serde::Deserialize;
 use tokio::sync::watch;
 use utoipa::IntoParams;
 use web::Problem;
+use web::auth::Access;
 
 use crate::error::ApiError;
 use crate::metrics::{Metrics, Route};
@@ -53,13 +54,14 @@ pub(crate) struct SubscribeQuery {
     responses(
         (status = 200, description = "An endless `text/event-stream`, one event per message", content_type = "text/event-stream", body = String),
         (status = 400, description = "A bad `after` or `Last-Event-ID`", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "Missing or wrong bearer token (EVENTS_TOKEN)", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "The log is still opening", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Missing or unknown bearer token (EVENTS_TOKEN, EVENTS_TOKENS_FILE)", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The log is still opening, or LOGBOOK_MAX_SUBSCRIPTIONS subscriptions are open", body = Problem, content_type = "application/problem+json"),
     ),
     security((), ("events_token" = []))
 )]
 pub(crate) async fn subscribe(
     State(service): State<EventStoreService>,
+    access: Access,
     headers: HeaderMap,
     params: Result<Query<SubscribeQuery>, QueryRejection>,
 ) -> Response {
@@ -83,7 +85,10 @@ pub(crate) async fn subscribe(
             }
         };
         let store = service.ready_store()?.clone();
+        let slot = service.inner.guard.subscription_slot()?;
         let cursor = Cursor {
+            access,
+            _slot: slot,
             store,
             next: after.map_or(0, |after| after.saturating_add(1)),
             buffered: VecDeque::new(),
@@ -100,6 +105,10 @@ pub(crate) async fn subscribe(
 }
 
 struct Cursor {
+    /// Events of streams it may not read are skipped (a prefix-scoped token sees only its own).
+    access: Access,
+    /// One of the LOGBOOK_MAX_SUBSCRIPTIONS slots, freed when the subscription ends.
+    _slot: tokio::sync::OwnedSemaphorePermit,
     store: Store,
     /// The next position to deliver.
     next: u64,
@@ -141,6 +150,10 @@ impl Cursor {
                 return None;
             }
             if let Some(event) = self.buffered.pop_front() {
+                if !self.access.can_read(&event.stream) {
+                    self.next = event.position + 1;
+                    continue;
+                }
                 return Some(self.message(event));
             }
             if *self.shutdown.borrow_and_update() {

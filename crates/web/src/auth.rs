@@ -206,6 +206,8 @@ impl fmt::Display for Denied {
     }
 }
 
+impl std::error::Error for Denied {}
+
 impl Denied {
     /// 403 `/problems/forbidden` with `missing_scope` (and `stream`) members.
     pub fn to_problem(&self) -> Problem {
@@ -438,6 +440,14 @@ impl Authenticator {
 
     /// The single token (scope `admin`, every stream) and/or a token file, read now.
     pub fn new(single: Option<&Secret>, file: Option<PathBuf>) -> Result<Authenticator, String> {
+        let authenticator = Authenticator::unloaded(single, file);
+        authenticator.reload()?;
+        Ok(authenticator)
+    }
+
+    /// Like [`new`](Self::new) but without reading the file yet: until a
+    /// [`reload`](Self::reload) succeeds only the single token is accepted (never an open API).
+    pub fn unloaded(single: Option<&Secret>, file: Option<PathBuf>) -> Authenticator {
         let single = single.map(|token| TokenEntry {
             principal: Arc::new(Principal {
                 name: SINGLE_TOKEN_NAME.to_owned(),
@@ -446,13 +456,12 @@ impl Authenticator {
             }),
             hash: hash_token(token.expose()),
         });
-        let authenticator = Authenticator {
+        let entries = RwLock::new(Arc::new(single.iter().cloned().collect()));
+        Authenticator {
             single,
             file,
-            entries: RwLock::new(Arc::new(Vec::new())),
-        };
-        authenticator.reload()?;
-        Ok(authenticator)
+            entries,
+        }
     }
 
     /// `true` when no token is configured: the API is open.
