@@ -32,6 +32,7 @@ use web::{ConfigProblem, Problem, ServiceContext};
 
 use crate::cli::{Environment, ServeConfig};
 use crate::listener::LimitedListener;
+use crate::server::{ServeOptions, Tls};
 
 /// Why the app did not start.
 #[derive(Debug)]
@@ -60,6 +61,8 @@ impl std::fmt::Display for StartupError {
 /// A started application, bound and ready to [`run`](App::run).
 pub struct App {
     listener: TcpListener,
+    tls: Option<Arc<Tls>>,
+    hangup: Hangup,
     local_addr: SocketAddr,
     config: ServeConfig,
     events: Option<EventStoreService>,
@@ -115,6 +118,13 @@ impl App {
             .as_ref()
             .and_then(|listener| listener.local_addr().ok())
             .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 0)));
+        if common.header_read_timeout_seconds == 0 {
+            problems.push(ConfigProblem::new(
+                "LOGBOOK_HEADER_READ_TIMEOUT_SECONDS (--header-read-timeout-seconds)",
+                "must be at least 1",
+            ));
+        }
+        let tls = check_tls(common, local_addr, &mut problems);
         let ctx = ServiceContext {
             production: common.environment == Environment::Production,
             data_dir: data_dir.clone(),
@@ -152,14 +162,24 @@ impl App {
             None => None,
         };
         let events = events_settings.map(EventStoreService::new);
+        // Registered before the caller prints "listening": from then on SIGHUP reloads
+        // instead of killing the process.
+        let hangup = Hangup::register().map_err(|e| StartupError::Other(e.into()))?;
         Ok(App {
             listener,
+            tls,
+            hangup,
             local_addr,
             config,
             events,
             teams,
             started: Instant::now(),
         })
+    }
+
+    /// `https` with --tls-cert, else `http`.
+    pub fn scheme(&self) -> &'static str {
+        if self.tls.is_some() { "https" } else { "http" }
     }
 
     /// The bound address (port 0 resolved).
@@ -181,6 +201,8 @@ impl App {
     ) -> anyhow::Result<()> {
         let App {
             listener,
+            tls,
+            hangup,
             local_addr,
             config,
             events,
@@ -251,24 +273,19 @@ impl App {
             (Some(_), None) => "events",
             _ => "teams",
         };
-        tracing::info!(addr = %local_addr, services, "listening");
-        // ConnectInfo gives handlers the peer address: the teams service rate-limits its
-        // token endpoints per client address, and without it every client shares one limit.
-        let listener = LimitedListener::new(listener, common.max_connections).with_nodelay();
-        let mut graceful_stop = stop.clone();
-        let serve = axum::serve(
-            listener,
-            router.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(async move {
-            let _ = graceful_stop.wait_for(|stop| *stop).await;
-        })
-        .into_future();
+        tracing::info!(addr = %local_addr, services, tls = tls.is_some(), "listening");
+        tokio::spawn(hangup.reload_on_signal(events.clone(), tls.clone()));
+        let listener = LimitedListener::new(listener, common.max_connections);
+        let options = ServeOptions {
+            header_read_timeout: Duration::from_secs(common.header_read_timeout_seconds),
+            tls,
+        };
+        let serve = crate::server::serve(listener, router, options, stop.clone());
         tokio::pin!(serve);
         let events_for_signal = events.clone();
         let shutdown_timeout = Duration::from_secs(common.shutdown_timeout_seconds);
         tokio::select! {
-            served = &mut serve => served?,
+            () = &mut serve => {},
             () = async {
                 tokio::select! {
                     () = shutdown => {}
@@ -295,6 +312,95 @@ impl App {
             anyhow::bail!("the event log could not be opened: {error}");
         }
         Ok(())
+    }
+}
+
+/// Checks --tls-cert/--tls-key (both or neither; readable; matching) and that production does
+/// not serve plaintext beyond loopback unless a TLS proxy is said to be in front.
+fn check_tls(
+    common: &crate::cli::CommonArgs,
+    local_addr: SocketAddr,
+    problems: &mut Vec<ConfigProblem>,
+) -> Option<Arc<Tls>> {
+    const SETTING: &str = "LOGBOOK_TLS_CERT / LOGBOOK_TLS_KEY (--tls-cert / --tls-key)";
+    let tls = match (&common.tls_cert, &common.tls_key) {
+        (Some(cert), Some(key)) => match Tls::load(cert, key) {
+            Ok(tls) => Some(Arc::new(tls)),
+            Err(message) => {
+                problems.push(ConfigProblem::new(SETTING, message));
+                None
+            }
+        },
+        (None, None) => None,
+        _ => {
+            problems.push(ConfigProblem::new(
+                SETTING,
+                "give both the certificate and its key, or neither",
+            ));
+            None
+        }
+    };
+    let production = common.environment == Environment::Production;
+    let plaintext = common.tls_cert.is_none() && common.tls_key.is_none();
+    if production && plaintext && !local_addr.ip().is_loopback() {
+        if common.behind_proxy {
+            tracing::warn!(
+                addr = %local_addr,
+                "serving plain HTTP beyond loopback: LOGBOOK_BEHIND_PROXY says a TLS proxy is in front; make sure nothing reaches this port directly"
+            );
+        } else {
+            problems.push(ConfigProblem::new(
+                SETTING,
+                format!(
+                    "production listening on {local_addr} (beyond loopback) needs TLS; give a certificate and key, or set LOGBOOK_BEHIND_PROXY=1 (--behind-proxy) when a TLS proxy is in front"
+                ),
+            ));
+        }
+    }
+    tls
+}
+
+/// SIGHUP: re-read the token file and the TLS certificate, without a restart.
+struct Hangup {
+    #[cfg(unix)]
+    signal: tokio::signal::unix::Signal,
+}
+
+impl Hangup {
+    fn register() -> std::io::Result<Hangup> {
+        Ok(Hangup {
+            #[cfg(unix)]
+            signal: tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?,
+        })
+    }
+
+    /// Reloads on every SIGHUP; a reload that fails logs why and keeps what was in force.
+    async fn reload_on_signal(self, events: Option<EventStoreService>, tls: Option<Arc<Tls>>) {
+        #[cfg(unix)]
+        {
+            let mut signal = self.signal;
+            while signal.recv().await.is_some() {
+                tracing::info!("SIGHUP: reloading the token file and the TLS certificate");
+                if let Some(events) = &events {
+                    match events.reload_tokens() {
+                        Ok(tokens) => tracing::info!(tokens, "event API tokens reloaded"),
+                        Err(error) => {
+                            tracing::error!(error = %error, "token file not reloaded; the previous tokens stay in force")
+                        }
+                    }
+                }
+                if let Some(tls) = &tls {
+                    match tls.reload() {
+                        Ok(()) => tracing::info!("TLS certificate reloaded"),
+                        Err(error) => {
+                            tracing::error!(error = %error, "TLS certificate not reloaded; the previous one stays in use")
+                        }
+                    }
+                }
+            }
+        }
+        #[cfg(not(unix))]
+        let _ = (self, events, tls);
     }
 }
 

@@ -12,6 +12,8 @@ pub const DEFAULT_ADDR: &str = "127.0.0.1:8080";
 pub const DEFAULT_REQUEST_TIMEOUT_SECONDS: u64 = 30;
 /// Default cap on open connections.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
+/// Default time a client has to send a complete request head (and finish a TLS handshake).
+pub const DEFAULT_HEADER_READ_TIMEOUT_SECONDS: u64 = 10;
 /// Default time allowed for in-flight requests to finish after SIGTERM/Ctrl-C.
 pub const DEFAULT_SHUTDOWN_TIMEOUT_SECONDS: u64 = 30;
 
@@ -32,6 +34,27 @@ pub enum Command {
     Events(EventsTool),
     /// Load generator: drive a running server over HTTP with keep-alive connections.
     Bench(crate::bench::BenchArgs),
+    /// Event API tokens (EVENTS_TOKENS_FILE).
+    #[command(subcommand)]
+    Tokens(TokensCommand),
+}
+
+/// `logbook tokens ...`.
+#[derive(Debug, Subcommand)]
+pub enum TokensCommand {
+    /// Make a new token: prints it once, and the line to add to EVENTS_TOKENS_FILE.
+    New {
+        /// Who holds the token (shown in logs; no spaces).
+        #[arg(long)]
+        name: String,
+        /// read (reads, subscriptions), append (and read) or admin (and delete, tombstone,
+        /// metadata, scavenge).
+        #[arg(long)]
+        scope: String,
+        /// Limit the token to streams whose name starts with this.
+        #[arg(long)]
+        prefix: Option<String>,
+    },
 }
 
 /// `logbook serve [events|teams] [flags]`.
@@ -124,6 +147,20 @@ pub struct CommonArgs {
     /// Longest graceful shutdown waits for in-flight requests after SIGTERM/Ctrl-C.
     #[arg(long, env = "LOGBOOK_SHUTDOWN_TIMEOUT_SECONDS", default_value_t = DEFAULT_SHUTDOWN_TIMEOUT_SECONDS)]
     pub shutdown_timeout_seconds: u64,
+    /// Longest a client may take to send a request head (and finish a TLS handshake); slower
+    /// connections, and keep-alive connections idle this long, are closed.
+    #[arg(long, env = "LOGBOOK_HEADER_READ_TIMEOUT_SECONDS", default_value_t = DEFAULT_HEADER_READ_TIMEOUT_SECONDS)]
+    pub header_read_timeout_seconds: u64,
+    /// PEM certificate chain: serve HTTPS (TLS 1.2+, ALPN h2 and http/1.1); re-read on SIGHUP.
+    #[arg(long, env = "LOGBOOK_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert; re-read on SIGHUP.
+    #[arg(long, env = "LOGBOOK_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// A TLS-terminating proxy is in front: production may listen beyond loopback without
+    /// --tls-cert.
+    #[arg(long, env = "LOGBOOK_BEHIND_PROXY", value_parser = clap::builder::BoolishValueParser::new(), default_value_t = false, num_args = 0..=1, default_missing_value = "true")]
+    pub behind_proxy: bool,
 }
 
 impl CommonArgs {
@@ -137,6 +174,10 @@ impl CommonArgs {
             request_timeout_seconds: DEFAULT_REQUEST_TIMEOUT_SECONDS,
             max_connections: DEFAULT_MAX_CONNECTIONS,
             shutdown_timeout_seconds: DEFAULT_SHUTDOWN_TIMEOUT_SECONDS,
+            header_read_timeout_seconds: DEFAULT_HEADER_READ_TIMEOUT_SECONDS,
+            tls_cert: None,
+            tls_key: None,
+            behind_proxy: false,
         }
     }
 }

@@ -5,10 +5,8 @@
 //! costing the server memory. Accepted sockets get `TCP_NODELAY`: responses are written whole,
 //! and Nagle's algorithm would only add latency.
 //!
-//! Serve it through [`LimitedListener::with_nodelay`]: the `TapIo` wrapper it returns is also
-//! what lets axum hand each request its peer address (`ConnectInfo<SocketAddr>`, which the
-//! teams rate limit needs). axum implements `Connected` for the address of any `TapIo`
-//! listener, while for a bare custom listener only its own crate could (the orphan rule).
+//! [`crate::server::serve`] accepts from it and hands each request its peer address
+//! (`ConnectInfo<SocketAddr>`, which the teams rate limit needs).
 
 use std::io;
 use std::net::SocketAddr;
@@ -17,7 +15,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use axum::serve::{Listener, ListenerExt, TapIo};
+use axum::serve::Listener;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -35,18 +33,6 @@ impl LimitedListener {
             inner,
             permits: Arc::new(Semaphore::new(max_connections)),
         }
-    }
-
-    /// The listener to serve: every accepted socket gets `TCP_NODELAY`, and the result works
-    /// with `into_make_service_with_connect_info::<SocketAddr>()`.
-    pub fn with_nodelay(self) -> TapIo<LimitedListener, fn(&mut LimitedStream)> {
-        self.tap_io(set_nodelay)
-    }
-}
-
-fn set_nodelay(stream: &mut LimitedStream) {
-    if let Err(error) = stream.stream.set_nodelay(true) {
-        tracing::debug!(error = %error, "cannot set TCP_NODELAY");
     }
 }
 
@@ -68,6 +54,9 @@ impl Listener for LimitedListener {
         loop {
             match self.inner.accept().await {
                 Ok((stream, addr)) => {
+                    if let Err(error) = stream.set_nodelay(true) {
+                        tracing::debug!(error = %error, "cannot set TCP_NODELAY");
+                    }
                     return (
                         LimitedStream {
                             stream,

@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use logbook::cli::{Cli, Command, EventsTool};
+use logbook::cli::{Cli, Command, EventsTool, TokensCommand};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -13,6 +13,11 @@ fn main() -> ExitCode {
         Command::Events(EventsTool::Repair { dir }) => logbook::tools::repair(&dir),
         Command::Events(EventsTool::Dump { dir }) => logbook::tools::dump(&dir),
         Command::Bench(args) => logbook::bench::main(args),
+        Command::Tokens(TokensCommand::New {
+            name,
+            scope,
+            prefix,
+        }) => logbook::tokens::new(&name, &scope, prefix.as_deref()),
     }
 }
 
@@ -33,11 +38,16 @@ fn serve_main(config: logbook::ServeConfig) -> ExitCode {
                 return ExitCode::from(2);
             }
         };
+        let shutdown = logbook::shutdown_signal();
         if let Some(banner) = app.dev_banner() {
             println!("{banner}");
         }
-        println!("logbook: listening on http://{}", app.local_addr());
-        match app.run(logbook::shutdown_signal()).await {
+        println!(
+            "logbook: listening on {}://{}",
+            app.scheme(),
+            app.local_addr()
+        );
+        match app.run(shutdown).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(error) => {
                 eprintln!("logbook: {error:#}");
