@@ -63,6 +63,10 @@ pub struct BenchArgs {
     /// Lets one run span server restarts.
     #[arg(long, default_value_t = 0)]
     pub reconnect_seconds: u64,
+    /// Speak HTTPS (TLS over rustls), trusting the CA certificate(s) in this PEM file; the
+    /// server name checked is the host of --addr.
+    #[arg(long)]
+    pub tls_ca: Option<PathBuf>,
     /// Write every acknowledged append (201, or 200 for an idempotent repeat) to this file as
     /// one JSON line `{"id","position","stream","data"}`, `data` exactly as sent.
     #[arg(long)]
@@ -262,7 +266,7 @@ async fn prefill(args: &BenchArgs) -> anyhow::Result<(Vec<String>, Vec<String>)>
     for worker in 0..8u64 {
         let args = args.clone();
         tasks.push(tokio::spawn(async move {
-            let mut connection = Connection::open(&args.addr).await?;
+            let mut connection = Connection::open(&args).await?;
             let mut ids = Vec::with_capacity(per_connection);
             let mut acknowledged = Vec::new();
             for n in 0..per_connection as u64 {
@@ -417,9 +421,44 @@ fn read_request(args: &BenchArgs, id: &str) -> Vec<u8> {
     .into_bytes()
 }
 
+/// A socket, plain or TLS.
+trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Io for T {}
+
+/// The TLS client set-up of `--tls-ca`, built once for every connection.
+static TLS: std::sync::OnceLock<Option<tokio_rustls::TlsConnector>> = std::sync::OnceLock::new();
+
+fn tls_connector(args: &BenchArgs) -> anyhow::Result<Option<tokio_rustls::TlsConnector>> {
+    use tokio_rustls::rustls;
+    use tokio_rustls::rustls::pki_types::CertificateDer;
+    use tokio_rustls::rustls::pki_types::pem::PemObject;
+    if let Some(connector) = TLS.get() {
+        return Ok(connector.clone());
+    }
+    let connector = match &args.tls_ca {
+        None => None,
+        Some(path) => {
+            let mut roots = rustls::RootCertStore::empty();
+            for cert in CertificateDer::pem_file_iter(path)? {
+                roots.add(cert?)?;
+            }
+            let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+            let mut config = rustls::ClientConfig::builder_with_provider(provider)
+                .with_safe_default_protocol_versions()?
+                .with_root_certificates(roots)
+                .with_no_client_auth();
+            config.alpn_protocols = vec![b"http/1.1".to_vec()];
+            Some(tokio_rustls::TlsConnector::from(std::sync::Arc::new(
+                config,
+            )))
+        }
+    };
+    Ok(TLS.get_or_init(|| connector).clone())
+}
+
 /// A keep-alive HTTP/1.1 connection sending one request at a time.
 struct Connection {
-    stream: TcpStream,
+    stream: Box<dyn Io>,
     buffer: Vec<u8>,
 }
 
@@ -428,7 +467,7 @@ impl Connection {
     async fn open_retrying(args: &BenchArgs) -> anyhow::Result<Connection> {
         let deadline = Instant::now() + Duration::from_secs(args.reconnect_seconds);
         loop {
-            match Connection::open(&args.addr).await {
+            match Connection::open(args).await {
                 Ok(connection) => return Ok(connection),
                 Err(error) if Instant::now() >= deadline => return Err(error),
                 Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
@@ -436,9 +475,21 @@ impl Connection {
         }
     }
 
-    async fn open(addr: &str) -> anyhow::Result<Connection> {
-        let stream = TcpStream::connect(addr).await?;
+    async fn open(args: &BenchArgs) -> anyhow::Result<Connection> {
+        let stream = TcpStream::connect(&args.addr).await?;
         stream.set_nodelay(true)?;
+        let stream: Box<dyn Io> = match tls_connector(args)? {
+            None => Box::new(stream),
+            Some(connector) => {
+                let host = args
+                    .addr
+                    .rsplit_once(':')
+                    .map_or(args.addr.as_str(), |(host, _)| host)
+                    .trim_matches(['[', ']']);
+                let name = tokio_rustls::rustls::pki_types::ServerName::try_from(host.to_owned())?;
+                Box::new(connector.connect(name, stream).await?)
+            }
+        };
         Ok(Connection {
             stream,
             buffer: Vec::with_capacity(8192),
@@ -448,6 +499,8 @@ impl Connection {
     /// Sends `request` and returns the status and body of the response.
     async fn send(&mut self, request: &[u8]) -> anyhow::Result<(u16, Vec<u8>)> {
         self.stream.write_all(request).await?;
+        // TLS buffers what is written; a flush sends it (a no-op on a plain socket).
+        self.stream.flush().await?;
         self.buffer.clear();
         let head_end = loop {
             if let Some(at) = find(&self.buffer, b"\r\n\r\n") {
