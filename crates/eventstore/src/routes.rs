@@ -20,7 +20,6 @@ use web::Problem;
 use web::auth::Access;
 
 use crate::access::readable;
-
 use crate::error::ApiError;
 use crate::metrics::Route;
 use crate::model::{
@@ -420,7 +419,7 @@ impl Modify for BearerSecurity {
             SecurityScheme::Http(
                 HttpBuilder::new()
                     .scheme(HttpAuthScheme::Bearer)
-                    .description(Some("EVENTS_TOKEN; only required when the server sets one"))
+                    .description(Some("EVENTS_TOKEN or a token of EVENTS_TOKENS_FILE; required when the server sets either (always in production, unless EVENTS_AUTH=none)"))
                     .build(),
             ),
         );

@@ -455,7 +455,11 @@ async fn https_serves_h2_and_http1_with_hsts_and_sighup_swaps_the_certificate_in
         "new handshakes no longer use the old certificate"
     );
     assert!(server.stderr().contains("TLS certificate reloaded"));
-    server.terminate();
+    // Off the runtime thread: the HTTP/2 client must keep running to answer the server's
+    // graceful GOAWAY/PING, or the shutdown waits for its timeout.
+    tokio::task::spawn_blocking(move || server.terminate())
+        .await
+        .unwrap();
 }
 
 #[test]
