@@ -121,6 +121,31 @@ impl Index {
         self.streams.get(stream).map(Vec::as_slice)
     }
 
+    /// Forgets every event from position `len` on, and sets the last segment's visible length
+    /// (the writer cutting off what a failed fsync may never make durable). O(events): the id
+    /// table is rebuilt.
+    pub fn truncate(&mut self, len: u64, last_visible_len: u64) {
+        if len < self.len() {
+            self.ids.truncate(len as usize);
+            self.offsets.truncate(len as usize);
+            let mut table = IdTable {
+                seed: self.table.seed,
+                ..IdTable::default()
+            };
+            for (position, id) in self.ids.iter().enumerate() {
+                table.insert(id, position as u64, &self.ids[..=position]);
+            }
+            self.table = table;
+            self.streams.retain(|_, positions| {
+                positions.truncate(positions.partition_point(|&p| p < len));
+                !positions.is_empty()
+            });
+        }
+        if let Some(last) = self.segments.last_mut() {
+            last.visible_len = last_visible_len;
+        }
+    }
+
     /// The `number`-th stream in creation order.
     pub fn stream_at(&self, number: usize) -> Option<(&str, &[u64])> {
         self.streams

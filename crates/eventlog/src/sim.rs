@@ -44,14 +44,167 @@ enum Op {
     SetLen(u64),
 }
 
+/// A change not yet durable.
+#[derive(Debug, Clone)]
+struct Change {
+    op: Op,
+    /// A failed fsync dropped it: it reaches the disk only along with a later change to the
+    /// same page (writeback writes whole pages, and reads still see it).
+    dropped: bool,
+}
+
+impl Node {
+    /// Records a change; writes are split at page boundaries.
+    fn push(&mut self, op: Op) {
+        apply(&mut self.data, &op);
+        match op {
+            Op::SetLen(_) => self.unsynced.push(Change { op, dropped: false }),
+            Op::Write { offset, bytes } => {
+                let mut at = 0usize;
+                while at < bytes.len() {
+                    let start = offset + at as u64;
+                    let end = (at + ((start / PAGE_BYTES + 1) * PAGE_BYTES - start) as usize)
+                        .min(bytes.len());
+                    self.unsynced.push(Change {
+                        op: Op::Write {
+                            offset: start,
+                            bytes: bytes[at..end].to_vec(),
+                        },
+                        dropped: false,
+                    });
+                    at = end;
+                }
+            }
+        }
+    }
+}
+
+fn page_of(op: &Op) -> Option<u64> {
+    match op {
+        Op::Write { offset, .. } => Some(offset / PAGE_BYTES),
+        Op::SetLen(_) => None,
+    }
+}
+
+/// Applies to `durable` the live changes `keep` chooses (with how many bytes of a write:
+/// fewer tear it), each page's dropped changes before it coming along; returns which
+/// changes were applied.
+fn persist(
+    durable: &mut Vec<u8>,
+    changes: &[Change],
+    keep: &mut dyn FnMut(usize, &Change) -> Option<usize>,
+) -> Vec<bool> {
+    let mut applied = vec![false; changes.len()];
+    for (i, change) in changes.iter().enumerate() {
+        if change.dropped {
+            continue;
+        }
+        let Some(kept) = keep(i, change) else {
+            continue;
+        };
+        if let Some(page) = page_of(&change.op) {
+            for j in 0..i {
+                let Op::Write { offset, bytes } = &changes[j].op else {
+                    continue;
+                };
+                if applied[j] || !changes[j].dropped || page_of(&changes[j].op) != Some(page) {
+                    continue;
+                }
+                // As the page was at change `i`: a truncation in between took bytes past it.
+                let clip = changes[j + 1..i]
+                    .iter()
+                    .filter_map(|c| match c.op {
+                        Op::SetLen(len) => Some(len),
+                        Op::Write { .. } => None,
+                    })
+                    .min()
+                    .map_or(bytes.len(), |len| len.saturating_sub(*offset) as usize);
+                apply(
+                    durable,
+                    &Op::Write {
+                        offset: *offset,
+                        bytes: bytes[..clip.min(bytes.len())].to_vec(),
+                    },
+                );
+                applied[j] = true;
+            }
+        }
+        match &change.op {
+            Op::Write { offset, bytes } => apply(
+                durable,
+                &Op::Write {
+                    offset: *offset,
+                    bytes: bytes[..kept.min(bytes.len())].to_vec(),
+                },
+            ),
+            op => apply(durable, op),
+        }
+        applied[i] = true;
+    }
+    applied
+}
+
+/// A chooser for [`persist`]: each page reaches the disk as it was at some moment (its
+/// changes up to a random point, in order), pages independently; a size change lands or not.
+fn pages_at_random_moments(
+    changes: &[Change],
+    seed: &mut u64,
+) -> impl FnMut(usize, &Change) -> Option<usize> + use<> {
+    let mut live_on_page: HashMap<u64, usize> = HashMap::new();
+    let mut rank = vec![0usize; changes.len()];
+    for (i, change) in changes.iter().enumerate() {
+        if let (false, Some(page)) = (change.dropped, page_of(&change.op)) {
+            let count = live_on_page.entry(page).or_default();
+            rank[i] = *count;
+            *count += 1;
+        }
+    }
+    let mut pages: Vec<(u64, usize)> = live_on_page.into_iter().collect();
+    pages.sort_unstable();
+    let cutoffs: HashMap<u64, usize> = pages
+        .into_iter()
+        .map(|(page, count)| (page, (next_random(seed) % (count as u64 + 1)) as usize))
+        .collect();
+    let mut coin = next_random(seed);
+    move |i, change| match page_of(&change.op) {
+        Some(page) => (rank[i] < cutoffs[&page]).then_some(usize::MAX),
+        None => {
+            coin = next_random(&mut coin);
+            coin.is_multiple_of(2).then_some(usize::MAX)
+        }
+    }
+}
+
+/// A chooser for [`persist`]: an in-order prefix of at most `budget` written bytes, the last
+/// write torn.
+fn in_order_prefix(mut budget: u64) -> impl FnMut(usize, &Change) -> Option<usize> {
+    let mut exhausted = false;
+    move |_, change| {
+        if exhausted {
+            return None;
+        }
+        match &change.op {
+            Op::SetLen(_) => Some(0),
+            Op::Write { bytes, .. } => {
+                let kept = (bytes.len() as u64).min(budget) as usize;
+                budget -= kept as u64;
+                if kept < bytes.len() {
+                    exhausted = true;
+                }
+                (kept > 0).then_some(kept)
+            }
+        }
+    }
+}
+
 #[derive(Debug, Clone, Default)]
 struct Node {
     /// What reads see.
     data: Vec<u8>,
     /// What survives a power cut for sure.
     durable: Vec<u8>,
-    /// Changes since the last sync, in order.
-    unsynced: Vec<Op>,
+    /// Changes not yet durable, in order, writes split at page boundaries.
+    unsynced: Vec<Change>,
     /// Failed syncs so far. Like Linux's errseq, every open file description that has not
     /// yet seen an error gets it from its next sync.
     errors: u64,
@@ -153,7 +306,7 @@ impl State {
             next_inode: 0,
             locked: BTreeSet::new(),
             faults: Faults::default(),
-            rng: seed | 1,
+            rng: mix(seed),
             base: Instant::now(),
             clock: Duration::ZERO,
             syncs: 0,
@@ -232,75 +385,20 @@ fn apply(bytes: &mut Vec<u8>, op: &Op) {
     }
 }
 
+/// Spreads a small seed over all bits (splitmix64), so that xorshift starts well.
+fn mix(seed: u64) -> u64 {
+    let mut z = seed.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    (z ^ (z >> 31)) | 1
+}
+
 /// A xorshift generator: deterministic from a seed.
 fn next_random(seed: &mut u64) -> u64 {
     *seed ^= *seed << 13;
     *seed ^= *seed >> 7;
     *seed ^= *seed << 17;
     *seed
-}
-
-/// Applies a random subset of `ops` to `bytes`, page by page, in their order.
-fn apply_subset(bytes: &mut Vec<u8>, ops: &[Op], seed: &mut u64) {
-    for op in ops {
-        match op {
-            Op::SetLen(_) => {
-                if next_random(seed).is_multiple_of(2) {
-                    apply(bytes, op);
-                }
-            }
-            Op::Write {
-                offset,
-                bytes: written,
-            } => {
-                let mut at = 0usize;
-                while at < written.len() {
-                    let start = *offset + at as u64;
-                    let page_end = (start / PAGE_BYTES + 1) * PAGE_BYTES;
-                    let end = (at + (page_end - start) as usize).min(written.len());
-                    if next_random(seed).is_multiple_of(2) {
-                        apply(
-                            bytes,
-                            &Op::Write {
-                                offset: start,
-                                bytes: written[at..end].to_vec(),
-                            },
-                        );
-                    }
-                    at = end;
-                }
-            }
-        }
-    }
-}
-
-/// An in-order prefix of `ops` holding at most `budget` written bytes, the last write torn.
-fn apply_prefix(bytes: &mut Vec<u8>, ops: &[Op], mut budget: u64) {
-    for op in ops {
-        match op {
-            Op::SetLen(_) => apply(bytes, op),
-            Op::Write {
-                offset,
-                bytes: written,
-            } => {
-                let kept = (written.len() as u64).min(budget) as usize;
-                if kept == 0 {
-                    break;
-                }
-                apply(
-                    bytes,
-                    &Op::Write {
-                        offset: *offset,
-                        bytes: written[..kept].to_vec(),
-                    },
-                );
-                budget -= kept as u64;
-                if kept < written.len() {
-                    break;
-                }
-            }
-        }
-    }
 }
 
 impl SimFs {
@@ -397,7 +495,7 @@ impl SimFs {
 
     fn cut_power(&self, seed: Option<u64>) {
         let tear = seed.is_some();
-        let mut seed = seed.unwrap_or(0) | 1;
+        let mut seed = mix(seed.unwrap_or(0));
         let mut state = self.lock();
         state.generation += 1;
         // A directory survives when it and all its ancestors were made durable.
@@ -427,21 +525,27 @@ impl SimFs {
             let total: u64 = node
                 .unsynced
                 .iter()
-                .map(|op| match op {
-                    Op::Write { bytes, .. } => bytes.len() as u64,
-                    Op::SetLen(_) => 0,
+                .map(|change| match &change.op {
+                    Op::Write { bytes, .. } if !change.dropped => bytes.len() as u64,
+                    _ => 0,
                 })
                 .sum();
             let mut survived = node.durable.clone();
+            let changes = &node.unsynced;
             match next_random(&mut seed) % 5 {
                 _ if !tear => {}
                 0 => {}
-                1 => apply_prefix(&mut survived, &node.unsynced, total),
+                1 => {
+                    persist(&mut survived, changes, &mut in_order_prefix(total));
+                }
                 2 | 3 => {
                     let budget = next_random(&mut seed) % (total + 1);
-                    apply_prefix(&mut survived, &node.unsynced, budget);
+                    persist(&mut survived, changes, &mut in_order_prefix(budget));
                 }
-                _ => apply_subset(&mut survived, &node.unsynced, &mut seed),
+                _ => {
+                    let mut keep = pages_at_random_moments(changes, &mut seed);
+                    persist(&mut survived, changes, &mut keep);
+                }
             }
             node.data = survived.clone();
             node.durable = survived;
@@ -542,7 +646,17 @@ impl SimFile {
         let mut seed = state.rng;
         let node = self.node(state)?;
         let unsynced = std::mem::take(&mut node.unsynced);
-        apply_subset(&mut node.durable, &unsynced, &mut seed);
+        let mut keep = pages_at_random_moments(&unsynced, &mut seed);
+        let applied = persist(&mut node.durable, &unsynced, &mut keep);
+        node.unsynced = unsynced
+            .into_iter()
+            .zip(applied)
+            .filter(|(_, applied)| !applied)
+            .map(|(change, _)| Change {
+                dropped: true,
+                ..change
+            })
+            .collect();
         node.errors += 1;
         self.seen_errors.store(node.errors, SeqCst);
         state.rng = seed;
@@ -576,12 +690,10 @@ impl VfsFile for SimFile {
         };
         state.writes += 1;
         let node = self.node(&mut state)?;
-        let op = Op::Write {
+        node.push(Op::Write {
             offset,
             bytes: buf[..len].to_vec(),
-        };
-        apply(&mut node.data, &op);
-        node.unsynced.push(op);
+        });
         Ok(len)
     }
 
@@ -596,17 +708,24 @@ impl VfsFile for SimFile {
             let code = e.raw_os_error().unwrap_or(EIO);
             return self.fail_sync(&mut state, code);
         }
+        // Dirty pages are written back either way; an error met since this description last
+        // synced (by any description: Linux's errseq) is reported after.
         let errors = self.node(&mut state)?.errors;
-        if self.seen_errors.swap(errors, SeqCst) < errors {
-            return Err(error(EIO));
-        }
+        let unseen_error = self.seen_errors.swap(errors, SeqCst) < errors;
         state.syncs += 1;
         let node = self.node(&mut state)?;
-        let mut durable = std::mem::take(&mut node.durable);
-        for op in node.unsynced.drain(..) {
-            apply(&mut durable, &op);
+        let unsynced = std::mem::take(&mut node.unsynced);
+        let applied = persist(&mut node.durable, &unsynced, &mut |_, _| Some(usize::MAX));
+        // What stays: dropped changes on pages nothing later touched.
+        node.unsynced = unsynced
+            .into_iter()
+            .zip(applied)
+            .filter(|(_, applied)| !applied)
+            .map(|(change, _)| change)
+            .collect();
+        if unseen_error {
+            return Err(error(EIO));
         }
-        node.durable = durable;
         Ok(())
     }
 
@@ -616,10 +735,7 @@ impl VfsFile for SimFile {
         if len > current {
             state.fault(Call::SetLen)?;
         }
-        let node = self.node(&mut state)?;
-        let op = Op::SetLen(len);
-        apply(&mut node.data, &op);
-        node.unsynced.push(op);
+        self.node(&mut state)?.push(Op::SetLen(len));
         Ok(())
     }
 
@@ -701,9 +817,7 @@ impl Vfs for SimFs {
         let inode = match state.names.get(path) {
             Some(&inode) => {
                 let node = state.nodes.get_mut(&inode).expect("named node");
-                let op = Op::SetLen(0);
-                apply(&mut node.data, &op);
-                node.unsynced.push(op);
+                node.push(Op::SetLen(0));
                 inode
             }
             None => self.create(&mut state, path)?,

@@ -70,6 +70,11 @@ pub struct Writer {
     len: u64,
     /// Whether bytes were written since the last fsync (only outside `Durability::Fsync`).
     unsynced: bool,
+    /// Bytes of the active segment, and events of the log, known durable: what a failed
+    /// fsync cuts the log back to (outside `Durability::Fsync` acknowledged bytes may be
+    /// unsynced, and after a failed fsync they may never reach the disk).
+    synced_len: u64,
+    synced_events: u64,
     last_sync: Instant,
     events_since_checkpoint: u64,
     /// When the last checkpoint was started (or the store opened).
@@ -115,11 +120,14 @@ impl Writer {
         len: u64,
         preallocator: Option<Arc<Preallocator>>,
     ) -> Self {
+        let synced_events = shared.index.read().expect("index lock").len();
         Writer {
             receiver,
             file,
             len,
             unsynced: false,
+            synced_len: len,
+            synced_events,
             last_sync: shared.options.storage.now(),
             events_since_checkpoint: 0,
             last_checkpoint: shared.options.storage.now(),
@@ -154,13 +162,43 @@ impl Writer {
                 self.unsynced = false;
                 self.last_sync = self.now();
                 self.shared.stats.fsyncs.fetch_add(1, Ordering::Relaxed);
+                self.synced_len = self.len;
+                self.synced_events = self.shared.index.read().expect("index lock").len();
                 Ok(())
             }
             Err(e) => {
                 self.stop_after_fsync_failure(&e);
+                self.cut_unsynced();
                 Err(Error::WriterStopped)
             }
         }
+    }
+
+    /// After a failed fsync: cuts the log back to what is known durable, in the file and in
+    /// the index. The kernel may have dropped the rest's dirty pages while reads still see
+    /// them; a later process must not build on bytes that will never reach the disk.
+    fn cut_unsynced(&mut self) {
+        if self.len <= self.synced_len {
+            return;
+        }
+        tracing::error!(
+            bytes = self.len - self.synced_len,
+            events = self.shared.index.read().expect("index lock").len() - self.synced_events,
+            "cutting off acknowledged but unsynced events after the failed fsync"
+        );
+        if let Err(e) = self.file.set_len(self.synced_len) {
+            tracing::error!(error = %e, "could not cut off the unsynced part of the log");
+        }
+        if let Some(preallocator) = &self.preallocator {
+            preallocator.truncated(self.synced_len);
+        }
+        self.shared
+            .index
+            .write()
+            .expect("index lock")
+            .truncate(self.synced_events, self.synced_len);
+        self.len = self.synced_len;
+        self.unsynced = false;
     }
 
     pub fn run(mut self) {
@@ -488,13 +526,10 @@ impl Writer {
                     tracing::error!(error = %cut, "could not cut off a failed write");
                     self.shared.stopped.store(true, Ordering::SeqCst);
                 }
-                Ok(()) => match self.file.sync_data() {
-                    Ok(()) => {
-                        self.unsynced = false;
-                        self.last_sync = self.now();
-                    }
-                    Err(sync) => self.stop_after_fsync_failure(&sync),
-                },
+                Ok(()) => {
+                    self.unsynced = true;
+                    let _ = self.sync_now();
+                }
             }
             if let Some(preallocator) = &self.preallocator {
                 preallocator.truncated(self.len);
@@ -506,6 +541,7 @@ impl Writer {
             return;
         }
         let mut fsync = None;
+        let mut synced = false;
         match self.shared.options.durability {
             Durability::Fsync => {
                 let fsync_started = Instant::now();
@@ -525,15 +561,21 @@ impl Writer {
                     return;
                 }
                 fsync = Some(fsync_started.elapsed());
+                synced = true;
                 self.shared.stats.fsyncs.fetch_add(1, Ordering::Relaxed);
             }
             Durability::Interval { every } => {
                 self.unsynced = true;
-                if self.interval_due(every) && self.sync_now().is_err() {
-                    // The failed fsync covered this flush: it is not acknowledged, nor
-                    // published (the writer stopped; the next open reads what the disk has).
-                    self.answer(flush.replies, Some(&|| Error::WriterStopped));
-                    return;
+                if self.interval_due(every) {
+                    if self.sync_now().is_err() {
+                        // The failed fsync covered this flush: it is not acknowledged, nor
+                        // published, and cut off with the rest of the unsynced log.
+                        self.len += flush.buf.len() as u64;
+                        self.cut_unsynced();
+                        self.answer(flush.replies, Some(&|| Error::WriterStopped));
+                        return;
+                    }
+                    synced = true;
                 }
             }
             Durability::Never => self.unsynced = true,
@@ -555,6 +597,10 @@ impl Writer {
                 .visible_len = self.len;
             index.len()
         };
+        if synced {
+            self.synced_len = self.len;
+            self.synced_events = head;
+        }
         self.events_since_checkpoint += events;
         self.shared
             .stats
@@ -667,6 +713,8 @@ impl Writer {
             });
         self.file = file;
         self.len = SEGMENT_HEADER_LEN;
+        self.synced_len = SEGMENT_HEADER_LEN;
+        self.synced_events = first_position;
         Ok(())
     }
 
