@@ -338,6 +338,8 @@ impl State {
 #[derive(Debug, Default)]
 struct GateState {
     held: bool,
+    /// Calls on this path only are held.
+    held_path: Option<PathBuf>,
     waiting: usize,
 }
 
@@ -353,6 +355,8 @@ struct Gate {
 pub struct SimFs {
     state: Arc<Mutex<State>>,
     gate: Arc<Gate>,
+    /// See [`Vfs::deterministic`]; `false` only for tests of the engine's own threads.
+    deterministic: bool,
 }
 
 impl Default for SimFs {
@@ -411,6 +415,16 @@ impl SimFs {
         SimFs {
             state: Arc::new(Mutex::new(State::new(seed))),
             gate: Arc::default(),
+            deterministic: true,
+        }
+    }
+
+    /// A disk on which the engine runs its background work (preallocation, periodic
+    /// checkpoints) on threads of their own, as on a real disk: for tests of those threads.
+    pub fn threaded() -> SimFs {
+        SimFs {
+            deterministic: false,
+            ..SimFs::seeded(1)
         }
     }
 
@@ -418,10 +432,11 @@ impl SimFs {
         self.state.lock().expect("sim state lock")
     }
 
-    /// Waits while the gate is held, then locks the state (every engine call goes through).
-    fn enter(&self) -> MutexGuard<'_, State> {
+    /// Waits while the gate is held (for `path`), then locks the state (every engine call
+    /// goes through).
+    fn enter(&self, path: &Path) -> MutexGuard<'_, State> {
         let mut gate = self.gate.state.lock().expect("gate lock");
-        while gate.held {
+        while gate.held || gate.held_path.as_deref() == Some(path) {
             gate.waiting += 1;
             self.gate.changed.notify_all();
             gate = self.gate.changed.wait(gate).expect("gate lock");
@@ -436,9 +451,17 @@ impl SimFs {
         self.gate.state.lock().expect("gate lock").held = true;
     }
 
+    /// Holds every later call on `path` (by name, or on a file opened under that name).
+    pub fn hold_path(&self, path: &Path) {
+        self.gate.state.lock().expect("gate lock").held_path = Some(path.to_path_buf());
+    }
+
     /// Lets held calls go on.
     pub fn release(&self) {
-        self.gate.state.lock().expect("gate lock").held = false;
+        let mut gate = self.gate.state.lock().expect("gate lock");
+        gate.held = false;
+        gate.held_path = None;
+        drop(gate);
         self.gate.changed.notify_all();
     }
 
@@ -597,12 +620,14 @@ impl SimFs {
                 failed_calls: 0,
             })),
             gate: Arc::default(),
+            deterministic: self.deterministic,
         }
     }
 
-    fn handle(&self, state: &State, inode: u64) -> FileHandle {
+    fn handle(&self, state: &State, inode: u64, path: &Path) -> FileHandle {
         Arc::new(SimFile {
             fs: self.clone(),
+            path: path.to_path_buf(),
             inode,
             generation: state.generation,
             seen_errors: std::sync::atomic::AtomicU64::new(state.nodes[&inode].errors),
@@ -625,6 +650,7 @@ impl SimFs {
 #[derive(Debug)]
 struct SimFile {
     fs: SimFs,
+    path: PathBuf,
     inode: u64,
     generation: u64,
     /// Failed syncs of the node this description has been told about.
@@ -666,7 +692,7 @@ impl SimFile {
 
 impl VfsFile for SimFile {
     fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
-        let mut state = self.fs.enter();
+        let mut state = self.fs.enter(&self.path);
         let node = self.node(&mut state)?;
         let start = (offset as usize).min(node.data.len());
         let n = buf.len().min(node.data.len() - start);
@@ -675,7 +701,7 @@ impl VfsFile for SimFile {
     }
 
     fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<usize> {
-        let mut state = self.fs.enter();
+        let mut state = self.fs.enter(&self.path);
         self.node(&mut state)?;
         let len = match state.faults.short_next_write.take() {
             Some(short) => short.min(buf.len()),
@@ -698,7 +724,7 @@ impl VfsFile for SimFile {
     }
 
     fn sync_data(&self) -> io::Result<()> {
-        let mut state = self.fs.enter();
+        let mut state = self.fs.enter(&self.path);
         self.node(&mut state)?;
         use std::sync::atomic::Ordering::SeqCst;
         if std::mem::take(&mut state.faults.fail_next_sync) {
@@ -730,7 +756,7 @@ impl VfsFile for SimFile {
     }
 
     fn set_len(&self, len: u64) -> io::Result<()> {
-        let mut state = self.fs.enter();
+        let mut state = self.fs.enter(&self.path);
         let current = self.node(&mut state)?.data.len() as u64;
         if len > current {
             state.fault(Call::SetLen)?;
@@ -740,7 +766,7 @@ impl VfsFile for SimFile {
     }
 
     fn len(&self) -> io::Result<u64> {
-        let mut state = self.fs.enter();
+        let mut state = self.fs.enter(&self.path);
         Ok(self.node(&mut state)?.data.len() as u64)
     }
 }
@@ -762,7 +788,7 @@ impl Drop for SimLock {
 
 impl Vfs for SimFs {
     fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
-        let mut state = self.enter();
+        let mut state = self.enter(dir);
         if state.dirs.contains(dir) {
             return Ok(());
         }
@@ -774,11 +800,11 @@ impl Vfs for SimFs {
     }
 
     fn is_dir(&self, dir: &Path) -> bool {
-        self.enter().dirs.contains(dir)
+        self.enter(dir).dirs.contains(dir)
     }
 
     fn list(&self, dir: &Path) -> io::Result<Vec<String>> {
-        let mut state = self.enter();
+        let mut state = self.enter(dir);
         state.fault(Call::List)?;
         if !state.dirs.contains(dir) {
             return Err(io::Error::from(io::ErrorKind::NotFound));
@@ -792,27 +818,27 @@ impl Vfs for SimFs {
     }
 
     fn open(&self, path: &Path, _write: bool) -> io::Result<FileHandle> {
-        let mut state = self.enter();
+        let mut state = self.enter(path);
         state.fault(Call::Open)?;
         let inode = *state
             .names
             .get(path)
             .ok_or_else(|| io::Error::from(io::ErrorKind::NotFound))?;
-        Ok(self.handle(&state, inode))
+        Ok(self.handle(&state, inode, path))
     }
 
     fn create_new(&self, path: &Path) -> io::Result<FileHandle> {
-        let mut state = self.enter();
+        let mut state = self.enter(path);
         state.fault(Call::CreateNew)?;
         if state.names.contains_key(path) {
             return Err(io::Error::from(io::ErrorKind::AlreadyExists));
         }
         let inode = self.create(&mut state, path)?;
-        Ok(self.handle(&state, inode))
+        Ok(self.handle(&state, inode, path))
     }
 
     fn create_truncate(&self, path: &Path) -> io::Result<FileHandle> {
-        let mut state = self.enter();
+        let mut state = self.enter(path);
         state.fault(Call::CreateTruncate)?;
         let inode = match state.names.get(path) {
             Some(&inode) => {
@@ -822,11 +848,11 @@ impl Vfs for SimFs {
             }
             None => self.create(&mut state, path)?,
         };
-        Ok(self.handle(&state, inode))
+        Ok(self.handle(&state, inode, path))
     }
 
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
-        let mut state = self.enter();
+        let mut state = self.enter(from);
         state.fault(Call::Rename)?;
         let inode = state
             .names
@@ -837,7 +863,7 @@ impl Vfs for SimFs {
     }
 
     fn remove(&self, path: &Path) -> io::Result<()> {
-        let mut state = self.enter();
+        let mut state = self.enter(path);
         state
             .names
             .remove(path)
@@ -846,7 +872,7 @@ impl Vfs for SimFs {
     }
 
     fn sync_dir(&self, dir: &Path) -> io::Result<()> {
-        let mut state = self.enter();
+        let mut state = self.enter(dir);
         state.fault(Call::SyncDir)?;
         if !state.dirs.contains(dir) {
             return Err(io::Error::from(io::ErrorKind::NotFound));
@@ -866,7 +892,7 @@ impl Vfs for SimFs {
     }
 
     fn lock(&self, dir: &Path) -> Result<Box<dyn Send + Sync>, LockError> {
-        let mut state = self.enter();
+        let mut state = self.enter(dir);
         state.fault(Call::Lock).map_err(LockError::Io)?;
         if !state.locked.insert(dir.to_path_buf()) {
             return Err(LockError::Held);
@@ -884,7 +910,7 @@ impl Vfs for SimFs {
     }
 
     fn deterministic(&self) -> bool {
-        true
+        self.deterministic
     }
 }
 
