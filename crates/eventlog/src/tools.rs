@@ -188,7 +188,7 @@ pub struct RepairReport {
 
 impl fmt::Display for RepairReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.moved.is_empty() && self.headers_rewritten.is_empty() {
+        if self.moved.is_empty() && self.headers_rewritten.is_empty() && !self.checkpoint_removed {
             return writeln!(f, "nothing to repair: {} events, no damage", self.events);
         }
         for (segment, old) in &self.headers_rewritten {
@@ -251,6 +251,10 @@ pub fn repair_on(vfs: &dyn Vfs, dir: &Path) -> Result<RepairReport> {
         headers_rewritten.push((path, old));
         scan = scan_log(vfs, &segments, None)?;
     }
+    // What open refuses because the checkpoint proves acknowledged events are damaged or
+    // missing, repair cuts too (and removes the checkpoint): the explicit way to accept it.
+    let loaded = checkpoint::load(vfs, dir, &segments);
+    apply_claim(&mut scan, loaded.claim.as_ref());
     let mut report = RepairReport {
         events: scan.index.len(),
         moved: Vec::new(),
@@ -258,11 +262,15 @@ pub fn repair_on(vfs: &dyn Vfs, dir: &Path) -> Result<RepairReport> {
         checkpoint_removed: false,
     };
     let Some(damage) = scan.damage else {
-        remove_checkpoint(vfs, dir, &mut report)?;
+        remove_checkpoint(vfs, dir, &mut report, false)?;
         return Ok(report);
     };
+    let claimed_loss = damage.offset >= damage.file_len;
     let path = &damage.path;
-    if damage.offset < SEGMENT_HEADER_LEN {
+    if claimed_loss {
+        // Nothing to cut: the checkpoint says more than the log holds; removing it (below) is
+        // the repair.
+    } else if damage.offset < SEGMENT_HEADER_LEN {
         let to = aside_name(path);
         vfs.rename(path, &to).map_err(|e| Error::io(path, e))?;
         report.moved.push(Moved {
@@ -296,7 +304,7 @@ pub fn repair_on(vfs: &dyn Vfs, dir: &Path) -> Result<RepairReport> {
             to,
         });
     }
-    remove_checkpoint(vfs, dir, &mut report)?;
+    remove_checkpoint(vfs, dir, &mut report, true)?;
     for moved in &report.moved {
         tracing::warn!(
             from = %moved.from.display(),
@@ -310,8 +318,13 @@ pub fn repair_on(vfs: &dyn Vfs, dir: &Path) -> Result<RepairReport> {
 }
 
 /// Removes the checkpoint (it is rebuilt on open) and fsyncs the directory.
-fn remove_checkpoint(vfs: &dyn Vfs, dir: &Path, report: &mut RepairReport) -> Result<()> {
-    if report.moved.is_empty() && report.headers_rewritten.is_empty() {
+fn remove_checkpoint(
+    vfs: &dyn Vfs,
+    dir: &Path,
+    report: &mut RepairReport,
+    damaged: bool,
+) -> Result<()> {
+    if !damaged && report.moved.is_empty() && report.headers_rewritten.is_empty() {
         return Ok(());
     }
     let checkpoint = checkpoint::checkpoint_path(dir);

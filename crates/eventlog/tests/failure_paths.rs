@@ -348,7 +348,7 @@ fn damage_in_bytes_a_checkpoint_covers_fails_open_instead_of_shortening_the_log(
     let last = bytes.len() - 10;
     bytes[last] ^= 0x20; // inside the last event's data
     fs.overwrite(&segment, &bytes);
-    match Store::open(DIR, options) {
+    match Store::open(DIR, options.clone()) {
         Err(Error::Corrupt { path, offset, .. }) => {
             assert_eq!(path, segment);
             assert!(offset < last as u64);
@@ -359,6 +359,12 @@ fn damage_in_bytes_a_checkpoint_covers_fails_open_instead_of_shortening_the_log(
             store.head()
         ),
     }
+    // Repair is the explicit way to accept the loss: it cuts there and drops the checkpoint.
+    let report = eventlog::tools::repair_on(&fs, dir()).unwrap();
+    assert_eq!(report.events, 4);
+    assert!(report.checkpoint_removed);
+    let store = Store::open(DIR, options).unwrap();
+    assert_holds(&store, &events[..4]);
 }
 
 #[test]
@@ -388,6 +394,40 @@ fn a_last_segment_named_past_the_end_of_the_log_fails_open_instead_of_being_repl
         Err(other) => panic!("expected Corrupt, got {other}"),
         Ok(store) => panic!("opened a log of {} events", store.head()),
     }
+    let report = eventlog::tools::repair_on(&fs, dir()).unwrap();
+    assert_eq!(report.moved.len(), 1);
+    assert_eq!(report.moved[0].from, second);
+    let store = Store::open(DIR, options(&fs)).unwrap();
+    assert_eq!(store.head(), 1);
+}
+
+#[test]
+fn a_checkpoint_that_covers_more_than_the_log_holds_fails_open_until_repair_accepts_the_loss() {
+    let fs = disk();
+    let options = Options {
+        segment_size_bytes: 64 * 1024,
+        preallocate: false,
+        ..options(&fs)
+    };
+    let store = Store::open(DIR, options.clone()).unwrap();
+    let events: Vec<NewEvent> = (0..5).map(|_| sized(50)).collect();
+    for event in &events {
+        append(&store, event).unwrap();
+    }
+    drop(store);
+    // The last event's bytes vanish cleanly (say, a file restored from an older copy).
+    let segment = dir().join("00000000000000000000.seg");
+    let bytes = fs.read(&segment).unwrap();
+    let cut = bytes.len() - (bytes.len() - 16) / 5;
+    fs.overwrite(&segment, &bytes[..cut]);
+    assert!(matches!(
+        Store::open(DIR, options.clone()),
+        Err(Error::Corrupt { .. })
+    ));
+    let report = eventlog::tools::repair_on(&fs, dir()).unwrap();
+    assert!(report.checkpoint_removed, "{report}");
+    let store = Store::open(DIR, options).unwrap();
+    assert_holds(&store, &events[..4]);
 }
 
 // Defect 6: the store directory's own entry was never fsynced.
