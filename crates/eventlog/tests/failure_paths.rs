@@ -424,6 +424,8 @@ fn a_checkpoint_that_covers_more_than_the_log_holds_fails_open_until_repair_acce
         Store::open(DIR, options.clone()),
         Err(Error::Corrupt { .. })
     ));
+    let verified = eventlog::tools::verify_on(&fs, dir()).unwrap();
+    assert!(!verified.is_clean(), "{verified}");
     let report = eventlog::tools::repair_on(&fs, dir()).unwrap();
     assert!(report.checkpoint_removed, "{report}");
     let store = Store::open(DIR, options).unwrap();
