@@ -1,12 +1,13 @@
 //! Engine benchmark: durable append throughput (1 and 64 appender threads), get-by-id
-//! throughput from 2 threads, open time with a checkpoint and with a full replay, and index
-//! memory per event.
+//! throughput from 2 threads, open time with a checkpoint and with a full replay, index
+//! memory per event, and get latency while a background checkpoint of the whole index runs.
 //!
 //! ```sh
 //! cargo bench -p eventlog --bench engine                    # everything, 10M-event store
 //! BENCH_EVENTS=1000000 cargo bench -p eventlog --bench engine
-//! BENCH_ONLY=append cargo bench -p eventlog --bench engine  # append | read | open
+//! BENCH_ONLY=append cargo bench -p eventlog --bench engine  # append | read | open | checkpoint
 //! BENCH_DIR=/path/on/the/disk/to/test cargo bench ...       # default: a temp dir under target/
+//! BENCH_REUSE=1 cargo bench ...                             # reuse a store built before
 //! ```
 //!
 //! Events carry ~300 bytes of JSON data. Figures are wall-clock and vary with the machine;
@@ -150,6 +151,22 @@ fn submitted_appends(dir: &Path, in_flight: usize, duration: Duration) -> (f64, 
     )
 }
 
+/// The ids of every 7th event of a store built before with `events` events, if it is there.
+fn reuse_store(dir: &Path, events: u64) -> Option<Vec<Uuid>> {
+    let store = Store::open(dir, Options::default()).ok()?;
+    if store.head() < events {
+        return None;
+    }
+    let mut ids = Vec::new();
+    let mut from = 0;
+    while from < events && ids.len() < 500_000 {
+        let page = store.read_all(from, 7000).ok()?;
+        ids.extend(page.iter().step_by(7).map(|e| e.id));
+        from += page.len() as u64;
+    }
+    Some(ids)
+}
+
 /// Builds a store of `events` events quickly (no fsync per batch; fsynced at close).
 fn build_store(dir: &Path, events: u64) -> Vec<Uuid> {
     fresh(dir);
@@ -188,6 +205,150 @@ fn build_store(dir: &Path, events: u64) -> Vec<Uuid> {
     });
     store.close(); // writes the checkpoint
     sample
+}
+
+/// Latency percentiles of a sample, in microseconds.
+fn percentiles(mut micros: Vec<u64>) -> String {
+    if micros.is_empty() {
+        return "no samples".into();
+    }
+    micros.sort_unstable();
+    let at = |q: f64| micros[((micros.len() - 1) as f64 * q) as usize];
+    format!(
+        "{} gets: p50 {} us, p99 {} us, p99.9 {} us, max {} us",
+        micros.len(),
+        at(0.5),
+        at(0.99),
+        at(0.999),
+        micros[micros.len() - 1]
+    )
+}
+
+/// Get latency from 2 threads while the writer appends (about 2,000 durable events/s) and a
+/// background checkpoint of the whole index runs, against the same without a checkpoint.
+///
+/// Readers are open-loop: each issues a get every 100 us on a fixed schedule, and latency is
+/// counted from the scheduled time, so a reader stuck behind a lock counts every get it
+/// should have made meanwhile (no coordinated omission). The checkpoint starts when the
+/// appender reaches `checkpoint_every_events`; samples are split by whether
+/// `index.ckpt.tmp` existed (the checkpoint was being written) when they were due.
+fn latency_during_checkpoint(store_dir: &Path, ids: &[Uuid], seconds: Duration) {
+    const READ_EVERY: Duration = Duration::from_micros(100);
+    const APPEND_EVERY: Duration = Duration::from_micros(500);
+    let baseline_appends = (seconds.as_secs_f64() / APPEND_EVERY.as_secs_f64()) as u64;
+    let options = Options {
+        checkpoint_every_events: baseline_appends.max(1),
+        checkpoint_every_seconds: 0,
+        ..Options::default()
+    };
+    let _ = std::fs::remove_file(store_dir.join("index.ckpt.tmp"));
+    let store = Store::open(store_dir, options).unwrap();
+    let tmp = store_dir.join("index.ckpt.tmp");
+    let started = Instant::now();
+    let stop = AtomicBool::new(false);
+    // Microseconds since `started` at which the checkpoint was seen starting and ending.
+    let window = (AtomicU64::new(u64::MAX), AtomicU64::new(u64::MAX));
+    let (quiet, during) = std::thread::scope(|scope| {
+        let readers: Vec<_> = (0..2u64)
+            .map(|t| {
+                let (store, stop) = (&store, &stop);
+                scope.spawn(move || {
+                    let mut samples = Vec::new();
+                    let mut k = t as usize * 7919;
+                    let mut due = Instant::now();
+                    while !stop.load(Ordering::Relaxed) {
+                        due += READ_EVERY;
+                        let now = Instant::now();
+                        if due > now + Duration::from_micros(80) {
+                            std::thread::sleep(due - now - Duration::from_micros(60));
+                        }
+                        while Instant::now() < due {
+                            std::hint::spin_loop();
+                        }
+                        k = (k + 104_729) % ids.len();
+                        let event = store.get(ids[k]).unwrap().unwrap();
+                        assert_eq!(event.id, ids[k]);
+                        let latency = due.elapsed().as_micros() as u64;
+                        samples.push(((due - started).as_micros() as u64, latency));
+                    }
+                    samples
+                })
+            })
+            .collect();
+        let appender = {
+            let (store, stop) = (&store, &stop);
+            scope.spawn(move || {
+                let mut i = 0u64;
+                let mut due = Instant::now();
+                while !stop.load(Ordering::Relaxed) {
+                    due += APPEND_EVERY;
+                    if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                        std::thread::sleep(wait);
+                    }
+                    store
+                        .append(vec![new_event(i)], ExpectedVersion::Any)
+                        .unwrap();
+                    i += 1;
+                }
+            })
+        };
+        // Watch for the checkpoint's temporary file; stop a little after it is gone.
+        let deadline = started + seconds * 10 + Duration::from_secs(120);
+        loop {
+            let now = (Instant::now() - started).as_micros() as u64;
+            let exists = tmp.exists();
+            if exists && window.0.load(Ordering::Relaxed) == u64::MAX {
+                window.0.store(now, Ordering::Relaxed);
+            }
+            if !exists && window.0.load(Ordering::Relaxed) != u64::MAX {
+                window.1.store(now, Ordering::Relaxed);
+                std::thread::sleep(seconds / 5);
+                break;
+            }
+            if Instant::now() > deadline {
+                println!("  (no checkpoint seen)");
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        stop.store(true, Ordering::Relaxed);
+        appender.join().unwrap();
+        let (from, to) = (
+            window.0.load(Ordering::Relaxed),
+            window.1.load(Ordering::Relaxed),
+        );
+        let mut quiet = Vec::new();
+        let mut during = Vec::new();
+        for reader in readers {
+            for (at, latency) in reader.join().unwrap() {
+                if (from..to).contains(&at) {
+                    during.push(latency);
+                } else if at < from {
+                    quiet.push(latency);
+                }
+            }
+        }
+        (quiet, during)
+    });
+    let from = window.0.load(Ordering::Relaxed);
+    let to = window.1.load(Ordering::Relaxed);
+    println!("get latency, 2 open-loop readers at 10k gets/s each, ~2k durable appends/s:");
+    println!("  without a checkpoint: {}", percentiles(quiet.clone()));
+    println!(
+        "  during a checkpoint ({:.2} s): {}",
+        to.saturating_sub(from) as f64 / 1e6,
+        percentiles(during.clone())
+    );
+    let p999 = |mut v: Vec<u64>| {
+        v.sort_unstable();
+        v.get(((v.len().max(1) - 1) as f64 * 0.999) as usize)
+            .copied()
+            .unwrap_or(0)
+    };
+    println!(
+        "  p99.9 during / without: {:.1}x",
+        p999(during) as f64 / p999(quiet).max(1) as f64
+    );
 }
 
 fn rss_bytes() -> u64 {
@@ -287,20 +448,37 @@ fn main() {
         env_u64("BENCH_EVENTS", 10_000_000)
     };
     let store_dir = root.join("big");
-    if only.is_empty() || only == "read" || only == "open" {
-        let started = Instant::now();
-        let ids = build_store(&store_dir, events);
-        let elapsed = started.elapsed().as_secs_f64();
-        let bytes: u64 = std::fs::read_dir(&store_dir)
-            .unwrap()
-            .filter_map(|e| e.ok())
-            .filter(|e| e.path().extension().is_some_and(|x| x == "seg"))
-            .map(|e| e.metadata().unwrap().len())
-            .sum();
-        println!(
-            "built a store of {events} events, {:.2} GB, in {elapsed:.1} s",
-            bytes as f64 / 1e9
-        );
+    if only.is_empty() || only == "read" || only == "open" || only == "checkpoint" {
+        let reuse = std::env::var("BENCH_REUSE").is_ok_and(|v| v == "1");
+        let ids = match reuse.then(|| reuse_store(&store_dir, events)).flatten() {
+            Some(ids) => {
+                println!(
+                    "reusing the store of {events} events in {}",
+                    store_dir.display()
+                );
+                ids
+            }
+            None => {
+                let started = Instant::now();
+                let ids = build_store(&store_dir, events);
+                let elapsed = started.elapsed().as_secs_f64();
+                let bytes: u64 = std::fs::read_dir(&store_dir)
+                    .unwrap()
+                    .filter_map(|e| e.ok())
+                    .filter(|e| e.path().extension().is_some_and(|x| x == "seg"))
+                    .map(|e| e.metadata().unwrap().len())
+                    .sum();
+                println!(
+                    "built a store of {events} events, {:.2} GB, in {elapsed:.1} s",
+                    bytes as f64 / 1e9
+                );
+                ids
+            }
+        };
+
+        if only.is_empty() || only == "checkpoint" {
+            latency_during_checkpoint(&store_dir, &ids, seconds);
+        }
 
         if only.is_empty() || only == "read" {
             let store = Store::open(&store_dir, Options::default()).unwrap();

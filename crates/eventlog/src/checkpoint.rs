@@ -12,9 +12,10 @@
 
 use std::io::{self, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
+use std::sync::RwLock;
 
 use crate::error::{Error, Result};
-use crate::format::{Decoded, decode_record, read_at_most};
+use crate::format::{Decoded, SEGMENT_HEADER_LEN, decode_record, read_at_most};
 use crate::index::{IdTable, Index, SegmentEntry};
 use crate::recovery::Resume;
 use crate::segment::fsync_dir;
@@ -66,55 +67,134 @@ impl<W: Write> CrcWriter<W> {
         self.crc = crc32c::crc32c_append(self.crc, bytes);
         self.inner.write_all(bytes)
     }
-    fn put_u64s(&mut self, values: &[u64]) -> io::Result<()> {
-        let mut bytes = Vec::with_capacity(CHUNK_VALUES.min(values.len()) * 8);
-        for chunk in values.chunks(CHUNK_VALUES) {
-            bytes.clear();
-            chunk
+}
+
+/// What a checkpoint covers, fixed when it starts: the first `events` positions and, per
+/// segment, the bytes holding them. Taken under the index lock by the writer, after it made
+/// those bytes durable.
+#[derive(Debug, Clone)]
+pub struct Cut {
+    events: u64,
+    segments: Vec<(u64, u64)>,
+    seed: u64,
+    slots: usize,
+    streams: usize,
+}
+
+impl Cut {
+    /// Everything `index` holds now.
+    pub fn of(index: &Index) -> Cut {
+        Cut {
+            events: index.len(),
+            segments: index
+                .segments
                 .iter()
-                .for_each(|v| bytes.extend_from_slice(&v.to_le_bytes()));
-            self.put(&bytes)?;
+                .map(|s| (s.first_position, s.visible_len))
+                .collect(),
+            seed: index.id_table().parts().0,
+            slots: index.id_table().slot_count(),
+            streams: index.stream_count(),
         }
-        Ok(())
     }
 }
 
-/// Writes a checkpoint of the visible part of `index` to the temporary file and fsyncs it.
-/// Call [`install`] afterwards (after making the covered log bytes durable).
-pub fn write_temporary(vfs: &dyn Vfs, dir: &Path, index: &Index) -> Result<()> {
+/// Values copied per stretch under the index read lock (about 1 MiB of ids).
+const STRETCH_VALUES: usize = 64 * 1024;
+
+/// Writes a checkpoint of `cut` to the temporary file and fsyncs it. Call [`install`]
+/// afterwards. The index may grow meanwhile (only the writer changes it, and only by adding):
+/// it is read in stretches of [`STRETCH_VALUES`] under its read lock, and the file is written
+/// and fsynced outside the lock.
+pub fn write_temporary(vfs: &dyn Vfs, dir: &Path, index: &RwLock<Index>, cut: &Cut) -> Result<()> {
     let tmp = dir.join(CHECKPOINT_TMP_FILE);
+    let read = || index.read().expect("index lock");
+    let events = cut.events as usize;
     let written = (|| -> io::Result<()> {
         let file = vfs.create_truncate(&tmp)?;
         let mut out = CrcWriter {
             inner: BufWriter::with_capacity(1 << 20, Sequential { file, offset: 0 }),
             crc: 0,
         };
-        let (seed, slots) = index.id_table().parts();
         out.put(&MAGIC)?;
-        out.put(&index.len().to_le_bytes())?;
-        out.put(&seed.to_le_bytes())?;
-        out.put(&(slots.len() as u64).to_le_bytes())?;
-        out.put(&(index.segments.len() as u32).to_le_bytes())?;
-        for segment in &index.segments {
-            out.put(&segment.first_position.to_le_bytes())?;
-            out.put(&segment.visible_len.to_le_bytes())?;
+        out.put(&cut.events.to_le_bytes())?;
+        out.put(&cut.seed.to_le_bytes())?;
+        out.put(&(cut.slots as u64).to_le_bytes())?;
+        out.put(&(cut.segments.len() as u32).to_le_bytes())?;
+        for (first_position, covered) in &cut.segments {
+            out.put(&first_position.to_le_bytes())?;
+            out.put(&covered.to_le_bytes())?;
         }
-        out.put(index.ids().as_flattened())?;
-        let mut bytes = Vec::with_capacity(CHUNK_VALUES * 4);
-        for chunk in index.offsets().chunks(CHUNK_VALUES) {
+        let mut bytes = Vec::with_capacity(STRETCH_VALUES * 16);
+        for start in (0..events).step_by(STRETCH_VALUES) {
+            let end = (start + STRETCH_VALUES).min(events);
             bytes.clear();
-            chunk
+            bytes.extend_from_slice(read().ids()[start..end].as_flattened());
+            out.put(&bytes)?;
+        }
+        for start in (0..events).step_by(STRETCH_VALUES) {
+            let end = (start + STRETCH_VALUES).min(events);
+            bytes.clear();
+            read().offsets()[start..end]
                 .iter()
                 .for_each(|v| bytes.extend_from_slice(&v.to_le_bytes()));
             out.put(&bytes)?;
         }
-        out.put_u64s(slots)?;
-        out.put(&(index.stream_count() as u64).to_le_bytes())?;
-        for (name, positions) in index.streams() {
-            out.put(&(name.len() as u16).to_le_bytes())?;
-            out.put(name.as_bytes())?;
-            out.put(&(positions.len() as u64).to_le_bytes())?;
-            out.put_u64s(positions)?;
+        // The slots as they were at the cut; if the table grows meanwhile, its layout at the
+        // cut's size is recreated from the ids (rare: the table doubles).
+        let mut recreated: Option<Vec<u64>> = None;
+        for start in (0..cut.slots).step_by(STRETCH_VALUES) {
+            let end = (start + STRETCH_VALUES).min(cut.slots);
+            bytes.clear();
+            if recreated.is_none() {
+                let guard = read();
+                let table = guard.id_table();
+                if table.slot_count() == cut.slots {
+                    table
+                        .slots_before(start..end, cut.events)
+                        .for_each(|v| bytes.extend_from_slice(&v.to_le_bytes()));
+                } else {
+                    drop(guard);
+                    recreated = Some(recreate_slots(index, cut));
+                }
+            }
+            if let Some(slots) = &recreated {
+                slots[start..end]
+                    .iter()
+                    .for_each(|v| bytes.extend_from_slice(&v.to_le_bytes()));
+            }
+            out.put(&bytes)?;
+        }
+        out.put(&(cut.streams as u64).to_le_bytes())?;
+        // Streams in creation order; each one's positions below the cut (later streams, and
+        // later events of these, are past it).
+        let (mut stream, mut from) = (0usize, 0usize);
+        while stream < cut.streams {
+            bytes.clear();
+            {
+                let index = read();
+                let mut budget = STRETCH_VALUES;
+                while stream < cut.streams && budget > 0 {
+                    let (name, positions) = index.stream_at(stream).expect("streams only grow");
+                    let covered = positions.partition_point(|&p| p < cut.events);
+                    if from == 0 {
+                        bytes.extend_from_slice(&(name.len() as u16).to_le_bytes());
+                        bytes.extend_from_slice(name.as_bytes());
+                        bytes.extend_from_slice(&(covered as u64).to_le_bytes());
+                    }
+                    let to = covered.min(from + budget);
+                    positions[from..to]
+                        .iter()
+                        .for_each(|v| bytes.extend_from_slice(&v.to_le_bytes()));
+                    budget -= (to - from).max(1).min(budget);
+                    if to == covered {
+                        stream += 1;
+                        from = 0;
+                    } else {
+                        from = to;
+                    }
+                }
+            }
+            out.put(&bytes)?;
         }
         let crc = out.crc;
         let mut file = out.inner.into_inner().map_err(|e| e.into_error())?;
@@ -122,6 +202,21 @@ pub fn write_temporary(vfs: &dyn Vfs, dir: &Path, index: &Index) -> Result<()> {
         file.file.sync_data()
     })();
     written.map_err(|e| Error::io(&tmp, e))
+}
+
+/// The id table's slots at the cut's size, holding the cut's positions: the ids placed in
+/// position order, read in stretches under the lock.
+fn recreate_slots(index: &RwLock<Index>, cut: &Cut) -> Vec<u64> {
+    let mut slots = vec![0u64; cut.slots];
+    let events = cut.events as usize;
+    for start in (0..events).step_by(STRETCH_VALUES) {
+        let end = (start + STRETCH_VALUES).min(events);
+        let index = index.read().expect("index lock");
+        for (offset, id) in index.ids()[start..end].iter().enumerate() {
+            crate::index::place_in(cut.seed, &mut slots, id, (start + offset) as u64);
+        }
+    }
+    slots
 }
 
 /// Renames the temporary checkpoint into place and fsyncs the directory.
@@ -205,9 +300,57 @@ impl Reader {
     }
 }
 
-/// Loads the checkpoint of `dir` and checks it against the listed segments. `Ok(None)` when
-/// there is no checkpoint; `Err(reason)` when it is unusable (the caller replays fully).
-pub fn load(vfs: &dyn Vfs, dir: &Path, segments: &[(u64, PathBuf)]) -> Load<Option<Resume>> {
+/// What a checkpoint whose checksum holds says about the log, whether or not it can be used:
+/// the engine writes one only after the bytes it covers are durable, so it is evidence that
+/// its events were acknowledged. Open uses it to tell media damage in acknowledged bytes from
+/// a torn tail.
+#[derive(Debug, Clone)]
+pub struct Claim {
+    pub events: u64,
+    /// (first position, bytes covered) per segment.
+    pub segments: Vec<(u64, u64)>,
+    /// Ids at a few positions, to tell whether the checkpoint belongs to this log.
+    pub samples: Vec<(u64, [u8; 16])>,
+}
+
+/// What [`load`] found.
+#[derive(Default)]
+pub struct Loaded {
+    /// Where to resume the scan, when the checkpoint is usable.
+    pub resume: Option<Resume>,
+    /// Why a checkpoint on disk is not used.
+    pub rejected: Option<String>,
+    pub claim: Option<Claim>,
+}
+
+/// Ids sampled for a [`Claim`].
+const CLAIM_SAMPLES: u64 = 64;
+
+/// Loads the checkpoint of `dir` and checks it against the listed segments.
+pub fn load(vfs: &dyn Vfs, dir: &Path, segments: &[(u64, PathBuf)]) -> Loaded {
+    let mut claim = None;
+    match load_checked(vfs, dir, segments, &mut claim) {
+        Ok(resume) => Loaded {
+            resume,
+            rejected: None,
+            claim,
+        },
+        Err(reason) => Loaded {
+            resume: None,
+            rejected: Some(reason),
+            claim,
+        },
+    }
+}
+
+/// `Ok(None)` when there is no checkpoint; `Err(reason)` when it is unusable (the caller
+/// replays fully). Sets `claim` once the checksum is verified.
+fn load_checked(
+    vfs: &dyn Vfs,
+    dir: &Path,
+    segments: &[(u64, PathBuf)],
+    claim: &mut Option<Claim>,
+) -> Load<Option<Resume>> {
     let path = checkpoint_path(dir);
     let file = match vfs.open(&path, false) {
         Ok(file) => file,
@@ -267,9 +410,31 @@ pub fn load(vfs: &dyn Vfs, dir: &Path, segments: &[(u64, PathBuf)]) -> Load<Opti
     if u32::from_le_bytes(trailer) != reader.crc {
         return Err("checkpoint checksum mismatch".into());
     }
+    let step = (events / CLAIM_SAMPLES).max(1);
+    let mut samples: Vec<(u64, [u8; 16])> = (0..events)
+        .step_by(step as usize)
+        .map(|p| (p, ids[p as usize]))
+        .collect();
+    if events > 0 {
+        samples.push((events - 1, ids[events as usize - 1]));
+    }
+    *claim = Some(Claim {
+        events,
+        segments: covered.clone(),
+        samples,
+    });
+    // Segments start in increasing order, the first at 0, each at or before the covered end.
+    if covered.first().is_some_and(|s| s.0 != 0)
+        || covered.windows(2).any(|w| w[0].0 >= w[1].0)
+        || covered
+            .iter()
+            .any(|s| s.0 > events || s.1 < SEGMENT_HEADER_LEN)
+    {
+        return Err("checkpoint segments out of order".into());
+    }
     // The bytes are what was written; now check they describe this log.
     let mut index = Index::default();
-    for ((first_position, visible_len), listed) in covered.into_iter().zip(segments) {
+    for (&(first_position, visible_len), listed) in covered.iter().zip(segments) {
         if first_position != listed.0 {
             return Err(format!(
                 "checkpoint names a segment starting at {first_position}, the log has {}",
@@ -293,7 +458,10 @@ pub fn load(vfs: &dyn Vfs, dir: &Path, segments: &[(u64, PathBuf)]) -> Load<Opti
             visible_len,
         });
     }
+    // Offsets increase strictly within a segment, start after its header and stay below
+    // what is covered: reads compute record lengths from them.
     let mut segment = 0usize;
+    let mut previous: Option<u32> = None;
     for (position, &offset) in offsets.iter().enumerate() {
         while index
             .segments
@@ -301,10 +469,15 @@ pub fn load(vfs: &dyn Vfs, dir: &Path, segments: &[(u64, PathBuf)]) -> Load<Opti
             .is_some_and(|s| s.first_position <= position as u64)
         {
             segment += 1;
+            previous = None;
         }
         if u64::from(offset) >= index.segments[segment].visible_len {
             return Err(format!("offset of position {position} is past its segment"));
         }
+        if u64::from(offset) < SEGMENT_HEADER_LEN || previous.is_some_and(|p| p >= offset) {
+            return Err(format!("offset of position {position} is out of order"));
+        }
+        previous = Some(offset);
     }
     let table = IdTable::from_parts(seed, slots, &ids)?;
     index.extend_from_checkpoint(ids, offsets, table);

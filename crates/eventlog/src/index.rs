@@ -9,7 +9,7 @@
 //! event plus a small cost per stream.
 
 use crate::vfs::{FileHandle, VfsFile};
-use std::collections::HashMap;
+use indexmap::IndexMap;
 use std::path::{Path, PathBuf};
 
 /// One segment as readers see it.
@@ -44,7 +44,9 @@ pub struct Index {
     ids: Vec<[u8; 16]>,
     offsets: Vec<u32>,
     table: IdTable,
-    streams: HashMap<Box<str>, Vec<u64>, StreamHasher>,
+    /// In creation order, so that a checkpoint can walk them in short stretches under the
+    /// read lock while new streams are added at the end.
+    streams: IndexMap<Box<str>, Vec<u64>, StreamHasher>,
     pub segments: Vec<SegmentEntry>,
 }
 
@@ -119,9 +121,35 @@ impl Index {
         self.streams.get(stream).map(Vec::as_slice)
     }
 
-    pub fn streams(&self) -> impl Iterator<Item = (&str, &[u64])> {
+    /// Forgets every event from position `len` on, and sets the last segment's visible length
+    /// (the writer cutting off what a failed fsync may never make durable). O(events): the id
+    /// table is rebuilt.
+    pub fn truncate(&mut self, len: u64, last_visible_len: u64) {
+        if len < self.len() {
+            self.ids.truncate(len as usize);
+            self.offsets.truncate(len as usize);
+            let mut table = IdTable {
+                seed: self.table.seed,
+                ..IdTable::default()
+            };
+            for (position, id) in self.ids.iter().enumerate() {
+                table.insert(id, position as u64, &self.ids[..=position]);
+            }
+            self.table = table;
+            self.streams.retain(|_, positions| {
+                positions.truncate(positions.partition_point(|&p| p < len));
+                !positions.is_empty()
+            });
+        }
+        if let Some(last) = self.segments.last_mut() {
+            last.visible_len = last_visible_len;
+        }
+    }
+
+    /// The `number`-th stream in creation order.
+    pub fn stream_at(&self, number: usize) -> Option<(&str, &[u64])> {
         self.streams
-            .iter()
+            .get_index(number)
             .map(|(name, positions)| (&**name, positions.as_slice()))
     }
 
@@ -158,7 +186,9 @@ impl Index {
             file: &*segment.file,
             path: &segment.path,
             offset,
-            len: (end - offset) as usize,
+            // Offsets increase within a segment (checkpoints are checked for it); should they
+            // not, the read finds an empty record and reports it as damage.
+            len: end.saturating_sub(offset) as usize,
         })
     }
 
@@ -226,6 +256,27 @@ fn folded_multiply(a: u64, b: u64) -> u64 {
     (full as u64) ^ ((full >> 64) as u64)
 }
 
+fn hash_with(seed: u64, id: &[u8; 16]) -> u64 {
+    let lo = u64::from_le_bytes(id[..8].try_into().expect("8 bytes"));
+    let hi = u64::from_le_bytes(id[8..].try_into().expect("8 bytes"));
+    let mixed = folded_multiply(lo ^ seed, hi ^ 0x243F_6A88_85A3_08D3);
+    folded_multiply(mixed ^ 0x1319_8A2E_0370_7344, seed.rotate_left(29) | 1)
+}
+
+/// Places `id` at `position` in `slots` of a table keyed by `seed`. Placing ids in position
+/// order into empty slots of a given size gives exactly the layout the live table had at that
+/// size (linear probing, nothing ever removed), which is how a checkpoint recreates it when
+/// the table grew while it was being written.
+pub fn place_in(seed: u64, slots: &mut [u64], id: &[u8; 16], position: u64) {
+    let mask = slots.len() - 1;
+    let hash = hash_with(seed, id);
+    let mut at = hash as usize & mask;
+    while slots[at] != 0 {
+        at = (at + 1) & mask;
+    }
+    slots[at] = (hash >> POSITION_BITS) << POSITION_BITS | (position + 1);
+}
+
 impl IdTable {
     fn seeded() -> u64 {
         use std::hash::BuildHasher;
@@ -233,10 +284,7 @@ impl IdTable {
     }
 
     fn hash(&self, id: &[u8; 16]) -> u64 {
-        let lo = u64::from_le_bytes(id[..8].try_into().expect("8 bytes"));
-        let hi = u64::from_le_bytes(id[8..].try_into().expect("8 bytes"));
-        let mixed = folded_multiply(lo ^ self.seed, hi ^ 0x243F_6A88_85A3_08D3);
-        folded_multiply(mixed ^ 0x1319_8A2E_0370_7344, self.seed.rotate_left(29) | 1)
+        hash_with(self.seed, id)
     }
 
     pub fn find(&self, id: &[u8; 16], ids: &[[u8; 16]]) -> Option<u64> {
@@ -276,13 +324,7 @@ impl IdTable {
     }
 
     fn place(&mut self, id: &[u8; 16], position: u64) {
-        let mask = self.slots.len() - 1;
-        let hash = self.hash(id);
-        let mut at = hash as usize & mask;
-        while self.slots[at] != 0 {
-            at = (at + 1) & mask;
-        }
-        self.slots[at] = (hash >> POSITION_BITS) << POSITION_BITS | (position + 1);
+        place_in(self.seed, &mut self.slots, id, position);
     }
 
     /// Re-creates the table for `entries` entries from `ids[..self.len]`, reading ids in
@@ -299,6 +341,28 @@ impl IdTable {
         for (position, id) in ids[..self.len].iter().enumerate() {
             self.place(id, position as u64);
         }
+    }
+
+    /// Number of slots (a power of two; it changes only when the table grows).
+    pub fn slot_count(&self) -> usize {
+        self.slots.len()
+    }
+
+    /// Slots `range` as they were when the table held only positions below `events`: later
+    /// entries read as empty. Linear probing without removal makes that exact: an entry
+    /// inserted later only ever took a slot that was empty before.
+    pub fn slots_before(
+        &self,
+        range: std::ops::Range<usize>,
+        events: u64,
+    ) -> impl Iterator<Item = u64> + '_ {
+        self.slots[range].iter().map(move |&slot| {
+            if slot & POSITION_MASK > events {
+                0
+            } else {
+                slot
+            }
+        })
     }
 
     /// The seed and slots, for a checkpoint.

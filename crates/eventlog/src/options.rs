@@ -16,7 +16,9 @@ pub enum Durability {
     Fsync,
     /// `append` returns after the write; the log is `fdatasync`ed at most `every` later by the
     /// writer. A crash of the process loses nothing, but a power loss may lose acknowledged events
-    /// from the last `every`. Events are visible as soon as written.
+    /// from the last `every`, and so does a failed fsync (the writer then cuts the log back to
+    /// what it knows is durable, and stops). Events are visible as soon as written. The timer
+    /// reads [`crate::vfs::Vfs::now`].
     Interval { every: Duration },
     /// Never fsync (the OS writes back when it likes). A process crash loses nothing; a power
     /// loss may lose any acknowledged event not yet written back. For tests and benchmarks.

@@ -40,6 +40,16 @@ struct State {
     shutdown: bool,
 }
 
+/// How the zero-filling runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// On a thread of its own (the normal case).
+    Background,
+    /// On the writer's thread, when it asks for more ([`Preallocator::wanted`]): for
+    /// deterministic simulated runs.
+    Inline,
+}
+
 /// Shared between the writer and the preallocator thread.
 #[derive(Default)]
 pub struct Preallocator {
@@ -47,13 +57,20 @@ pub struct Preallocator {
     wake: Condvar,
     /// Mirror of `state.zeroed_end` for the writer's lock-free fast path.
     zeroed_end: AtomicU64,
+    inline: bool,
 }
 
 impl Preallocator {
     /// Starts the preallocator thread for `file` (already `len` bytes long).
-    pub fn start(file: FileHandle, len: u64) -> Arc<Preallocator> {
-        let preallocator = Arc::new(Preallocator::default());
+    pub fn start(file: FileHandle, len: u64, mode: Mode) -> Arc<Preallocator> {
+        let preallocator = Arc::new(Preallocator {
+            inline: mode == Mode::Inline,
+            ..Preallocator::default()
+        });
         preallocator.switch(file, len, len);
+        if preallocator.inline {
+            return preallocator;
+        }
         let worker = Arc::clone(&preallocator);
         if let Err(e) = std::thread::Builder::new()
             .name("eventlog-prealloc".into())
@@ -72,6 +89,15 @@ impl Preallocator {
         state.writer_end = writer_end;
         state.target = 0;
         self.zeroed_end.store(file_len, Ordering::SeqCst);
+    }
+
+    /// Stops zero-filling the active segment and hands back the preallocator's descriptor of
+    /// it, so that the writer can seal the segment (cut it to its last record) without the
+    /// preallocator extending it again. [`Preallocator::switch`] resumes.
+    pub fn detach(&self) -> Option<FileHandle> {
+        let mut state = self.state.lock().expect("prealloc lock");
+        state.target = 0;
+        state.file.take()
     }
 
     /// The writer cut the file back to `len` (after a failed write or fsync).
@@ -103,7 +129,39 @@ impl Preallocator {
         let target = (end + PREALLOCATE_AHEAD_BYTES).min(limit);
         if target > state.target {
             state.target = target;
-            self.wake.notify_one();
+            if self.inline {
+                self.fill(state);
+            } else {
+                self.wake.notify_one();
+            }
+        }
+    }
+
+    /// Zero-fills up to the target on the caller's thread ([`Mode::Inline`]).
+    fn fill(&self, mut state: std::sync::MutexGuard<'_, State>) {
+        let zeros = vec![0u8; PREALLOCATE_STEP_BYTES as usize];
+        let Some(file) = state.file.clone() else {
+            return;
+        };
+        let mut written = false;
+        loop {
+            let start = state.zeroed_end.max(state.writer_end);
+            if start >= state.target {
+                break;
+            }
+            let end = (start + PREALLOCATE_STEP_BYTES).min(state.target);
+            if let Err(e) = write_all_at(&*file, &zeros[..(end - start) as usize], start) {
+                tracing::debug!(error = %e, "preallocation stopped");
+                state.target = 0;
+                break;
+            }
+            written = true;
+            state.zeroed_end = end;
+            self.zeroed_end.store(end, Ordering::SeqCst);
+        }
+        if written {
+            // Errors here are the writer's to meet on its own descriptor.
+            let _ = file.sync_data();
         }
     }
 

@@ -11,10 +11,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::checkpoint::Claim;
 use crate::error::{Error, Result};
 use crate::format::{
-    SEGMENT_HEADER_LEN, ScanStop, find_valid_record_after, is_valid_segment_header, read_at_most,
-    scan_records,
+    Decoded, MAX_RECORD_LEN, RECORD_MAGIC, SEGMENT_HEADER_LEN, ScanStop, decode_record,
+    is_valid_segment_header, read_at_most, scan_records,
 };
 use crate::index::{Index, SegmentEntry};
 use crate::vfs::{Vfs, VfsFile};
@@ -51,6 +52,9 @@ pub struct Resume {
     pub offset: u64,
 }
 
+/// The reason given for a segment whose header is damaged.
+pub const INVALID_HEADER: &str = "missing or invalid segment header";
+
 /// How often a long replay logs its progress.
 const PROGRESS_EVERY: Duration = Duration::from_secs(2);
 
@@ -84,7 +88,7 @@ pub fn scan_log(
         // the scan stopped. Records between the two are the valid start of a torn batch, so only
         // a valid record at or after `stop` shows damage in the middle.
         let damage = |offset: u64, stop: u64, reason: &str| -> Result<Damage> {
-            let torn_tail = number == last && !valid_record_after(&*file, path, stop, file_len)?;
+            let torn_tail = number == last && is_torn(&*file, path, stop, file_len)?;
             Ok(Damage {
                 segment: number,
                 path: path.clone(),
@@ -99,7 +103,18 @@ pub fn scan_log(
                 "segment name says it starts at position {first_position}, but the log before it ends at {}",
                 index.len()
             );
-            let found = damage(0, 0, &reason)?;
+            let mut found = damage(0, 0, &reason)?;
+            // A last segment may only be a leftover of a roll that failed halfway, named
+            // for a position the log has since passed. One named past the end of the log
+            // proves that the events before its name were acknowledged: they are missing.
+            if *first_position > index.len() {
+                found.torn_tail = false;
+                found.reason = format!(
+                    "{reason}: events {} to {} were acknowledged (a later segment exists) and are missing",
+                    index.len(),
+                    first_position - 1
+                );
+            }
             return Ok(Scan {
                 index,
                 damage: Some(found),
@@ -111,7 +126,7 @@ pub fn scan_log(
             let mut header = [0u8; SEGMENT_HEADER_LEN as usize];
             let got = read_at_most(&*file, &mut header, 0).map_err(|e| Error::io(path, e))?;
             if !is_valid_segment_header(&header[..got]) {
-                let found = damage(0, 0, "missing or invalid segment header")?;
+                let found = damage(0, 0, INVALID_HEADER)?;
                 return Ok(Scan {
                     index,
                     damage: Some(found),
@@ -243,19 +258,153 @@ fn zeros_to_end(file: &dyn VfsFile, path: &Path, mut offset: u64, file_len: u64)
     Ok(true)
 }
 
-/// Whether a valid record starts anywhere after `offset` in the file.
-fn valid_record_after(file: &dyn VfsFile, path: &Path, offset: u64, file_len: u64) -> Result<bool> {
-    if offset >= file_len {
+/// Bytes read per window when searching a segment, so that memory stays bounded whatever a
+/// (possibly damaged) file claims about lengths.
+const SEARCH_WINDOW_BYTES: usize = 1 << 20;
+/// Pages that writeback may persist in any order.
+const PAGE_BYTES: u64 = 4096;
+
+/// Whether the damage the scan stopped at (`stop`) is a torn tail: no valid record starting a
+/// batch follows it, or the ones that do follow a lost page. Writeback may persist the pages
+/// of the one unsynced write in any order, so a torn write can leave a valid record after a
+/// hole; the hole reads as zeros (unwritten or preallocated space: the engine makes every cut
+/// durable before it writes again). A flipped or rotten byte leaves no such hole.
+fn is_torn(file: &dyn VfsFile, path: &Path, stop: u64, file_len: u64) -> Result<bool> {
+    match batch_start_after(file, path, stop, file_len)? {
+        None => Ok(true),
+        Some(found) => lost_page_between(file, path, stop, found),
+    }
+}
+
+/// The offset of the first valid record that starts a batch at or after `offset`.
+fn batch_start_after(
+    file: &dyn VfsFile,
+    path: &Path,
+    offset: u64,
+    file_len: u64,
+) -> Result<Option<u64>> {
+    let read = |buf: &mut [u8], at: u64| -> Result<usize> {
+        read_at_most(file, buf, at).map_err(|e| Error::io(path, e))
+    };
+    let mut window = vec![0u8; SEARCH_WINDOW_BYTES + 8];
+    let mut start = offset;
+    while start + 4 <= file_len {
+        let want = ((file_len - start) as usize).min(window.len());
+        let got = read(&mut window[..want], start)?;
+        let bytes = &window[..got];
+        let mut at = 0usize;
+        while at + 4 <= bytes.len().min(SEARCH_WINDOW_BYTES + 3) {
+            let Some(found) = bytes[at..].windows(4).position(|w| w == RECORD_MAGIC) else {
+                break;
+            };
+            let candidate = at + found;
+            if candidate >= SEARCH_WINDOW_BYTES {
+                break;
+            }
+            let absolute = start + candidate as u64;
+            if is_batch_start(file, path, absolute, file_len, &bytes[candidate..])? {
+                return Ok(Some(absolute));
+            }
+            at = candidate + 1;
+        }
+        start += SEARCH_WINDOW_BYTES as u64;
+    }
+    Ok(None)
+}
+
+/// Whether a valid record with `batch_index` 0 starts at `offset` (`head` holds the bytes
+/// from there that are already read).
+fn is_batch_start(
+    file: &dyn VfsFile,
+    path: &Path,
+    offset: u64,
+    file_len: u64,
+    head: &[u8],
+) -> Result<bool> {
+    if head.len() < 8 {
+        let mut record = vec![0u8; (file_len - offset).min(MAX_RECORD_LEN as u64) as usize];
+        let got = read_at_most(file, &mut record, offset).map_err(|e| Error::io(path, e))?;
+        return Ok(batch_start(&record[..got]));
+    }
+    let len = u32::from_le_bytes(head[4..8].try_into().expect("4 bytes")) as u64;
+    if len > MAX_RECORD_LEN as u64 || offset + len > file_len {
         return Ok(false);
     }
-    let mut rest = vec![0u8; (file_len - offset) as usize];
-    let got = read_at_most(file, &mut rest, offset).map_err(|e| Error::io(path, e))?;
-    rest.truncate(got);
-    // A valid record exactly at `offset` would have been accepted unless the visitor rejected
-    // it (out of sequence), which is damage in the middle too.
-    let at_offset = matches!(
-        crate::format::decode_record(&rest),
-        crate::format::Decoded::Record(view) if view.fields.batch_index == 0
-    );
-    Ok(at_offset || find_valid_record_after(&rest, 0).is_some())
+    if head.len() as u64 >= len {
+        return Ok(batch_start(&head[..len as usize]));
+    }
+    let mut record = vec![0u8; len as usize];
+    let got = read_at_most(file, &mut record, offset).map_err(|e| Error::io(path, e))?;
+    Ok(batch_start(&record[..got]))
+}
+
+fn batch_start(bytes: &[u8]) -> bool {
+    matches!(decode_record(bytes), Decoded::Record(view) if view.fields.batch_index == 0)
+}
+
+/// Whether, between `from` (where a record failed to decode) and `to`, writeback lost a page:
+/// the bytes from `from` to the next page boundary, or some whole page, are all zero.
+fn lost_page_between(file: &dyn VfsFile, path: &Path, from: u64, to: u64) -> Result<bool> {
+    let mut page = vec![0u8; PAGE_BYTES as usize];
+    let mut start = from;
+    loop {
+        let boundary = (start / PAGE_BYTES + 1) * PAGE_BYTES;
+        if boundary > to {
+            return Ok(false);
+        }
+        let len = (boundary - start) as usize;
+        let got = read_at_most(file, &mut page[..len], start).map_err(|e| Error::io(path, e))?;
+        if got == len && page[..len].iter().all(|&b| b == 0) {
+            return Ok(true);
+        }
+        start = boundary;
+    }
+}
+
+/// Open's and verify's use of a checkpoint's [`Claim`]: when the checkpoint belongs to this
+/// log (its ids agree with the log where both have events), damage inside the bytes it covers
+/// is media damage, not a torn tail, and a log that ends before its last event has lost
+/// acknowledged events. Either way the scan reports damage that open refuses, instead of a
+/// silently shorter log whose next append would reuse an acknowledged position.
+pub fn apply_claim(scan: &mut Scan, claim: Option<&Claim>) {
+    let Some(claim) = claim else {
+        return;
+    };
+    let index = &scan.index;
+    let head = index.len();
+    let belongs = claim
+        .samples
+        .iter()
+        .filter(|(position, _)| *position < head)
+        .all(|(position, id)| index.id_at(*position) == Some(*id));
+    if !belongs || claim.events == 0 {
+        return;
+    }
+    if let Some(damage) = &mut scan.damage {
+        let covered = claim.segments.get(damage.segment).map_or(0, |s| s.1);
+        if damage.torn_tail && damage.offset < covered {
+            damage.torn_tail = false;
+            damage.reason = format!(
+                "{}, inside the first {covered} bytes of this segment, which the index checkpoint shows were acknowledged (media damage, not an interrupted write)",
+                damage.reason
+            );
+        }
+        return;
+    }
+    if head < claim.events {
+        let Some(last) = index.segments.last() else {
+            return;
+        };
+        scan.damage = Some(Damage {
+            segment: index.segments.len() - 1,
+            path: last.path.clone(),
+            offset: last.visible_len,
+            reason: format!(
+                "the log ends at position {head}, but the index checkpoint shows {} events were acknowledged",
+                claim.events
+            ),
+            file_len: last.visible_len,
+            torn_tail: false,
+        });
+    }
 }

@@ -15,8 +15,8 @@ use crate::event::{Appended, ExpectedVersion, NewEvent, RecordedEvent};
 use crate::format::{Decoded, SEGMENT_HEADER_LEN, decode_record, read_at_most};
 use crate::index::{Index, Location, SegmentEntry};
 use crate::options::Options;
-use crate::recovery::{Damage, scan_log};
-use crate::segment::{create_segment, fsync_dir, list_segments, write_side_file};
+use crate::recovery::{Damage, apply_claim, scan_log};
+use crate::segment::{copy_to_side_file, create_segment, fsync_dir, list_segments, written_end};
 use crate::vfs::{LockError, Vfs};
 use crate::writer::{Command, Writer};
 
@@ -102,6 +102,8 @@ pub(crate) struct Shared {
     pub options: Options,
     pub index: RwLock<Index>,
     pub stopped: AtomicBool,
+    /// Set when close begins: no background checkpoint starts after it.
+    pub closing: AtomicBool,
     /// Serializes checkpoint writers (they share the temporary file).
     pub checkpoint_lock: Mutex<()>,
     /// Events the open replayed from the log (not from a checkpoint).
@@ -144,27 +146,25 @@ impl Store {
         options.validate()?;
         let dir = dir.as_ref().to_path_buf();
         let vfs = &*options.storage;
-        vfs.create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+        create_dir_durably(vfs, &dir)?;
         let lock = lock_dir(vfs, &dir)?;
         let mut segments = list_segments(vfs, &dir)?;
         if segments.is_empty() {
-            let (path, _) = create_segment(vfs, &dir, 0).map_err(|e| Error::io(&dir, e))?;
+            let (path, _) = create_segment(vfs, &dir, 0).map_err(|e| Error::io(&dir, e.source))?;
             segments.push((0, path));
         }
         let mut report = OpenReport::default();
-        let resume = match checkpoint::load(vfs, &dir, &segments) {
-            Ok(resume) => resume,
-            Err(reason) => {
-                tracing::warn!(
-                    reason = %reason,
-                    "ignoring the index checkpoint; replaying the whole log"
-                );
-                report.checkpoint_rejected = Some(reason);
-                None
-            }
-        };
-        report.checkpoint_events = resume.as_ref().map_or(0, |r| r.index.len());
-        let scan = scan_log(vfs, &segments, resume)?;
+        let loaded = checkpoint::load(vfs, &dir, &segments);
+        if let Some(reason) = loaded.rejected {
+            tracing::warn!(
+                reason = %reason,
+                "ignoring the index checkpoint; replaying the whole log"
+            );
+            report.checkpoint_rejected = Some(reason);
+        }
+        report.checkpoint_events = loaded.resume.as_ref().map_or(0, |r| r.index.len());
+        let mut scan = scan_log(vfs, &segments, loaded.resume)?;
+        apply_claim(&mut scan, loaded.claim.as_ref());
         let mut index = scan.index;
         report.replayed_events = scan.replayed_events;
         report.replayed_bytes = scan.replayed_bytes;
@@ -191,6 +191,7 @@ impl Store {
             options,
             index: RwLock::new(index),
             stopped: AtomicBool::new(false),
+            closing: AtomicBool::new(false),
             checkpoint_lock: Mutex::new(()),
             replayed_at_open: report.replayed_events,
             listeners: RwLock::new(Vec::new()),
@@ -199,13 +200,26 @@ impl Store {
         let preallocator = if shared.options.preallocate {
             let active = &shared.index.read().expect("index lock").segments;
             let path = &active.last().expect("an active segment").path;
-            let own = shared
-                .options
-                .storage
+            let storage = &shared.options.storage;
+            let mode = if storage.deterministic() {
+                crate::prealloc::Mode::Inline
+            } else {
+                crate::prealloc::Mode::Background
+            };
+            // Preallocation only makes fsyncs cheaper: without a descriptor for it (say, at
+            // the descriptor limit) the store runs without it until the next roll.
+            match storage
                 .open(path, true)
-                .map_err(|e| Error::io(path, e))?;
-            let file_len = own.len().map_err(|e| Error::io(path, e))?;
-            Some(crate::prealloc::Preallocator::start(own, file_len))
+                .and_then(|own| Ok((own.len()?, own)))
+            {
+                Ok((file_len, own)) => {
+                    Some(crate::prealloc::Preallocator::start(own, file_len, mode))
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "no preallocation for the active segment");
+                    None
+                }
+            }
         } else {
             None
         };
@@ -513,6 +527,7 @@ impl Store {
 impl Handle {
     fn close(&self) {
         self.closed.store(true, Ordering::SeqCst);
+        self.shared.closing.store(true, Ordering::SeqCst);
         let writer = self.writer.lock().expect("writer lock").take();
         if let Some(writer) = writer {
             let _ = self.sender.send(Command::Shutdown);
@@ -552,6 +567,33 @@ fn check_name(what: &'static str, value: &str, max: u16, setting: &'static str) 
     Ok(())
 }
 
+/// Creates the store directory if needed and makes its entry durable: a directory's entry is
+/// durable only once its parent is fsynced, and without it a power cut could take the
+/// directory, and every acknowledged event in it, away. The parent is fsynced at every open
+/// (a previous process may have crashed between creating the directory and fsyncing it).
+fn create_dir_durably(vfs: &dyn Vfs, dir: &Path) -> Result<()> {
+    let missing: Vec<&Path> = dir
+        .ancestors()
+        .filter(|a| !a.as_os_str().is_empty())
+        .take_while(|a| !vfs.is_dir(a))
+        .collect();
+    vfs.create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    let parent_of = |path: &Path| match path.parent() {
+        Some(parent) if parent.as_os_str().is_empty() => Path::new(".").to_path_buf(),
+        Some(parent) => parent.to_path_buf(),
+        None => path.to_path_buf(),
+    };
+    for created in missing.iter().rev() {
+        fsync_dir(vfs, &parent_of(created))?;
+    }
+    if missing.is_empty()
+        && let Err(e) = fsync_dir(vfs, &parent_of(dir))
+    {
+        tracing::warn!(error = %e, "could not fsync the store directory's parent");
+    }
+    Ok(())
+}
+
 pub(crate) fn lock_dir(vfs: &dyn Vfs, dir: &Path) -> Result<Box<dyn Send + Sync>> {
     vfs.lock(dir).map_err(|e| match e {
         LockError::Held => Error::Locked {
@@ -570,14 +612,9 @@ fn cut_torn_tail(
 ) -> Result<TornTail> {
     let path = &damage.path;
     let file = vfs.open(path, true).map_err(|e| Error::io(path, e))?;
-    let mut cut = vec![0u8; (damage.file_len - damage.offset) as usize];
-    let got = read_at_most(&*file, &mut cut, damage.offset).map_err(|e| Error::io(path, e))?;
-    cut.truncate(got);
     // Trailing zeros are preallocated space, not data: keep only up to the last written byte.
-    let written = cut.iter().rposition(|&b| b != 0).map_or(0, |last| last + 1);
-    cut.truncate(written);
-    let side_file = write_side_file(vfs, path, "torn", &cut)?;
-    let bytes = cut.len() as u64;
+    let end = written_end(&*file, path, damage.offset, damage.file_len)?;
+    let (side_file, bytes) = copy_to_side_file(vfs, path, "torn", &*file, damage.offset, end)?;
     if damage.offset < SEGMENT_HEADER_LEN {
         // The segment header itself is damaged: start the segment over, under the right name.
         drop(file);
@@ -587,7 +624,7 @@ fn cut_torn_tail(
             index.segments.pop();
         }
         let (new_path, new_file) =
-            create_segment(vfs, dir, index.len()).map_err(|e| Error::io(dir, e))?;
+            create_segment(vfs, dir, index.len()).map_err(|e| Error::io(dir, e.source))?;
         index.segments.push(SegmentEntry {
             first_position: index.len(),
             path: new_path,

@@ -6,10 +6,13 @@ use std::path::{Path, PathBuf};
 
 use crate::checkpoint;
 use crate::error::{Error, Result};
-use crate::format::{SEGMENT_HEADER_LEN, read_at_most};
-use crate::recovery::{Damage, scan_log};
-use crate::segment::{fsync_dir, list_segments, unix_seconds, write_side_file};
+use crate::format::{
+    Decoded, MAX_RECORD_LEN, SEGMENT_HEADER_LEN, decode_record, read_at_most, segment_header,
+};
+use crate::recovery::{Damage, INVALID_HEADER, apply_claim, scan_log};
+use crate::segment::{copy_to_side_file, fsync_dir, list_segments, unix_seconds};
 use crate::store::lock_dir;
+use crate::vfs::write_all_at;
 use crate::vfs::{RealFs, Vfs};
 
 /// The state of a store, as `verify` found it.
@@ -88,12 +91,14 @@ pub fn verify_on(vfs: &dyn Vfs, dir: &Path) -> Result<VerifyReport> {
         ));
     }
     let segments = list_segments(vfs, dir)?;
-    let checkpoint = match checkpoint::load(vfs, dir, &segments) {
-        Ok(Some(resume)) => Ok(resume.index.len()),
-        Ok(None) => Ok(0),
-        Err(reason) => Err(reason),
+    let loaded = checkpoint::load(vfs, dir, &segments);
+    let checkpoint = match (loaded.resume, loaded.rejected) {
+        (_, Some(reason)) => Err(reason),
+        (Some(resume), None) => Ok(resume.index.len()),
+        (None, None) => Ok(0),
     };
-    let scan = scan_log(vfs, &segments, None)?;
+    let mut scan = scan_log(vfs, &segments, None)?;
+    apply_claim(&mut scan, loaded.claim.as_ref());
     Ok(VerifyReport {
         dir: dir.to_path_buf(),
         segments: segments.into_iter().map(|(_, path)| path).collect(),
@@ -175,13 +180,24 @@ pub struct RepairReport {
     /// Events kept.
     pub events: u64,
     pub moved: Vec<Moved>,
+    /// Segments whose damaged header was rewritten (the header is the same for every segment)
+    /// because whole batches follow it, with the side file holding the old header bytes.
+    pub headers_rewritten: Vec<(PathBuf, PathBuf)>,
     pub checkpoint_removed: bool,
 }
 
 impl fmt::Display for RepairReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.moved.is_empty() {
+        if self.moved.is_empty() && self.headers_rewritten.is_empty() && !self.checkpoint_removed {
             return writeln!(f, "nothing to repair: {} events, no damage", self.events);
+        }
+        for (segment, old) in &self.headers_rewritten {
+            writeln!(
+                f,
+                "rewrote the damaged header of {} (its records are intact; the old header bytes are in {})",
+                segment.display(),
+                old.display()
+            )?;
         }
         for moved in &self.moved {
             writeln!(
@@ -210,17 +226,51 @@ pub fn repair(dir: impl AsRef<Path>) -> Result<RepairReport> {
 pub fn repair_on(vfs: &dyn Vfs, dir: &Path) -> Result<RepairReport> {
     let _lock = lock_dir(vfs, dir)?;
     let segments = list_segments(vfs, dir)?;
-    let scan = scan_log(vfs, &segments, None)?;
+    let mut scan = scan_log(vfs, &segments, None)?;
+    let mut headers_rewritten = Vec::new();
+    // A damaged header followed by whole batches: the header is the same for every segment,
+    // so write it again and keep the segment (and every later one) instead of moving the
+    // rest of the log aside. Then scan again.
+    while let Some(damage) = &scan.damage
+        && damage.reason == INVALID_HEADER
+        && !headers_rewritten.iter().any(|(p, _)| p == &damage.path)
+        && records_follow_header(vfs, damage)?
+    {
+        let path = damage.path.clone();
+        let file = vfs.open(&path, true).map_err(|e| Error::io(&path, e))?;
+        let (old, _) =
+            copy_to_side_file(vfs, &path, "repair-header", &*file, 0, SEGMENT_HEADER_LEN)?;
+        write_all_at(&*file, &segment_header(), 0)
+            .and_then(|()| file.sync_data())
+            .map_err(|e| Error::io(&path, e))?;
+        tracing::warn!(
+            segment = %path.display(),
+            old_header = %old.display(),
+            "repair rewrote a damaged segment header"
+        );
+        headers_rewritten.push((path, old));
+        scan = scan_log(vfs, &segments, None)?;
+    }
+    // What open refuses because the checkpoint proves acknowledged events are damaged or
+    // missing, repair cuts too (and removes the checkpoint): the explicit way to accept it.
+    let loaded = checkpoint::load(vfs, dir, &segments);
+    apply_claim(&mut scan, loaded.claim.as_ref());
     let mut report = RepairReport {
         events: scan.index.len(),
         moved: Vec::new(),
+        headers_rewritten,
         checkpoint_removed: false,
     };
     let Some(damage) = scan.damage else {
+        remove_checkpoint(vfs, dir, &mut report, false)?;
         return Ok(report);
     };
+    let claimed_loss = damage.offset >= damage.file_len;
     let path = &damage.path;
-    if damage.offset < SEGMENT_HEADER_LEN {
+    if claimed_loss {
+        // Nothing to cut: the checkpoint says more than the log holds; removing it (below) is
+        // the repair.
+    } else if damage.offset < SEGMENT_HEADER_LEN {
         let to = aside_name(path);
         vfs.rename(path, &to).map_err(|e| Error::io(path, e))?;
         report.moved.push(Moved {
@@ -231,17 +281,15 @@ pub fn repair_on(vfs: &dyn Vfs, dir: &Path) -> Result<RepairReport> {
         });
     } else {
         let file = vfs.open(path, true).map_err(|e| Error::io(path, e))?;
-        let mut cut = vec![0u8; (damage.file_len - damage.offset) as usize];
-        let got = read_at_most(&*file, &mut cut, damage.offset).map_err(|e| Error::io(path, e))?;
-        cut.truncate(got);
-        let to = write_side_file(vfs, path, "repair", &cut)?;
+        let (to, bytes) =
+            copy_to_side_file(vfs, path, "repair", &*file, damage.offset, damage.file_len)?;
         file.set_len(damage.offset)
             .and_then(|()| file.sync_data())
             .map_err(|e| Error::io(path, e))?;
         report.moved.push(Moved {
             from: path.clone(),
             offset: damage.offset,
-            bytes: cut.len() as u64,
+            bytes,
             to,
         });
     }
@@ -256,13 +304,7 @@ pub fn repair_on(vfs: &dyn Vfs, dir: &Path) -> Result<RepairReport> {
             to,
         });
     }
-    let checkpoint = checkpoint::checkpoint_path(dir);
-    match vfs.remove(&checkpoint) {
-        Ok(()) => report.checkpoint_removed = true,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(Error::io(&checkpoint, e)),
-    }
-    fsync_dir(vfs, dir)?;
+    remove_checkpoint(vfs, dir, &mut report, true)?;
     for moved in &report.moved {
         tracing::warn!(
             from = %moved.from.display(),
@@ -273,6 +315,55 @@ pub fn repair_on(vfs: &dyn Vfs, dir: &Path) -> Result<RepairReport> {
         );
     }
     Ok(report)
+}
+
+/// Removes the checkpoint (it is rebuilt on open) and fsyncs the directory.
+fn remove_checkpoint(
+    vfs: &dyn Vfs,
+    dir: &Path,
+    report: &mut RepairReport,
+    damaged: bool,
+) -> Result<()> {
+    if !damaged && report.moved.is_empty() && report.headers_rewritten.is_empty() {
+        return Ok(());
+    }
+    let checkpoint = checkpoint::checkpoint_path(dir);
+    match vfs.remove(&checkpoint) {
+        Ok(()) => report.checkpoint_removed = true,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(Error::io(&checkpoint, e)),
+    }
+    fsync_dir(vfs, dir)
+}
+
+/// Whether a valid record starting the segment's first batch follows its (damaged) header.
+fn records_follow_header(vfs: &dyn Vfs, damage: &Damage) -> Result<bool> {
+    let path = &damage.path;
+    let Some(first_position) = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .and_then(crate::segment::parse_segment_name)
+    else {
+        return Ok(false);
+    };
+    let file = vfs.open(path, false).map_err(|e| Error::io(path, e))?;
+    let mut head = [0u8; 8];
+    let got =
+        read_at_most(&*file, &mut head, SEGMENT_HEADER_LEN).map_err(|e| Error::io(path, e))?;
+    if got < 8 {
+        return Ok(false);
+    }
+    let len = u32::from_le_bytes(head[4..8].try_into().expect("4 bytes")) as usize;
+    if len > MAX_RECORD_LEN || SEGMENT_HEADER_LEN + len as u64 > damage.file_len {
+        return Ok(false);
+    }
+    let mut record = vec![0u8; len];
+    let got =
+        read_at_most(&*file, &mut record, SEGMENT_HEADER_LEN).map_err(|e| Error::io(path, e))?;
+    Ok(matches!(
+        decode_record(&record[..got]),
+        Decoded::Record(view) if view.fields.batch_index == 0 && view.fields.position == first_position
+    ))
 }
 
 fn aside_name(path: &Path) -> PathBuf {

@@ -54,6 +54,17 @@ pub trait Vfs: Send + Sync + Debug {
     fn sync_dir(&self, dir: &Path) -> io::Result<()>;
     /// Takes the exclusive lock of a store directory, held until the returned guard drops.
     fn lock(&self, dir: &Path) -> Result<Box<dyn Send + Sync>, LockError>;
+    /// The clock the engine's timers read (interval fsyncs, checkpoints by time). A simulated
+    /// disk drives it from the test, so that those timers fire where the schedule says.
+    fn now(&self) -> std::time::Instant {
+        std::time::Instant::now()
+    }
+    /// `true` when every outcome should depend only on the calls made (a simulated disk): the
+    /// engine then does its background work (preallocation, periodic checkpoints) inline on the
+    /// writer thread instead of on threads of its own.
+    fn deterministic(&self) -> bool {
+        false
+    }
 }
 
 /// The shared handle to a file system that [`crate::Options`] carries.

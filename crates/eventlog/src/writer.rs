@@ -9,17 +9,19 @@
 
 use std::collections::HashMap;
 use std::io;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::error::{Error, Result};
 use crate::event::{Appended, ExpectedVersion, NewEvent, Placed};
 use crate::format::{RecordFields, SEGMENT_HEADER_LEN, encode_record, record_len};
 use crate::index::{Index, SegmentEntry};
 use crate::prealloc::Preallocator;
-use crate::segment::create_segment;
+use crate::segment::{create_segment, remove_created};
 use crate::store::{Commit, Shared};
 use crate::vfs::{FileHandle, write_all_at};
 use crate::{Durability, checkpoint};
@@ -68,6 +70,11 @@ pub struct Writer {
     len: u64,
     /// Whether bytes were written since the last fsync (only outside `Durability::Fsync`).
     unsynced: bool,
+    /// Bytes of the active segment, and events of the log, known durable: what a failed
+    /// fsync cuts the log back to (outside `Durability::Fsync` acknowledged bytes may be
+    /// unsynced, and after a failed fsync they may never reach the disk).
+    synced_len: u64,
+    synced_events: u64,
     last_sync: Instant,
     events_since_checkpoint: u64,
     /// When the last checkpoint was started (or the store opened).
@@ -77,6 +84,11 @@ pub struct Writer {
     notifier: Option<(Sender<Answers>, std::thread::JoinHandle<()>)>,
     /// Zero-fills the active segment ahead of the writer (when `Options::preallocate`).
     preallocator: Option<Arc<Preallocator>>,
+    /// A segment file a failed roll created and could not remove: removed before the next
+    /// roll, which fails until it is gone.
+    leftover_segment: Option<PathBuf>,
+    /// The running background checkpoint, joined before the next one and at close.
+    checkpointer: Option<JoinHandle<()>>,
 }
 
 /// Flushes with at most this many answers are answered by the writer itself.
@@ -108,18 +120,85 @@ impl Writer {
         len: u64,
         preallocator: Option<Arc<Preallocator>>,
     ) -> Self {
+        let synced_events = shared.index.read().expect("index lock").len();
         Writer {
-            shared,
             receiver,
             file,
             len,
             unsynced: false,
-            last_sync: Instant::now(),
+            synced_len: len,
+            synced_events,
+            last_sync: shared.options.storage.now(),
             events_since_checkpoint: 0,
-            last_checkpoint: Instant::now(),
+            last_checkpoint: shared.options.storage.now(),
             notifier: None,
             preallocator,
+            leftover_segment: None,
+            checkpointer: None,
+            shared,
         }
+    }
+
+    /// The engine's clock (the simulated disk's in tests).
+    fn now(&self) -> Instant {
+        self.shared.options.storage.now()
+    }
+
+    fn stopped(&self) -> bool {
+        self.shared.stopped.load(Ordering::SeqCst)
+    }
+
+    /// fsyncs the active segment now (outside `Durability::Fsync`, where bytes are written
+    /// before they are synced). A failure stops the writer, in every mode.
+    fn sync_now(&mut self) -> Result<()> {
+        if !self.unsynced {
+            return Ok(());
+        }
+        if self.stopped() {
+            return Err(Error::WriterStopped);
+        }
+        match self.file.sync_data() {
+            Ok(()) => {
+                self.unsynced = false;
+                self.last_sync = self.now();
+                self.shared.stats.fsyncs.fetch_add(1, Ordering::Relaxed);
+                self.synced_len = self.len;
+                self.synced_events = self.shared.index.read().expect("index lock").len();
+                Ok(())
+            }
+            Err(e) => {
+                self.stop_after_fsync_failure(&e);
+                self.cut_unsynced();
+                Err(Error::WriterStopped)
+            }
+        }
+    }
+
+    /// After a failed fsync: cuts the log back to what is known durable, in the file and in
+    /// the index. The kernel may have dropped the rest's dirty pages while reads still see
+    /// them; a later process must not build on bytes that will never reach the disk.
+    fn cut_unsynced(&mut self) {
+        if self.len <= self.synced_len {
+            return;
+        }
+        tracing::error!(
+            bytes = self.len - self.synced_len,
+            events = self.shared.index.read().expect("index lock").len() - self.synced_events,
+            "cutting off acknowledged but unsynced events after the failed fsync"
+        );
+        if let Err(e) = self.file.set_len(self.synced_len) {
+            tracing::error!(error = %e, "could not cut off the unsynced part of the log");
+        }
+        if let Some(preallocator) = &self.preallocator {
+            preallocator.truncated(self.synced_len);
+        }
+        self.shared
+            .index
+            .write()
+            .expect("index lock")
+            .truncate(self.synced_events, self.synced_len);
+        self.len = self.synced_len;
+        self.unsynced = false;
     }
 
     pub fn run(mut self) {
@@ -138,6 +217,7 @@ impl Writer {
             self.checkpoint_in_background();
         }
         self.run_commands();
+        self.join_checkpointer();
         if let Some(preallocator) = self.preallocator.take() {
             preallocator.stop();
         }
@@ -188,14 +268,26 @@ impl Writer {
             }
             self.maybe_checkpoint_in_background();
         }
-        if self.unsynced
-            && !self.shared.stopped.load(Ordering::SeqCst)
-            && let Err(e) = self.file.sync_data()
-        {
-            tracing::error!(error = %e, "fsync at close failed");
+        // No background checkpoint may outlive the store (the next owner of the directory
+        // would find it writing), nor overwrite the final one with an older cut.
+        self.join_checkpointer();
+        if self.stopped() {
+            return;
+        }
+        if self.sync_now().is_err() {
+            tracing::error!("fsync at close failed; no checkpoint written");
+            return;
         }
         if let Err(e) = self.write_checkpoint() {
             tracing::warn!(error = %e, "could not write the index checkpoint at close");
+        }
+    }
+
+    fn join_checkpointer(&mut self) {
+        if let Some(thread) = self.checkpointer.take()
+            && thread.join().is_err()
+        {
+            tracing::error!("the checkpoint thread panicked");
         }
     }
 
@@ -206,27 +298,27 @@ impl Writer {
                 Durability::Interval { every } if self.unsynced => every,
                 _ => return self.receiver.recv().ok(),
             };
-            let wait = every.saturating_sub(self.last_sync.elapsed());
+            if self.stopped() {
+                return self.receiver.recv().ok();
+            }
+            let wait = every
+                .saturating_sub(self.now().saturating_duration_since(self.last_sync))
+                // A simulated clock moves only when the test moves it: wake up now and then.
+                .max(Duration::from_millis(1));
             match self.receiver.recv_timeout(wait) {
                 Ok(command) => return Some(command),
-                Err(RecvTimeoutError::Timeout) => self.sync_for_interval(),
+                Err(RecvTimeoutError::Timeout) => {
+                    if self.interval_due(every) {
+                        let _ = self.sync_now();
+                    }
+                }
                 Err(RecvTimeoutError::Disconnected) => return None,
             }
         }
     }
 
-    fn sync_for_interval(&mut self) {
-        if !self.unsynced {
-            return;
-        }
-        match self.file.sync_data() {
-            Ok(()) => {
-                self.unsynced = false;
-                self.last_sync = Instant::now();
-                self.shared.stats.fsyncs.fetch_add(1, Ordering::Relaxed);
-            }
-            Err(e) => self.stop_after_fsync_failure(&e),
-        }
+    fn interval_due(&self, every: Duration) -> bool {
+        self.now().saturating_duration_since(self.last_sync) >= every
     }
 
     fn stop_after_fsync_failure(&self, error: &io::Error) {
@@ -260,9 +352,14 @@ impl Writer {
                 && written + size > self.shared.options.segment_size_bytes
             {
                 self.commit(std::mem::take(&mut flush));
+                // That commit's fsync may have failed: then nothing more is acknowledged.
+                if self.stopped() {
+                    done(Err(Error::WriterStopped));
+                    continue;
+                }
                 if let Err(e) = self.roll() {
                     tracing::error!(error = %e, "could not start a new segment");
-                    done(Err(Error::WriteFailed { source: e }));
+                    done(Err(e));
                     continue;
                 }
             }
@@ -420,10 +517,19 @@ impl Writer {
         }
         if let Err(e) = write_all_at(&*self.file, &flush.buf, self.len) {
             tracing::error!(error = %e, bytes = flush.buf.len(), "write to the log failed");
-            // Cut off whatever part of the write landed, so the next write starts clean.
-            if let Err(cut) = self.file.set_len(self.len) {
-                tracing::error!(error = %cut, "could not cut off a failed write");
-                self.shared.stopped.store(true, Ordering::SeqCst);
+            // Cut off whatever part of the write landed, durably: the next write starts clean,
+            // and neither a later seal nor a power cut can bring the partial bytes back (a
+            // sealed segment must end at its last record; recovery reads a hole left by lost
+            // pages as zeros).
+            match self.file.set_len(self.len) {
+                Err(cut) => {
+                    tracing::error!(error = %cut, "could not cut off a failed write");
+                    self.shared.stopped.store(true, Ordering::SeqCst);
+                }
+                Ok(()) => {
+                    self.unsynced = true;
+                    let _ = self.sync_now();
+                }
             }
             if let Some(preallocator) = &self.preallocator {
                 preallocator.truncated(self.len);
@@ -435,6 +541,7 @@ impl Writer {
             return;
         }
         let mut fsync = None;
+        let mut synced = false;
         match self.shared.options.durability {
             Durability::Fsync => {
                 let fsync_started = Instant::now();
@@ -454,12 +561,21 @@ impl Writer {
                     return;
                 }
                 fsync = Some(fsync_started.elapsed());
+                synced = true;
                 self.shared.stats.fsyncs.fetch_add(1, Ordering::Relaxed);
             }
             Durability::Interval { every } => {
                 self.unsynced = true;
-                if self.last_sync.elapsed() >= every {
-                    self.sync_for_interval();
+                if self.interval_due(every) {
+                    if self.sync_now().is_err() {
+                        // The failed fsync covered this flush: it is not acknowledged, nor
+                        // published, and cut off with the rest of the unsynced log.
+                        self.len += flush.buf.len() as u64;
+                        self.cut_unsynced();
+                        self.answer(flush.replies, Some(&|| Error::WriterStopped));
+                        return;
+                    }
+                    synced = true;
                 }
             }
             Durability::Never => self.unsynced = true,
@@ -481,6 +597,10 @@ impl Writer {
                 .visible_len = self.len;
             index.len()
         };
+        if synced {
+            self.synced_len = self.len;
+            self.synced_events = head;
+        }
         self.events_since_checkpoint += events;
         self.shared
             .stats
@@ -525,27 +645,60 @@ impl Writer {
         }
     }
 
-    /// Seals the active segment and starts the next one.
-    fn roll(&mut self) -> io::Result<()> {
-        if self.unsynced {
-            self.file.sync_data()?;
-            self.unsynced = false;
+    /// Seals the active segment and starts the next one, all or nothing: on failure the
+    /// active segment stays active (with the preallocator on it) and no file is left behind,
+    /// so that appends resume once the cause (a descriptor limit, a full disk) is gone.
+    fn roll(&mut self) -> Result<()> {
+        let vfs = Arc::clone(&self.shared.options.storage);
+        let dir = self.shared.dir.clone();
+        let failed = |source: io::Error| Error::WriteFailed { source };
+        if let Some(leftover) = self.leftover_segment.clone() {
+            remove_created(&*vfs, &dir, &leftover).map_err(failed)?;
+            self.leftover_segment = None;
+        }
+        // Seal: the segment ends exactly at its last record (no preallocated zeros, no cut-off
+        // failed write), durably, before a later segment can exist.
+        let own = self.preallocator.as_ref().and_then(|p| p.detach());
+        let resume_preallocation = |this: &Self, own: Option<FileHandle>| {
+            if let (Some(preallocator), Some(own)) = (&this.preallocator, own) {
+                preallocator.switch(own, this.len, this.len);
+            }
+        };
+        if let Err(e) = self.file.set_len(self.len) {
+            resume_preallocation(self, own);
+            return Err(failed(e));
+        }
+        self.unsynced = true;
+        if let Err(e) = self.sync_now() {
+            resume_preallocation(self, own);
+            return Err(e);
         }
         let first_position = self.shared.index.read().expect("index lock").len();
-        let vfs = &*self.shared.options.storage;
-        let (path, file) = create_segment(vfs, &self.shared.dir, first_position)?;
+        let (path, file) = match create_segment(&*vfs, &dir, first_position) {
+            Ok(created) => created,
+            Err(e) => {
+                self.leftover_segment = e.leftover;
+                resume_preallocation(self, own);
+                return Err(failed(e.source));
+            }
+        };
         if let Some(preallocator) = &self.preallocator {
             // The preallocator gets its own open file description, so that an fsync error it
             // meets is still reported to the writer's (Linux reports writeback errors to every
             // open file description).
-            preallocator.switch(
-                vfs.open(&path, true)?,
-                SEGMENT_HEADER_LEN,
-                SEGMENT_HEADER_LEN,
-            );
-            // The sealed segment ends exactly at its last record: cut its preallocated zeros.
-            self.file.set_len(self.len)?;
-            self.file.sync_data()?;
+            match vfs.open(&path, true) {
+                Ok(handle) => {
+                    preallocator.switch(handle, SEGMENT_HEADER_LEN, SEGMENT_HEADER_LEN);
+                }
+                Err(e) => {
+                    drop(file);
+                    if remove_created(&*vfs, &dir, &path).is_err() {
+                        self.leftover_segment = Some(path);
+                    }
+                    resume_preallocation(self, own);
+                    return Err(failed(e));
+                }
+            }
         }
         self.shared
             .index
@@ -560,76 +713,100 @@ impl Writer {
             });
         self.file = file;
         self.len = SEGMENT_HEADER_LEN;
+        self.synced_len = SEGMENT_HEADER_LEN;
+        self.synced_events = first_position;
         Ok(())
     }
 
-    /// Writes a checkpoint of everything visible, after making it durable.
+    /// Writes a checkpoint of everything visible, after making it durable. Never while the
+    /// writer is stopped: what the kernel holds for the log may then never reach the disk.
     fn write_checkpoint(&mut self) -> Result<()> {
-        if self.unsynced && !self.shared.stopped.load(Ordering::SeqCst) {
-            self.file
-                .sync_data()
-                .map_err(|e| Error::io(&self.shared.dir, e))?;
-            self.unsynced = false;
-            self.last_sync = Instant::now();
+        if self.stopped() {
+            return Err(Error::WriterStopped);
         }
+        self.sync_now()?;
+        let cut = checkpoint::Cut::of(&self.shared.index.read().expect("index lock"));
         let _serialized = self.shared.checkpoint_lock.lock().expect("checkpoint lock");
-        checkpoint::write_temporary(
-            &*self.shared.options.storage,
-            &self.shared.dir,
-            &self.shared.index.read().expect("index lock"),
-        )?;
-        checkpoint::install(&*self.shared.options.storage, &self.shared.dir)?;
+        let vfs = &*self.shared.options.storage;
+        checkpoint::write_temporary(vfs, &self.shared.dir, &self.shared.index, &cut)?;
+        checkpoint::install(vfs, &self.shared.dir)?;
         self.events_since_checkpoint = 0;
-        self.last_checkpoint = Instant::now();
+        self.last_checkpoint = self.now();
         Ok(())
     }
 
-    /// Every `checkpoint_every_events`, a background thread writes a checkpoint. It holds the
-    /// index read lock while it writes the file (the writer keeps writing and fsyncing, and
-    /// waits only to publish), then fsyncs outside the lock.
+    /// Every `checkpoint_every_events` (or `checkpoint_every_seconds`), a background thread
+    /// writes a checkpoint.
     fn maybe_checkpoint_in_background(&mut self) {
         let options = &self.shared.options;
         let by_count = options.checkpoint_every_events > 0
             && self.events_since_checkpoint >= options.checkpoint_every_events;
         let by_time = options.checkpoint_every_seconds > 0
             && self.events_since_checkpoint > 0
-            && self.last_checkpoint.elapsed().as_secs() >= options.checkpoint_every_seconds;
+            && self
+                .now()
+                .saturating_duration_since(self.last_checkpoint)
+                .as_secs()
+                >= options.checkpoint_every_seconds;
         if by_count || by_time {
             self.checkpoint_in_background();
         }
     }
 
     /// Starts a background checkpoint now (unless one is running).
+    ///
+    /// The writer makes the log durable first (outside `Durability::Fsync`; a failure stops
+    /// it, and no checkpoint is written) and fixes what the checkpoint covers (the cut), so
+    /// that it covers only durable bytes whatever the writer does meanwhile. The thread never
+    /// fsyncs the log itself: on Linux a writeback error is reported once per file
+    /// description, and the writer must be the one to see it. It reads the index in short
+    /// stretches under the read lock and writes and fsyncs the file outside it, so readers and
+    /// the writer's publishing wait at most for one stretch.
     pub fn checkpoint_in_background(&mut self) {
+        if self
+            .checkpointer
+            .as_ref()
+            .is_some_and(|thread| !thread.is_finished())
+        {
+            return;
+        }
+        self.join_checkpointer();
+        if self.stopped() || self.sync_now().is_err() {
+            return;
+        }
         self.events_since_checkpoint = 0;
-        self.last_checkpoint = Instant::now();
+        self.last_checkpoint = self.now();
+        let cut = checkpoint::Cut::of(&self.shared.index.read().expect("index lock"));
         let shared = Arc::clone(&self.shared);
-        let spawned = std::thread::Builder::new()
-            .name("eventlog-checkpoint".into())
-            .spawn(move || {
-                // One checkpoint at a time; if one is running, this one is not needed.
-                let Ok(_serialized) = shared.checkpoint_lock.try_lock() else {
-                    return;
-                };
-                let result = (|| -> Result<()> {
-                    let active = {
-                        let index = shared.index.read().expect("index lock");
-                        checkpoint::write_temporary(&*shared.options.storage, &shared.dir, &index)?;
-                        Arc::clone(&index.segments.last().expect("a segment").file)
-                    };
-                    // What the checkpoint covers must be durable before it is installed
-                    // (earlier segments were fsynced when they were sealed).
-                    if shared.options.durability != Durability::Fsync {
-                        active.sync_data().map_err(|e| Error::io(&shared.dir, e))?;
+        let work = move || {
+            // One checkpoint at a time; if one is being written, this one is not needed.
+            let Ok(_serialized) = shared.checkpoint_lock.try_lock() else {
+                return;
+            };
+            if shared.closing.load(Ordering::SeqCst) {
+                return;
+            }
+            let vfs = &*shared.options.storage;
+            let result = checkpoint::write_temporary(vfs, &shared.dir, &shared.index, &cut)
+                .and_then(|()| {
+                    if shared.stopped.load(Ordering::SeqCst) {
+                        return Err(Error::WriterStopped);
                     }
-                    checkpoint::install(&*shared.options.storage, &shared.dir)
-                })();
-                if let Err(e) = result {
-                    tracing::warn!(error = %e, "could not write an index checkpoint");
-                }
-            });
-        if let Err(e) = spawned {
-            tracing::warn!(error = %e, "could not start the checkpoint thread");
+                    checkpoint::install(vfs, &shared.dir)
+                });
+            if let Err(e) = result {
+                tracing::warn!(error = %e, "could not write an index checkpoint");
+            }
+        };
+        if self.shared.options.storage.deterministic() {
+            return work();
+        }
+        match std::thread::Builder::new()
+            .name("eventlog-checkpoint".into())
+            .spawn(work)
+        {
+            Ok(thread) => self.checkpointer = Some(thread),
+            Err(e) => tracing::warn!(error = %e, "could not start the checkpoint thread"),
         }
     }
 }
