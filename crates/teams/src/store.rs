@@ -19,22 +19,32 @@ use sqlx::migrate::{Migration, MigrationType, Migrator};
 use sqlx::{Any, AnyPool, Connection, Executor, Row, Transaction};
 use tokio::sync::{Mutex, OwnedMutexGuard};
 
-use crate::config::DATABASE_CHECK_TIMEOUT;
 use crate::error::Error;
 
+/// How long the start-up check waits for the database.
+pub const DATABASE_CHECK_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a SQLite connection waits for a lock held by another process.
 const SQLITE_BUSY_TIMEOUT_MS: u32 = 5_000;
 
 /// The embedded migrations, applied in order at start-up.
 fn migrator() -> Migrator {
     Migrator {
-        migrations: Cow::Owned(vec![Migration::new(
-            1,
-            Cow::Borrowed("initial"),
-            MigrationType::Simple,
-            Cow::Borrowed(include_str!("../migrations/0001_initial.sql")),
-            false,
-        )]),
+        migrations: Cow::Owned(vec![
+            Migration::new(
+                1,
+                Cow::Borrowed("initial"),
+                MigrationType::Simple,
+                Cow::Borrowed(include_str!("../migrations/0001_initial.sql")),
+                false,
+            ),
+            Migration::new(
+                2,
+                Cow::Borrowed("second wave"),
+                MigrationType::Simple,
+                Cow::Borrowed(include_str!("../migrations/0002_second_wave.sql")),
+                false,
+            ),
+        ]),
         ..Migrator::DEFAULT
     }
 }
@@ -174,6 +184,11 @@ impl Store {
     /// may fail on a unique index must run under a savepoint.
     pub(crate) fn savepoints(&self) -> bool {
         self.backend == Backend::Postgres
+    }
+
+    /// Which database this is.
+    pub(crate) fn backend(&self) -> Backend {
+        self.backend
     }
 
     /// Begins a write transaction (queued behind other writers on SQLite).
