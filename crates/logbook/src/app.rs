@@ -206,7 +206,11 @@ impl App {
                 }
             });
         }
+        if let (Some(events), Some(teams)) = (&events, &teams) {
+            crate::audit_relay::start(teams, events);
+        }
         let state = CommonState {
+            teams_metrics: teams.as_ref().map(|teams| teams.metrics_source()),
             events: events.clone(),
             started,
             openapi: Arc::new(openapi_document(events.is_some(), teams.is_some())),
@@ -333,6 +337,7 @@ async fn request_timeout(
 #[derive(Clone)]
 struct CommonState {
     events: Option<EventStoreService>,
+    teams_metrics: Option<teams::MetricsSource>,
     started: Instant,
     openapi: Arc<utoipa::openapi::OpenApi>,
 }
@@ -373,6 +378,9 @@ async fn metrics(State(state): State<CommonState>) -> Response {
     ));
     if let Some(events) = &state.events {
         events.render_metrics(&mut out);
+    }
+    if let Some(teams) = &state.teams_metrics {
+        teams.render(&mut out);
     }
     (
         StatusCode::OK,
