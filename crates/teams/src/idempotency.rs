@@ -7,6 +7,8 @@
 //! body is 422. Two requests with one key at the same moment: one wins, the other gets a 409
 //! asking to retry (then it gets the replay). The worker forgets keys after a day.
 
+use std::time::Duration;
+
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use axum::http::{HeaderValue, StatusCode, header};
@@ -14,10 +16,12 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
 use crate::error::Error;
-use crate::mail::IDEMPOTENCY_TTL;
 use crate::store::{int, text};
 use crate::time::ms;
 use crate::token::sha256_hex;
+
+/// How long an answer is kept (the mail worker's sweep forgets older ones).
+pub(crate) const IDEMPOTENCY_TTL: Duration = Duration::from_secs(24 * 3600);
 
 /// Longest key accepted.
 pub const IDEMPOTENCY_KEY_MAX_CHARS: usize = 255;

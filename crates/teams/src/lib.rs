@@ -11,8 +11,9 @@
 //! - [`token`]: invitation tokens (256 bits from the OS, URL-safe base64; only SHA-256 is
 //!   stored) and the constant-time secret comparison used for the admin token.
 //! - `routes`: the HTTP handlers, one module per resource (`teams`, `members`,
-//!   `invitations`, `accept`), the admin bearer middleware, the per-address rate limit of the
-//!   token endpoints (`rate_limit`), the header size guard, pagination and body extractors.
+//!   `invitations`, `accept`, `audit`), the admin bearer middleware, the per-address rate limit
+//!   of the token endpoints (`rate_limit`, with `TRUSTED_PROXIES`), their CORS (`cors`), the
+//!   header size guard, pagination and body extractors.
 //! - [`error`]: the one [`Error`] enum and the one place it becomes an RFC 9457 problem,
 //!   including unique-index violations told apart by index name.
 //! - `mail`: the invitation message and the delivery worker (claims with a lease, a bounded
@@ -113,7 +114,8 @@ impl TeamsService {
             settings: mail::WorkerSettings::from_settings(&settings),
             wakeup: Arc::clone(&wakeup),
             metrics: Arc::clone(&mail_metrics),
-            claimant: routes::new_id(),
+            claimant: store::new_id(),
+            gauges_refreshed: std::sync::Mutex::new(None),
         };
         let worker = tokio::spawn(mail::run_worker(worker, stopped));
         let accept_rate_limiter =

@@ -37,11 +37,12 @@ use tokio::task::JoinSet;
 
 use crate::audit::{Actor, AuditLog, RequestMeta};
 use crate::config::{MailTarget, TeamsSettings};
-use crate::domain::{DeliveryStatus, InvitationStatus};
+use crate::domain::DeliveryStatus;
 use crate::error::Error;
-use crate::queries::{lock_team, placeholders};
-use crate::store::{Backend, Store, int, opt_int, text};
-use crate::time::{human, ms, now_ms};
+use crate::idempotency::IDEMPOTENCY_TTL;
+use crate::queries::{expire_invitations, lock_team};
+use crate::store::{Backend, Store, int, opt_int, placeholders, text};
+use crate::time::{backoff, human, ms, now_ms};
 use crate::token::InviteToken;
 
 /// Longest the worker sleeps when nothing is due (it also wakes on every new invitation).
@@ -52,12 +53,12 @@ const LAST_ERROR_MAX_CHARS: usize = 500;
 pub(crate) const LEASE_MARGIN: Duration = Duration::from_secs(5);
 /// Time shutdown waits beyond the send timeout for sends in flight.
 pub(crate) const SHUTDOWN_MARGIN: Duration = Duration::from_secs(2);
+/// How often the queue gauges are read while every send slot is busy.
+const GAUGES_EVERY: Duration = Duration::from_secs(1);
 /// How often expired invitations and old idempotency keys are swept.
 pub(crate) const SWEEP_EVERY: Duration = Duration::from_secs(10);
 /// Most invitations marked expired per sweep.
 const SWEEP_BATCH_MAX: i64 = 500;
-/// How long an `Idempotency-Key` answer is kept.
-pub(crate) const IDEMPOTENCY_TTL: Duration = Duration::from_secs(24 * 3600);
 
 /// How long a claim lasts.
 pub(crate) fn lease(send_timeout: Duration) -> Duration {
@@ -292,12 +293,8 @@ pub(crate) struct Worker {
     pub(crate) metrics: Arc<MailMetrics>,
     /// Names this process's claims (a UUIDv7 per start).
     pub(crate) claimant: String,
-}
-
-/// The delay before attempt `attempts + 1`, after `attempts` failures.
-pub(crate) fn backoff(initial: Duration, max: Duration, attempts: u32) -> Duration {
-    let factor = 2u32.saturating_pow(attempts.saturating_sub(1).min(31));
-    initial.saturating_mul(factor).min(max)
+    /// When the queue gauges were last read from the database.
+    pub(crate) gauges_refreshed: std::sync::Mutex<Option<Instant>>,
 }
 
 /// One claimed delivery, with the token minted for it.
@@ -387,6 +384,16 @@ impl Worker {
         } else {
             Vec::new()
         };
+        let saturated = !claims.is_empty() && claims.len() == free;
+        let gauges_fresh = self
+            .gauges_refreshed
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .is_some_and(|at| at.elapsed() < GAUGES_EVERY);
+        if saturated && gauges_fresh {
+            // Every slot is busy: the next round starts when one frees up.
+            return Ok((claims, IDLE_POLL));
+        }
         let now = now_ms();
         let row = sqlx::query(
             "SELECT COUNT(*) AS depth, MIN(delivery_next_attempt_at) AS next_at FROM invitations \
@@ -395,6 +402,10 @@ impl Worker {
         .bind(now)
         .fetch_one(self.store.pool())
         .await?;
+        *self
+            .gauges_refreshed
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(Instant::now());
         let depth = int(&row, "depth")?;
         let next_at = opt_int(&row, "next_at")?;
         self.metrics.queue_depth.store(depth, Ordering::Relaxed);
@@ -402,8 +413,7 @@ impl Worker {
             next_at.map_or(0, |at| now.saturating_sub(at).max(0)),
             Ordering::Relaxed,
         );
-        let pause = if !claims.is_empty() && claims.len() == free {
-            // Every slot is busy: the next round starts when one frees up.
+        let pause = if saturated {
             IDLE_POLL
         } else {
             next_at.map_or(IDLE_POLL, |at| {
@@ -650,36 +660,6 @@ impl Worker {
             .await?;
         Ok(())
     }
-}
-
-/// Marks each of `invitations` (id, email) `expired` if it is still pending past its expiry,
-/// with an `invitation.expired` entry, in the caller's transaction (team row locked).
-pub(crate) async fn expire_invitations(
-    connection: &mut sqlx::AnyConnection,
-    audit: &mut AuditLog,
-    invitations: &[(String, String)],
-    now: i64,
-) -> Result<(), Error> {
-    for (id, email) in invitations {
-        let expired = sqlx::query(
-            "UPDATE invitations SET status = $1, finished_at = $2 \
-             WHERE id = $3 AND status = 'pending' AND expires_at <= $2",
-        )
-        .bind(InvitationStatus::Expired.as_str())
-        .bind(now)
-        .bind(id)
-        .execute(&mut *connection)
-        .await?;
-        if expired.rows_affected() == 1 {
-            audit.push(
-                Actor::System,
-                "invitation.expired",
-                Some(id),
-                json!({ "email": email }),
-            );
-        }
-    }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -1,4 +1,5 @@
-//! Queries shared by several handlers and the mail worker: reading and locking a team.
+//! Queries shared by several handlers and the mail worker: reading and locking a team, and
+//! marking expired invitations.
 //!
 //! Every change to a team's data first locks the team row ([`lock_live_team`]): an `UPDATE`
 //! that takes the row lock on PostgreSQL (SQLite has one writer anyway) and re-checks
@@ -6,9 +7,12 @@
 //! concurrent request, and the audit sequence numbers of a team follow its commit order.
 
 use serde::Serialize;
+use serde_json::json;
 use sqlx::any::AnyRow;
 use utoipa::ToSchema;
 
+use crate::audit::{Actor, AuditLog};
+use crate::domain::InvitationStatus;
 use crate::error::Error;
 use crate::store::{int, opt_text, text};
 use crate::time::rfc3339;
@@ -108,10 +112,32 @@ pub(crate) async fn lock_team(
     }
 }
 
-/// `$first, $first+1, ...` for `count` values.
-pub(crate) fn placeholders(first: usize, count: usize) -> String {
-    (first..first + count)
-        .map(|n| format!("${n}"))
-        .collect::<Vec<_>>()
-        .join(", ")
+/// Marks each of `invitations` (id, email) `expired` if it is still pending past its expiry,
+/// with an `invitation.expired` entry, in the caller's transaction (team row locked).
+pub(crate) async fn expire_invitations(
+    connection: &mut sqlx::AnyConnection,
+    audit: &mut AuditLog,
+    invitations: &[(String, String)],
+    now: i64,
+) -> Result<(), Error> {
+    for (id, email) in invitations {
+        let expired = sqlx::query(
+            "UPDATE invitations SET status = $1, finished_at = $2 \
+             WHERE id = $3 AND status = 'pending' AND expires_at <= $2",
+        )
+        .bind(InvitationStatus::Expired.as_str())
+        .bind(now)
+        .bind(id)
+        .execute(&mut *connection)
+        .await?;
+        if expired.rows_affected() == 1 {
+            audit.push(
+                Actor::System,
+                "invitation.expired",
+                Some(id),
+                json!({ "email": email }),
+            );
+        }
+    }
+    Ok(())
 }

@@ -209,6 +209,19 @@ impl Store {
     }
 }
 
+/// `$first, $first+1, ...` for `count` values.
+pub(crate) fn placeholders(first: usize, count: usize) -> String {
+    (first..first + count)
+        .map(|n| format!("${n}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// A new time-ordered id (UUIDv7 text).
+pub(crate) fn new_id() -> String {
+    uuid::Uuid::now_v7().hyphenated().to_string()
+}
+
 /// Reads an optional text column.
 pub(crate) fn opt_text(row: &AnyRow, column: &str) -> Result<Option<String>, sqlx::Error> {
     row.try_get::<Option<String>, _>(column)

@@ -18,6 +18,12 @@ pub(crate) fn ms(duration: Duration) -> i64 {
     i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
 }
 
+/// The delay before attempt `attempts + 1`, after `attempts` failures.
+pub(crate) fn backoff(initial: Duration, max: Duration, attempts: u32) -> Duration {
+    let factor = 2u32.saturating_pow(attempts.saturating_sub(1).min(31));
+    initial.saturating_mul(factor).min(max)
+}
+
 /// `ms` as RFC 3339 with milliseconds, e.g. `2026-11-27T10:00:00.123Z`.
 pub(crate) fn rfc3339(ms: i64) -> String {
     web::time::rfc3339_millis(ms)

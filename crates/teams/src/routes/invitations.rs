@@ -35,8 +35,8 @@ use crate::audit::{Actor, AuditLog, RequestMeta};
 use crate::domain::{DeliveryStatus, EmailAddress, InvitationStatus, Role};
 use crate::error::{Error, UniqueIndex, violated_unique_index};
 use crate::idempotency::{Idempotency, IdempotencyKey, json_response};
-use crate::queries::{find_live_team, lock_live_team, placeholders};
-use crate::store::{int, opt_int, opt_text, text};
+use crate::queries::{find_live_team, lock_live_team};
+use crate::store::{int, opt_int, opt_text, placeholders, text};
 use crate::time::{ms, now_ms, rfc3339};
 
 /// Most emails in one batch.
@@ -363,7 +363,7 @@ impl NewInvitations<'_> {
     ) -> Result<(), Error> {
         let emails: Vec<&str> = batch.candidates.iter().map(|(e, _)| e.as_str()).collect();
         let existing = Existing::read(connection, self.team_id, &emails, self.now).await?;
-        crate::mail::expire_invitations(connection, audit, &existing.expired, self.now).await?;
+        crate::queries::expire_invitations(connection, audit, &existing.expired, self.now).await?;
         for (email, index) in &batch.candidates {
             let result = &mut batch.results[*index];
             if existing.members.contains(email.as_str()) {

@@ -6,6 +6,7 @@
 //! RFC 9457 problem lives in `error.rs`.
 
 pub(crate) mod accept;
+pub(crate) mod audit;
 pub(crate) mod cors;
 pub(crate) mod invitations;
 pub(crate) mod members;
@@ -116,7 +117,7 @@ pub(crate) fn router(state: AppState) -> Router {
             "/teams/{team_id}/members/{member_id}",
             axum::routing::patch(members::change_member_role).delete(members::remove_member),
         )
-        .route("/teams/{team_id}/audit", get(crate::audit::list_audit))
+        .route("/teams/{team_id}/audit", get(audit::list_audit))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_admin));
     let token_routes = Router::new()
         .route(
@@ -341,10 +342,7 @@ pub(crate) fn no_store(mut response: Response) -> Response {
     response
 }
 
-/// A new time-ordered id.
-pub(crate) fn new_id() -> String {
-    uuid::Uuid::now_v7().hyphenated().to_string()
-}
+pub(crate) use crate::store::new_id;
 
 /// The OpenAPI document, generated from the handlers' `utoipa::path` attributes.
 #[derive(utoipa::OpenApi)]
@@ -352,7 +350,7 @@ pub(crate) fn new_id() -> String {
     info(title = "Logbook teams API", description = "Teams, members and batch email invitations. Admin endpoints take `Authorization: Bearer <ADMIN_TOKEN>`."),
     paths(
         teams::create_team, teams::list_teams, teams::get_team, teams::update_team, teams::delete_team,
-        crate::audit::list_audit,
+        audit::list_audit,
         invitations::invite, invitations::list_invitations, invitations::get_invitation,
         invitations::change_invitation_role, invitations::revoke_invitation, invitations::resend_invitation,
         members::list_members, members::change_member_role, members::remove_member,
