@@ -228,7 +228,11 @@ impl App {
                 }
             });
         }
+        if let (Some(events), Some(teams)) = (&events, &teams) {
+            crate::audit_relay::start(teams, events);
+        }
         let state = CommonState {
+            teams_metrics: teams.as_ref().map(|teams| teams.metrics_source()),
             events: events.clone(),
             started,
             openapi: Arc::new(openapi_document(events.is_some(), teams.is_some())),
@@ -439,6 +443,7 @@ async fn request_timeout(
 #[derive(Clone)]
 struct CommonState {
     events: Option<EventStoreService>,
+    teams_metrics: Option<teams::MetricsSource>,
     started: Instant,
     openapi: Arc<utoipa::openapi::OpenApi>,
 }
@@ -479,6 +484,9 @@ async fn metrics(State(state): State<CommonState>) -> Response {
     ));
     if let Some(events) = &state.events {
         events.render_metrics(&mut out);
+    }
+    if let Some(teams) = &state.teams_metrics {
+        teams.render(&mut out);
     }
     (
         StatusCode::OK,

@@ -24,8 +24,14 @@ pub const DEFAULT_RESEND_INTERVAL_SECONDS: u64 = 60;
 pub const DEFAULT_MAIL_RETRY_INITIAL_MS: u64 = 1_000;
 /// Default cap on the delay between delivery retries (10 minutes).
 pub const DEFAULT_MAIL_RETRY_MAX_MS: u64 = 600_000;
-/// Default time allowed for one SMTP send.
+/// Default time allowed for one whole SMTP transaction (connect, TLS, every reply).
 pub const DEFAULT_MAIL_SEND_TIMEOUT_SECONDS: u64 = 30;
+/// Default number of failed attempts after which a delivery is given up (`failed`).
+pub const DEFAULT_MAIL_MAX_ATTEMPTS: u32 = 10;
+/// Default number of SMTP transactions in flight at once.
+pub const DEFAULT_MAIL_CONCURRENCY: u32 = 8;
+/// Longest `MAIL_RETRY_MAX_MS` accepted (one day).
+pub const MAIL_RETRY_MAX_MS_MAX: u64 = 86_400_000;
 /// Default request body limit of the teams routes (a batch of 100 long emails fits easily).
 pub const DEFAULT_MAX_BODY_BYTES: usize = 64 * 1024;
 /// Default request timeout of the teams routes.
@@ -40,8 +46,7 @@ pub const ACCEPT_RATE_PER_MINUTE_MAX: u32 = 60_000;
 pub const DEFAULT_DATABASE_MAX_CONNECTIONS: u32 = 8;
 /// Shortest admin token accepted.
 pub const ADMIN_TOKEN_MIN_CHARS: usize = 32;
-/// How long the start-up check waits for the database.
-pub const DATABASE_CHECK_TIMEOUT: Duration = Duration::from_secs(5);
+pub use crate::store::DATABASE_CHECK_TIMEOUT;
 /// The sender used in development mode when `MAIL_FROM` is not set.
 pub const DEVELOPMENT_MAIL_FROM: &str = "Logbook <noreply@logbook.localhost>";
 
@@ -56,11 +61,13 @@ pub struct TeamsArgs {
     /// Most database connections the teams service opens.
     #[arg(long, env = "DATABASE_MAX_CONNECTIONS", default_value_t = DEFAULT_DATABASE_MAX_CONNECTIONS)]
     pub database_max_connections: u32,
-    /// The API's own absolute http(s) URL, for links back to it [development default: http://<addr>]
+    /// The API's own absolute URL (https in production), the base of the `Location` of created
+    /// teams; optional: without it `Location` is a path [development default: http://<addr>]
     #[arg(long, env = "APP_URL")]
     pub app_url: Option<String>,
-    /// The absolute http(s) URL invitation links start with: <FRONTEND_URL>/invite#token=...
-    /// [development default: http://<addr>]
+    /// The absolute URL (https in production) invitation links start with:
+    /// <FRONTEND_URL>/invite#token=...; browsers on its origin may call the token endpoints
+    /// (CORS) [development default: http://<addr>]
     #[arg(long, env = "FRONTEND_URL")]
     pub frontend_url: Option<String>,
     /// SMTP server: smtp://host:port, smtp://user:pass@host:587?tls=required or smtps://...
@@ -82,12 +89,24 @@ pub struct TeamsArgs {
     /// Delay before retrying a failed delivery; doubles per attempt.
     #[arg(long, env = "MAIL_RETRY_INITIAL_MS", default_value_t = DEFAULT_MAIL_RETRY_INITIAL_MS)]
     pub mail_retry_initial_ms: u64,
-    /// Cap on the delay between delivery retries (deliveries are retried until they succeed).
+    /// Cap on the delay between delivery retries.
     #[arg(long, env = "MAIL_RETRY_MAX_MS", default_value_t = DEFAULT_MAIL_RETRY_MAX_MS)]
     pub mail_retry_max_ms: u64,
-    /// Time allowed for one SMTP send.
+    /// Time allowed for one whole SMTP transaction (connect, TLS, every reply); a silent
+    /// server counts as a failed attempt after it.
     #[arg(long, env = "MAIL_SEND_TIMEOUT_SECONDS", default_value_t = DEFAULT_MAIL_SEND_TIMEOUT_SECONDS)]
     pub mail_send_timeout_seconds: u64,
+    /// Failed attempts after which a delivery is given up (delivery status `failed`); a 5xx
+    /// reply gives up at once.
+    #[arg(long, env = "MAIL_MAX_ATTEMPTS", default_value_t = DEFAULT_MAIL_MAX_ATTEMPTS)]
+    pub mail_max_attempts: u32,
+    /// SMTP transactions in flight at once (one slow server holds one of them only).
+    #[arg(long, env = "MAIL_CONCURRENCY", default_value_t = DEFAULT_MAIL_CONCURRENCY)]
+    pub mail_concurrency: u32,
+    /// Reverse proxies whose X-Forwarded-For is believed, as comma-separated CIDRs
+    /// (e.g. 10.0.0.0/8,fd00::/8); without it the header is ignored.
+    #[arg(long, env = "TRUSTED_PROXIES")]
+    pub trusted_proxies: Option<String>,
     /// Largest request body the teams routes accept.
     #[arg(long, env = "TEAMS_MAX_BODY_BYTES", default_value_t = DEFAULT_MAX_BODY_BYTES)]
     pub teams_max_body_bytes: usize,
@@ -117,6 +136,9 @@ impl Default for TeamsArgs {
             mail_retry_initial_ms: DEFAULT_MAIL_RETRY_INITIAL_MS,
             mail_retry_max_ms: DEFAULT_MAIL_RETRY_MAX_MS,
             mail_send_timeout_seconds: DEFAULT_MAIL_SEND_TIMEOUT_SECONDS,
+            mail_max_attempts: DEFAULT_MAIL_MAX_ATTEMPTS,
+            mail_concurrency: DEFAULT_MAIL_CONCURRENCY,
+            trusted_proxies: None,
             teams_max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             teams_request_timeout_seconds: DEFAULT_REQUEST_TIMEOUT_SECONDS,
             accept_rate_per_minute: DEFAULT_ACCEPT_RATE_PER_MINUTE,
@@ -143,6 +165,9 @@ impl fmt::Debug for TeamsArgs {
             .field("mail_retry_initial_ms", &self.mail_retry_initial_ms)
             .field("mail_retry_max_ms", &self.mail_retry_max_ms)
             .field("mail_send_timeout_seconds", &self.mail_send_timeout_seconds)
+            .field("mail_max_attempts", &self.mail_max_attempts)
+            .field("mail_concurrency", &self.mail_concurrency)
+            .field("trusted_proxies", &self.trusted_proxies)
             .field("teams_max_body_bytes", &self.teams_max_body_bytes)
             .field(
                 "teams_request_timeout_seconds",
@@ -171,10 +196,12 @@ pub struct TeamsSettings {
     pub database_url: Secret,
     /// Most database connections.
     pub database_max_connections: u32,
-    /// The API's own URL, without a trailing slash.
-    pub app_url: String,
-    /// The URL invitation links start with, without a trailing slash.
+    /// The API's own URL as parsed, without a trailing slash (the base of `Location` headers).
+    pub app_url: Option<String>,
+    /// The URL invitation links start with, as parsed, without a trailing slash.
     pub frontend_url: String,
+    /// The origin of `FRONTEND_URL` (`https://app.example.com`): the one CORS allows.
+    pub frontend_origin: String,
     /// Where mail goes.
     pub mail: MailTarget,
     /// The sender of invitation mail.
@@ -191,8 +218,14 @@ pub struct TeamsSettings {
     pub mail_retry_initial: Duration,
     /// Cap on the delay between delivery retries.
     pub mail_retry_max: Duration,
-    /// Time allowed for one send.
+    /// Time allowed for one whole SMTP transaction.
     pub mail_send_timeout: Duration,
+    /// Failed attempts after which a delivery is given up.
+    pub mail_max_attempts: u32,
+    /// SMTP transactions in flight at once.
+    pub mail_concurrency: u32,
+    /// Proxies whose `X-Forwarded-For` is believed.
+    pub trusted_proxies: Vec<Cidr>,
     /// Largest request body accepted.
     pub max_body_bytes: usize,
     /// Longest a request may take.
@@ -203,6 +236,65 @@ pub struct TeamsSettings {
     pub production: bool,
 }
 
+/// An IP network (`10.0.0.0/8`, `2001:db8::/32`, or one address), for `TRUSTED_PROXIES`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cidr {
+    network: std::net::IpAddr,
+    prefix_bits: u8,
+}
+
+impl Cidr {
+    /// Whether `ip` is in this network (IPv4-mapped IPv6 addresses count as IPv4).
+    pub fn contains(&self, ip: std::net::IpAddr) -> bool {
+        use std::net::IpAddr;
+        match (self.network, ip.to_canonical()) {
+            (IpAddr::V4(network), IpAddr::V4(ip)) => {
+                let mask = u32::MAX
+                    .checked_shl(32 - u32::from(self.prefix_bits))
+                    .unwrap_or(0);
+                u32::from(network) & mask == u32::from(ip) & mask
+            }
+            (IpAddr::V6(network), IpAddr::V6(ip)) => {
+                let mask = u128::MAX
+                    .checked_shl(128 - u32::from(self.prefix_bits))
+                    .unwrap_or(0);
+                u128::from(network) & mask == u128::from(ip) & mask
+            }
+            _ => false,
+        }
+    }
+}
+
+impl FromStr for Cidr {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Cidr, String> {
+        let text = text.trim();
+        let (address, prefix) = match text.split_once('/') {
+            Some((address, prefix)) => (address, Some(prefix)),
+            None => (text, None),
+        };
+        let network: std::net::IpAddr = address
+            .parse()
+            .map_err(|_| format!("{text:?} is not an IP address or CIDR"))?;
+        let network = network.to_canonical();
+        let max = if network.is_ipv4() { 32 } else { 128 };
+        let prefix_bits = match prefix {
+            None => max,
+            Some(prefix) => prefix
+                .parse::<u8>()
+                .ok()
+                .filter(|bits| *bits <= max)
+                .ok_or_else(|| format!("{text:?} has a prefix length outside 0..={max}"))?,
+        };
+        Ok(Cidr {
+            network,
+            prefix_bits,
+        })
+    }
+}
+
+#[derive(Default)]
 struct Checker {
     problems: Vec<ConfigProblem>,
 }
@@ -230,7 +322,9 @@ impl Checker {
         }
     }
 
-    fn http_url(&mut self, setting: &str, value: &str) -> Option<String> {
+    /// An absolute http(s) URL (https in production), as parsed: the value checked is the
+    /// value used.
+    fn http_url(&mut self, setting: &str, value: &str, production: bool) -> Option<url::Url> {
         match url::Url::parse(value) {
             Ok(url)
                 if matches!(url.scheme(), "http" | "https")
@@ -238,7 +332,16 @@ impl Checker {
                     && url.fragment().is_none()
                     && url.query().is_none() =>
             {
-                Some(value.trim_end_matches('/').to_owned())
+                if production && url.scheme() != "https" {
+                    self.problem(
+                        setting,
+                        format!(
+                            "{value:?} is not https; production needs https (links and tokens must not travel in clear text)"
+                        ),
+                    );
+                    return None;
+                }
+                Some(url)
             }
             _ => {
                 self.problem(
@@ -262,52 +365,138 @@ impl Checker {
     }
 }
 
+/// A parsed URL as the service uses it: without a trailing slash.
+fn without_trailing_slash(url: &url::Url) -> String {
+    url.as_str().trim_end_matches('/').to_owned()
+}
+
 const DATABASE_URL: &str = "DATABASE_URL (--database-url)";
 const APP_URL: &str = "APP_URL (--app-url)";
 const FRONTEND_URL: &str = "FRONTEND_URL (--frontend-url)";
 const SMTP_URL: &str = "SMTP_URL (--smtp-url)";
 const MAIL_FROM: &str = "MAIL_FROM (--mail-from)";
 const ADMIN_TOKEN: &str = "ADMIN_TOKEN (--admin-token)";
+const TRUSTED_PROXIES: &str = "TRUSTED_PROXIES (--trusted-proxies)";
+const SMTP_URL_FORMS: &str =
+    "use smtp://host:port, smtp://user:pass@host:587?tls=required or smtps://user:pass@host";
+
+/// Checks an `SMTP_URL` the way the transport will read it, and refuses credentials over a
+/// connection that may be plain text (`smtp://` without `tls=required`).
+fn check_smtp_url(url: &str) -> Result<(), String> {
+    if !(url.starts_with("smtp://") || url.starts_with("smtps://")) {
+        return Err(format!("unsupported scheme; {SMTP_URL_FORMS}"));
+    }
+    lettre::AsyncSmtpTransport::<lettre::Tokio1Executor>::from_url(url)
+        .map_err(|error| format!("cannot be read ({error}); {SMTP_URL_FORMS}"))?;
+    let parsed = url::Url::parse(url).map_err(|error| format!("cannot be read ({error})"))?;
+    let has_credentials = !parsed.username().is_empty() || parsed.password().is_some();
+    let tls_required = parsed.scheme() == "smtps"
+        || parsed
+            .query_pairs()
+            .any(|(key, value)| key == "tls" && value == "required");
+    if has_credentials && !tls_required {
+        return Err(
+            "has a user or password but no TLS, so they would cross the network in clear text; use smtps://... or add ?tls=required"
+                .into(),
+        );
+    }
+    Ok(())
+}
+
+/// The two URLs: `APP_URL` (optional) and `FRONTEND_URL` (required in production).
+struct Urls {
+    app_url: Option<String>,
+    frontend: Option<url::Url>,
+}
 
 impl TeamsArgs {
     /// Checks every setting at once (including that the database is reachable) and returns all
     /// problems together.
     pub async fn check(&self, ctx: &ServiceContext) -> Result<TeamsSettings, Vec<ConfigProblem>> {
         let production = ctx.production;
-        let mut checker = Checker {
-            problems: Vec::new(),
+        let mut checker = Checker::default();
+        let urls = self.check_urls(ctx, &mut checker);
+        let database_url = self.check_database(ctx, &mut checker).await;
+        let mail = self.check_smtp(ctx, &mut checker);
+        let mail_from = self.check_mail_from(production, &mut checker);
+        let admin_token = self.check_admin_token(production, &mut checker);
+        let trusted_proxies = self.check_trusted_proxies(&mut checker);
+        self.check_ranges(&mut checker);
+        if !checker.problems.is_empty() {
+            return Err(checker.problems);
+        }
+        let (
+            Some(frontend),
+            Some(database_url),
+            Some(mail),
+            Some(mail_from),
+            Some((admin_token, admin_token_generated)),
+        ) = (urls.frontend, database_url, mail, mail_from, admin_token)
+        else {
+            // Every `None` above recorded a problem; this is unreachable but not worth a panic.
+            return Err(vec![ConfigProblem::new(
+                "teams settings",
+                "incomplete; see the other problems",
+            )]);
         };
-        let local_url = format!("http://{}", ctx.local_addr);
-
-        let app_url = match checker.required(
-            APP_URL,
-            &self.app_url,
+        Ok(TeamsSettings {
+            database_url: Secret::new(database_url),
+            database_max_connections: self.database_max_connections,
+            app_url: urls.app_url,
+            frontend_url: without_trailing_slash(&frontend),
+            frontend_origin: frontend.origin().ascii_serialization(),
+            mail,
+            mail_from,
+            admin_token,
+            admin_token_generated,
+            invite_ttl: Duration::from_secs(self.invite_ttl_hours * 3600),
+            resend_interval: Duration::from_secs(self.invite_resend_interval_seconds),
+            mail_retry_initial: Duration::from_millis(self.mail_retry_initial_ms),
+            mail_retry_max: Duration::from_millis(self.mail_retry_max_ms),
+            mail_send_timeout: Duration::from_secs(self.mail_send_timeout_seconds),
+            mail_max_attempts: self.mail_max_attempts,
+            mail_concurrency: self.mail_concurrency,
+            trusted_proxies,
+            max_body_bytes: self.teams_max_body_bytes,
+            request_timeout: Duration::from_secs(self.teams_request_timeout_seconds),
+            accept_rate_per_minute: self.accept_rate_per_minute,
             production,
-            "the API's own URL, e.g. https://api.example.com",
-        ) {
-            Some(value) => checker.http_url(APP_URL, &value),
-            None => (!production).then(|| local_url.clone()),
+        })
+    }
+
+    fn check_urls(&self, ctx: &ServiceContext, checker: &mut Checker) -> Urls {
+        let production = ctx.production;
+        let local_url = format!("http://{}", ctx.local_addr);
+        let app_url = match self.app_url.as_deref().map(str::trim) {
+            Some(value) if !value.is_empty() => checker
+                .http_url(APP_URL, value, production)
+                .map(|url| without_trailing_slash(&url)),
+            _ => (!production).then(|| local_url.clone()),
         };
-        let frontend_url = match checker.required(
+        let frontend = match checker.required(
             FRONTEND_URL,
             &self.frontend_url,
             production,
             "the URL invitation links start with, e.g. https://app.example.com",
         ) {
-            Some(value) => checker.http_url(FRONTEND_URL, &value),
-            None => (!production).then(|| local_url.clone()),
+            Some(value) => checker.http_url(FRONTEND_URL, &value, production),
+            None if production => None,
+            None => url::Url::parse(&local_url).ok(),
         };
+        Urls { app_url, frontend }
+    }
 
+    async fn check_database(&self, ctx: &ServiceContext, checker: &mut Checker) -> Option<String> {
         let database_url = match checker.required(
             DATABASE_URL,
             &self.database_url,
-            production,
+            ctx.production,
             "sqlite:///absolute/path/teams.sqlite3 or postgres://user@host/database",
         ) {
             Some(value) => normalize_database_url(&value)
                 .map_err(|message| checker.problem(DATABASE_URL, message))
                 .ok(),
-            None if production => None,
+            None if ctx.production => None,
             None => Some(sqlite_url(&ctx.data_dir.join("teams.sqlite3"))),
         };
         if let Some(url) = &database_url
@@ -315,25 +504,30 @@ impl TeamsArgs {
         {
             checker.problem(DATABASE_URL, message);
         }
+        database_url
+    }
 
-        let mail = match checker.required(
+    fn check_smtp(&self, ctx: &ServiceContext, checker: &mut Checker) -> Option<MailTarget> {
+        match checker.required(
             SMTP_URL,
             &self.smtp_url,
-            production,
+            ctx.production,
             "smtp://host:port, smtp://user:pass@host:587?tls=required or smtps://user:pass@host",
         ) {
-            Some(value) => match crate::mail::check_smtp_url(&value) {
+            Some(value) => match check_smtp_url(&value) {
                 Ok(()) => Some(MailTarget::Smtp(Secret::new(value))),
                 Err(message) => {
                     checker.problem(SMTP_URL, message);
                     None
                 }
             },
-            None if production => None,
+            None if ctx.production => None,
             None => Some(MailTarget::Directory(ctx.data_dir.join("mail"))),
-        };
+        }
+    }
 
-        let mail_from = match checker.required(
+    fn check_mail_from(&self, production: bool, checker: &mut Checker) -> Option<Mailbox> {
+        match checker.required(
             MAIL_FROM,
             &self.mail_from,
             production,
@@ -351,14 +545,14 @@ impl TeamsArgs {
             },
             None if production => None,
             None => Mailbox::from_str(DEVELOPMENT_MAIL_FROM).ok(),
-        };
+        }
+    }
 
-        let admin_token = match checker.required(
-            ADMIN_TOKEN,
-            &self.admin_token,
-            production,
-            format!("a random secret of at least {ADMIN_TOKEN_MIN_CHARS} characters, e.g. from `openssl rand -base64 32`").as_str(),
-        ) {
+    fn check_admin_token(&self, production: bool, checker: &mut Checker) -> Option<(Secret, bool)> {
+        let advice = format!(
+            "a random secret of at least {ADMIN_TOKEN_MIN_CHARS} characters, e.g. from `openssl rand -base64 32`"
+        );
+        match checker.required(ADMIN_TOKEN, &self.admin_token, production, &advice) {
             Some(value) if value.chars().count() < ADMIN_TOKEN_MIN_CHARS => {
                 checker.problem(
                     ADMIN_TOKEN,
@@ -374,99 +568,119 @@ impl TeamsArgs {
             None => match crate::token::random_secret(32) {
                 Ok(generated) => Some((Secret::new(generated), true)),
                 Err(error) => {
-                    checker.problem(ADMIN_TOKEN, format!("could not generate one ({error}); set it"));
+                    checker.problem(
+                        ADMIN_TOKEN,
+                        format!("could not generate one ({error}); set it"),
+                    );
                     None
                 }
             },
-        };
-
-        checker.range(
-            "INVITE_TTL_HOURS (--invite-ttl-hours)",
-            self.invite_ttl_hours,
-            1,
-            INVITE_TTL_HOURS_MAX,
-        );
-        checker.range(
-            "DATABASE_MAX_CONNECTIONS (--database-max-connections)",
-            u64::from(self.database_max_connections),
-            1,
-            1000,
-        );
-        checker.range(
-            "MAIL_RETRY_INITIAL_MS (--mail-retry-initial-ms)",
-            self.mail_retry_initial_ms,
-            1,
-            self.mail_retry_max_ms.max(1),
-        );
-        checker.range(
-            "MAIL_SEND_TIMEOUT_SECONDS (--mail-send-timeout-seconds)",
-            self.mail_send_timeout_seconds,
-            1,
-            3600,
-        );
-        checker.range(
-            "TEAMS_MAX_BODY_BYTES (--teams-max-body-bytes)",
-            self.teams_max_body_bytes as u64,
-            1024,
-            64 * 1024 * 1024,
-        );
-        checker.range(
-            "TEAMS_REQUEST_TIMEOUT_SECONDS (--teams-request-timeout-seconds)",
-            self.teams_request_timeout_seconds,
-            1,
-            3600,
-        );
-        checker.range(
-            "ACCEPT_RATE_PER_MINUTE (--accept-rate-per-minute)",
-            u64::from(self.accept_rate_per_minute),
-            1,
-            u64::from(ACCEPT_RATE_PER_MINUTE_MAX),
-        );
-
-        if !checker.problems.is_empty() {
-            return Err(checker.problems);
         }
-        let (
-            Some(app_url),
-            Some(frontend_url),
-            Some(database_url),
-            Some(mail),
-            Some(mail_from),
-            Some((admin_token, admin_token_generated)),
-        ) = (
-            app_url,
-            frontend_url,
-            database_url,
-            mail,
-            mail_from,
-            admin_token,
-        )
-        else {
-            // Every `None` above recorded a problem; this is unreachable but not worth a panic.
-            return Err(vec![ConfigProblem::new(
-                "teams settings",
-                "incomplete; see the other problems",
-            )]);
+    }
+
+    fn check_trusted_proxies(&self, checker: &mut Checker) -> Vec<Cidr> {
+        let Some(list) = self.trusted_proxies.as_deref() else {
+            return Vec::new();
         };
-        Ok(TeamsSettings {
-            database_url: Secret::new(database_url),
-            database_max_connections: self.database_max_connections,
-            app_url,
-            frontend_url,
-            mail,
-            mail_from,
-            admin_token,
-            admin_token_generated,
-            invite_ttl: Duration::from_secs(self.invite_ttl_hours * 3600),
-            resend_interval: Duration::from_secs(self.invite_resend_interval_seconds),
-            mail_retry_initial: Duration::from_millis(self.mail_retry_initial_ms),
-            mail_retry_max: Duration::from_millis(self.mail_retry_max_ms),
-            mail_send_timeout: Duration::from_secs(self.mail_send_timeout_seconds),
-            max_body_bytes: self.teams_max_body_bytes,
-            request_timeout: Duration::from_secs(self.teams_request_timeout_seconds),
-            accept_rate_per_minute: self.accept_rate_per_minute,
-            production,
-        })
+        let mut proxies = Vec::new();
+        for item in list
+            .split(',')
+            .map(str::trim)
+            .filter(|item| !item.is_empty())
+        {
+            match item.parse::<Cidr>() {
+                Ok(cidr) => proxies.push(cidr),
+                Err(message) => checker.problem(
+                    TRUSTED_PROXIES,
+                    format!("{message}; list CIDRs separated by commas, e.g. 10.0.0.0/8,fd00::/8"),
+                ),
+            }
+        }
+        proxies
+    }
+
+    /// `MAIL_RETRY_INITIAL_MS` may not exceed `MAIL_RETRY_MAX_MS` (when that one is valid:
+    /// one mistake, one problem).
+    fn retry_initial_ceiling(&self) -> u64 {
+        match self.mail_retry_max_ms {
+            0 => MAIL_RETRY_MAX_MS_MAX,
+            max => max.min(MAIL_RETRY_MAX_MS_MAX),
+        }
+    }
+
+    /// Numbers: each within a range that makes sense (no zero retry cap, no zero attempts).
+    fn check_ranges(&self, checker: &mut Checker) {
+        let ranges: [(&str, u64, u64, u64); 11] = [
+            (
+                "INVITE_TTL_HOURS (--invite-ttl-hours)",
+                self.invite_ttl_hours,
+                1,
+                INVITE_TTL_HOURS_MAX,
+            ),
+            (
+                "INVITE_RESEND_INTERVAL_SECONDS (--invite-resend-interval-seconds)",
+                self.invite_resend_interval_seconds,
+                0,
+                86_400,
+            ),
+            (
+                "DATABASE_MAX_CONNECTIONS (--database-max-connections)",
+                u64::from(self.database_max_connections),
+                1,
+                1000,
+            ),
+            (
+                "MAIL_RETRY_MAX_MS (--mail-retry-max-ms)",
+                self.mail_retry_max_ms,
+                1,
+                MAIL_RETRY_MAX_MS_MAX,
+            ),
+            (
+                "MAIL_RETRY_INITIAL_MS (--mail-retry-initial-ms)",
+                self.mail_retry_initial_ms,
+                1,
+                self.retry_initial_ceiling(),
+            ),
+            (
+                "MAIL_SEND_TIMEOUT_SECONDS (--mail-send-timeout-seconds)",
+                self.mail_send_timeout_seconds,
+                1,
+                3600,
+            ),
+            (
+                "MAIL_MAX_ATTEMPTS (--mail-max-attempts)",
+                u64::from(self.mail_max_attempts),
+                1,
+                1000,
+            ),
+            (
+                "MAIL_CONCURRENCY (--mail-concurrency)",
+                u64::from(self.mail_concurrency),
+                1,
+                256,
+            ),
+            (
+                "TEAMS_MAX_BODY_BYTES (--teams-max-body-bytes)",
+                self.teams_max_body_bytes as u64,
+                1024,
+                64 * 1024 * 1024,
+            ),
+            (
+                "TEAMS_REQUEST_TIMEOUT_SECONDS (--teams-request-timeout-seconds)",
+                self.teams_request_timeout_seconds,
+                1,
+                3600,
+            ),
+            (
+                "ACCEPT_RATE_PER_MINUTE (--accept-rate-per-minute)",
+                u64::from(self.accept_rate_per_minute),
+                1,
+                u64::from(ACCEPT_RATE_PER_MINUTE_MAX),
+            ),
+        ];
+        for (setting, value, min, max) in ranges {
+            checker.range(setting, value, min, max);
+        }
     }
 }
 

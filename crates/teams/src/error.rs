@@ -29,6 +29,18 @@ pub enum Error {
     /// The request conflicts with the current state (409).
     #[error("{0}")]
     Conflict(String),
+    /// The invitation is not in a state that allows the action (409, with its `status`).
+    #[error("{detail}")]
+    InvitationState {
+        /// Where the invitation stands.
+        status: crate::domain::InvitationStatus,
+        /// What could not be done, in a sentence.
+        detail: String,
+    },
+    /// The request is well-formed but cannot be processed as given (422), e.g. an
+    /// `Idempotency-Key` reused with another body.
+    #[error("{0}")]
+    Unprocessable(String),
     /// The action is throttled; try again after this many seconds (429).
     #[error("throttled for {retry_after_seconds} s")]
     TooManyRequests {
@@ -62,6 +74,9 @@ pub enum Error {
     /// Building or sending a message failed (worker only; never an HTTP answer).
     #[error("mail: {0}")]
     Mail(String),
+    /// The audit relay's sink failed (relay only; never an HTTP answer).
+    #[error("audit relay: {0}")]
+    Relay(String),
 }
 
 /// A partial unique index of the schema, by meaning.
@@ -75,6 +90,8 @@ pub(crate) enum UniqueIndex {
     PendingInvitation,
     /// Token hashes never repeat.
     TokenHash,
+    /// One stored answer per (route, Idempotency-Key).
+    IdempotencyKey,
 }
 
 /// Each unique index: meaning, its name (as PostgreSQL reports it) and its columns (as SQLite
@@ -99,6 +116,11 @@ pub(crate) const UNIQUE_INDEXES: &[(UniqueIndex, &str, &str)] = &[
         UniqueIndex::TokenHash,
         "invitation_tokens_pkey",
         "invitation_tokens.token_hash",
+    ),
+    (
+        UniqueIndex::IdempotencyKey,
+        "idempotency_keys_pkey",
+        "idempotency_keys.scope, idempotency_keys.idem_key",
     ),
 ];
 
@@ -132,6 +154,14 @@ impl Error {
             Error::NotFound(detail) => Problem::not_found(detail.clone()),
             Error::Gone(detail) => Problem::new(StatusCode::GONE, "gone", detail.clone()),
             Error::Conflict(detail) => Problem::conflict(detail.clone()),
+            Error::InvitationState { status, detail } => {
+                Problem::conflict(detail.clone()).with("status", status.as_str())
+            }
+            Error::Unprocessable(detail) => Problem::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "unprocessable-content",
+                detail.clone(),
+            ),
             Error::TooManyRequests {
                 retry_after_seconds,
             } => Problem::new(
@@ -162,12 +192,15 @@ impl Error {
                 Some(UniqueIndex::PendingInvitation) => {
                     Problem::conflict("This email already has a pending invitation to the team.")
                 }
+                Some(UniqueIndex::IdempotencyKey) => Problem::conflict(
+                    "A request with this Idempotency-Key was being processed at the same time; retry it to get its answer.",
+                ),
                 Some(UniqueIndex::TokenHash) | None => {
                     tracing::error!(error = %error, "database error");
                     Problem::internal()
                 }
             },
-            Error::Migration(_) | Error::Random(_) | Error::Mail(_) => {
+            Error::Migration(_) | Error::Random(_) | Error::Mail(_) | Error::Relay(_) => {
                 tracing::error!(error = %self, "internal error");
                 Problem::internal()
             }

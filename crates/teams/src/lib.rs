@@ -11,12 +11,19 @@
 //! - [`token`]: invitation tokens (256 bits from the OS, URL-safe base64; only SHA-256 is
 //!   stored) and the constant-time secret comparison used for the admin token.
 //! - `routes`: the HTTP handlers, one module per resource (`teams`, `members`,
-//!   `invitations`, `accept`), the admin bearer middleware, the per-address rate limit of the
-//!   token endpoints (`rate_limit`), the header size guard, pagination and body extractors.
+//!   `invitations`, `accept`, `audit`), the admin bearer middleware, the per-address rate limit
+//!   of the token endpoints (`rate_limit`, with `TRUSTED_PROXIES`), their CORS (`cors`), the
+//!   header size guard, pagination and body extractors.
 //! - [`error`]: the one [`Error`] enum and the one place it becomes an RFC 9457 problem,
 //!   including unique-index violations told apart by index name.
-//! - `mail`: the invitation message and the delivery worker (retries with backoff, a fresh
-//!   token per attempt; `.eml` files in development).
+//! - `mail`: the invitation message and the delivery worker (claims with a lease, a bounded
+//!   pool of concurrent sends, retries with backoff, a fresh token per attempt that stays
+//!   valid for its delivery generation, `failed` after a 5xx or `MAIL_MAX_ATTEMPTS`; `.eml`
+//!   files in development), and its `/metrics`.
+//! - [`audit`]: the audit trail (written in the transaction of each change, read at
+//!   `GET /teams/{id}/audit`) and its relay to an event store through [`AuditSink`].
+//! - `queries`: reading and locking a team, shared by handlers and the worker.
+//! - `idempotency`: `Idempotency-Key` on `POST /teams` and batch invitations.
 //! - [`openapi()`]: the OpenAPI 3.1 document of these routes, generated from the handlers.
 //!
 //! # Example
@@ -50,21 +57,26 @@
 
 #![forbid(unsafe_code)]
 
+pub mod audit;
 pub mod config;
 pub mod domain;
 pub mod error;
+mod idempotency;
 mod mail;
+mod queries;
 mod routes;
 mod store;
 mod time;
 pub mod token;
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 use utoipa::OpenApi as _;
 
+pub use audit::{AuditEntry, AuditSink, AuditSinkError, team_stream};
 pub use config::{MailTarget, Secret, TeamsArgs, TeamsSettings};
 pub use error::Error;
 pub use routes::invitations::BATCH_MAX_EMAILS;
@@ -72,10 +84,15 @@ pub use routes::{HEADER_FIELD_MAX_BYTES, PAGE_LIMIT_DEFAULT, PAGE_LIMIT_MAX};
 
 use routes::{AppState, Shared};
 
-/// A running teams service: the database pool and the mail delivery worker.
+/// How long shutdown waits for the audit relay to finish an append in flight.
+const RELAY_SHUTDOWN_WAIT: Duration = Duration::from_secs(5);
+
+/// A running teams service: the database pool, the mail delivery worker and, once started,
+/// the audit relay.
 pub struct TeamsService {
     state: AppState,
     worker: JoinHandle<()>,
+    relay: Mutex<Option<JoinHandle<()>>>,
     stop_worker: watch::Sender<bool>,
 }
 
@@ -89,16 +106,16 @@ impl TeamsService {
         .await?;
         let transport = mail::Transport::from_settings(&settings)?;
         let wakeup = Arc::new(Notify::new());
+        let mail_metrics = Arc::new(mail::MailMetrics::default());
         let (stop_worker, stopped) = watch::channel(false);
         let worker = mail::Worker {
             store: store.clone(),
             transport,
-            from: settings.mail_from.clone(),
-            frontend_url: settings.frontend_url.clone(),
-            invite_ttl: settings.invite_ttl,
-            retry_initial: settings.mail_retry_initial,
-            retry_max: settings.mail_retry_max,
+            settings: mail::WorkerSettings::from_settings(&settings),
             wakeup: Arc::clone(&wakeup),
+            metrics: Arc::clone(&mail_metrics),
+            claimant: store::new_id(),
+            gauges_refreshed: std::sync::Mutex::new(None),
         };
         let worker = tokio::spawn(mail::run_worker(worker, stopped));
         let accept_rate_limiter =
@@ -108,14 +125,46 @@ impl TeamsService {
                 store,
                 settings,
                 mail_wakeup: wakeup,
+                audit_wakeup: Arc::new(Notify::new()),
+                mail_metrics,
                 accept_rate_limiter,
             }),
         };
         Ok(TeamsService {
             state,
             worker,
+            relay: Mutex::new(None),
             stop_worker,
         })
+    }
+
+    /// Starts relaying the audit trail to `sink` (an event store in this process): every
+    /// entry, at least once, to the stream `team-<team id>` with the entry id as the event id.
+    /// It resumes after a crash with what was not relayed yet. A second call does nothing.
+    pub fn start_audit_relay<S: AuditSink>(&self, sink: S) {
+        let mut relay = self
+            .relay
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if relay.is_some() {
+            return;
+        }
+        *relay = Some(tokio::spawn(audit::run_relay(
+            self.state.store.clone(),
+            sink,
+            Arc::clone(&self.state.audit_wakeup),
+            self.stop_worker.subscribe(),
+        )));
+    }
+
+    /// Appends the Prometheus text of the teams service (the mail worker) to `out`.
+    pub fn render_metrics(&self, out: &mut String) {
+        self.state.mail_metrics.render(out);
+    }
+
+    /// A cheap, cloneable handle that renders the same metrics (for a `/metrics` route).
+    pub fn metrics_source(&self) -> MetricsSource {
+        MetricsSource(Arc::clone(&self.state.mail_metrics))
     }
 
     /// All teams routes (admin API, POST /invitations/accept, GET /invite page), with their own
@@ -157,13 +206,39 @@ impl TeamsService {
         Some(lines.join("\n"))
     }
 
-    /// Stops the mail worker (finishing an in-flight send) and closes the pool.
+    /// Stops the mail worker and the relay and closes the pool. Bounded: sends in flight get
+    /// at most `MAIL_SEND_TIMEOUT_SECONDS` (plus a 2 s margin), the relay 5 s.
     pub async fn shutdown(self) {
         let _ = self.stop_worker.send(true);
         if let Err(error) = self.worker.await {
             tracing::error!(error = %error, "mail worker ended abnormally");
         }
+        let relay = self
+            .relay
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .take();
+        if let Some(mut relay) = relay
+            && tokio::time::timeout(RELAY_SHUTDOWN_WAIT, &mut relay)
+                .await
+                .is_err()
+        {
+            tracing::warn!("the audit relay did not stop in time; abandoning it");
+            relay.abort();
+        }
         self.state.store.close().await;
+    }
+}
+
+/// The teams service's metrics (the mail worker's queue depth, oldest due delivery, sends,
+/// failures, retries), cheap to clone.
+#[derive(Clone)]
+pub struct MetricsSource(Arc<mail::MailMetrics>);
+
+impl MetricsSource {
+    /// Appends the Prometheus text to `out`.
+    pub fn render(&self, out: &mut String) {
+        self.0.render(out);
     }
 }
 

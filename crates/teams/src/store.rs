@@ -19,22 +19,32 @@ use sqlx::migrate::{Migration, MigrationType, Migrator};
 use sqlx::{Any, AnyPool, Connection, Executor, Row, Transaction};
 use tokio::sync::{Mutex, OwnedMutexGuard};
 
-use crate::config::DATABASE_CHECK_TIMEOUT;
 use crate::error::Error;
 
+/// How long the start-up check waits for the database.
+pub const DATABASE_CHECK_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a SQLite connection waits for a lock held by another process.
 const SQLITE_BUSY_TIMEOUT_MS: u32 = 5_000;
 
 /// The embedded migrations, applied in order at start-up.
 fn migrator() -> Migrator {
     Migrator {
-        migrations: Cow::Owned(vec![Migration::new(
-            1,
-            Cow::Borrowed("initial"),
-            MigrationType::Simple,
-            Cow::Borrowed(include_str!("../migrations/0001_initial.sql")),
-            false,
-        )]),
+        migrations: Cow::Owned(vec![
+            Migration::new(
+                1,
+                Cow::Borrowed("initial"),
+                MigrationType::Simple,
+                Cow::Borrowed(include_str!("../migrations/0001_initial.sql")),
+                false,
+            ),
+            Migration::new(
+                2,
+                Cow::Borrowed("second wave"),
+                MigrationType::Simple,
+                Cow::Borrowed(include_str!("../migrations/0002_second_wave.sql")),
+                false,
+            ),
+        ]),
         ..Migrator::DEFAULT
     }
 }
@@ -176,6 +186,11 @@ impl Store {
         self.backend == Backend::Postgres
     }
 
+    /// Which database this is.
+    pub(crate) fn backend(&self) -> Backend {
+        self.backend
+    }
+
     /// Begins a write transaction (queued behind other writers on SQLite).
     pub(crate) async fn write(&self) -> Result<WriteTx, Error> {
         let gate = match &self.write_gate {
@@ -192,6 +207,19 @@ impl Store {
     pub(crate) async fn close(&self) {
         self.pool.close().await;
     }
+}
+
+/// `$first, $first+1, ...` for `count` values.
+pub(crate) fn placeholders(first: usize, count: usize) -> String {
+    (first..first + count)
+        .map(|n| format!("${n}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// A new time-ordered id (UUIDv7 text).
+pub(crate) fn new_id() -> String {
+    uuid::Uuid::now_v7().hyphenated().to_string()
 }
 
 /// Reads an optional text column.

@@ -3,7 +3,7 @@
 //! Both databases store times as `BIGINT` milliseconds so that one query text serves both and
 //! comparisons are plain integer comparisons.
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// Milliseconds since the Unix epoch, now.
 pub(crate) fn now_ms() -> i64 {
@@ -11,6 +11,17 @@ pub(crate) fn now_ms() -> i64 {
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default();
     i64::try_from(elapsed.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// Converts a duration to whole milliseconds for arithmetic on stored times.
+pub(crate) fn ms(duration: Duration) -> i64 {
+    i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// The delay before attempt `attempts + 1`, after `attempts` failures.
+pub(crate) fn backoff(initial: Duration, max: Duration, attempts: u32) -> Duration {
+    let factor = 2u32.saturating_pow(attempts.saturating_sub(1).min(31));
+    initial.saturating_mul(factor).min(max)
 }
 
 /// `ms` as RFC 3339 with milliseconds, e.g. `2026-11-27T10:00:00.123Z`.

@@ -6,17 +6,25 @@
 //! no `Referer`. Token responses carry `Cache-Control: no-store` and
 //! `Referrer-Policy: no-referrer`.
 
+use std::sync::LazyLock;
+
 use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderValue, header};
 use axum::response::{Html, IntoResponse, Response};
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
 use serde::{Deserialize, Serialize};
+use serde_json::json;
+use sha2::{Digest, Sha256};
 use utoipa::ToSchema;
 
 use super::{ApiJson, AppState, new_id, no_store};
-use crate::domain::Role;
+use crate::audit::{Actor, AuditLog, RequestMeta};
+use crate::domain::{InvitationStatus, Role};
 use crate::error::{Error, UniqueIndex, violated_unique_index};
-use crate::store::{int, opt_int, opt_text, text};
+use crate::queries::lock_team;
+use crate::store::{int, opt_int, text};
 use crate::time::{now_ms, rfc3339};
 use crate::token::InviteToken;
 
@@ -67,16 +75,21 @@ struct Found {
     email: String,
     role: Role,
     expires_at: i64,
+    generation: i64,
 }
 
-/// Looks a token up by hash and tells a usable one from an unknown (404) or spent one (410).
+/// Looks a token up by hash and tells a usable one from an unknown (404) or spent one (410,
+/// saying why: accepted, revoked, expired, replaced by a resend, or the team deleted). A token
+/// is usable while its invitation is pending and unexpired and the token belongs to the
+/// invitation's current delivery generation: every token mailed since the last resend works.
 async fn find_usable(
     connection: &mut sqlx::AnyConnection,
     token_hash: &str,
     now: i64,
 ) -> Result<Found, Error> {
     let row = sqlx::query(
-        "SELECT i.id, i.team_id, i.email, i.role, i.status, i.token_hash, i.expires_at, \
+        "SELECT i.id, i.team_id, i.email, i.role, i.status, i.expires_at, \
+                i.delivery_generation, k.generation AS token_generation, \
                 t.name AS team_name, t.deleted_at AS team_deleted_at \
          FROM invitation_tokens k \
          JOIN invitations i ON i.id = k.invitation_id \
@@ -87,26 +100,29 @@ async fn find_usable(
     .fetch_optional(&mut *connection)
     .await?
     .ok_or_else(|| Error::NotFound("This invitation link is not known.".into()))?;
-    let status = text(&row, "status")?;
     let expires_at = int(&row, "expires_at")?;
     if opt_int(&row, "team_deleted_at")?.is_some() {
         return Err(Error::Gone(
             "The team of this invitation was deleted.".into(),
         ));
     }
-    match status.as_str() {
-        "accepted" => return Err(Error::Gone("This invitation was already accepted.".into())),
-        "revoked" => return Err(Error::Gone("This invitation was revoked.".into())),
-        "pending" => {}
-        _ => return Err(Error::Gone("This invitation has expired.".into())),
+    match InvitationStatus::at(&text(&row, "status")?, expires_at, now) {
+        InvitationStatus::Accepted => {
+            return Err(Error::Gone("This invitation was already accepted.".into()));
+        }
+        InvitationStatus::Revoked => {
+            return Err(Error::Gone("This invitation was revoked.".into()));
+        }
+        InvitationStatus::Expired => {
+            return Err(Error::Gone("This invitation has expired.".into()));
+        }
+        InvitationStatus::Pending => {}
     }
-    if opt_text(&row, "token_hash")?.as_deref() != Some(token_hash) {
+    let generation = int(&row, "delivery_generation")?;
+    if int(&row, "token_generation")? != generation {
         return Err(Error::Gone(
             "This link was replaced by a newer invitation email; use the newest one.".into(),
         ));
-    }
-    if expires_at <= now {
-        return Err(Error::Gone("This invitation has expired.".into()));
     }
     Ok(Found {
         invitation_id: text(&row, "id")?,
@@ -115,6 +131,7 @@ async fn find_usable(
         email: text(&row, "email")?,
         role: Role::from_stored(&text(&row, "role")?),
         expires_at,
+        generation,
     })
 }
 
@@ -175,6 +192,7 @@ pub(crate) async fn preview_invitation(
     ))]
 pub(crate) async fn accept_invitation(
     State(state): State<AppState>,
+    meta: RequestMeta,
     body: Result<ApiJson<TokenRequest>, Error>,
 ) -> Response {
     token_responses(
@@ -184,20 +202,26 @@ pub(crate) async fn accept_invitation(
             let now = now_ms();
             let mut write = state.store.write().await?;
             let found = find_usable(&mut write.tx, &hash, now).await?;
+            let Some(locked) = lock_team(&mut write.tx, &found.team_id, true).await? else {
+                return Err(Error::Gone("The team of this invitation was deleted.".into()));
+            };
             // The conditional update is what makes a token single use: of two concurrent
             // accepts, PostgreSQL lets the second re-check the row after the first commits and
-            // it matches nothing; SQLite runs them one after the other.
+            // it matches nothing; SQLite runs them one after the other. A revoke or resend
+            // that committed meanwhile makes it match nothing too.
             let claimed = sqlx::query(
                 "UPDATE invitations SET status = 'accepted', finished_at = $1 \
-                 WHERE id = $2 AND status = 'pending' AND token_hash = $3 AND expires_at > $1",
+                 WHERE id = $2 AND status = 'pending' AND delivery_generation = $3 AND expires_at > $1",
             )
             .bind(now)
             .bind(&found.invitation_id)
-            .bind(&hash)
+            .bind(found.generation)
             .execute(&mut *write.tx)
             .await?;
             if claimed.rows_affected() != 1 {
-                return Err(Error::Gone("This invitation was already accepted.".into()));
+                // Say precisely what happened meanwhile.
+                find_usable(&mut write.tx, &hash, now).await?;
+                return Err(Error::Gone("This invitation can no longer be used.".into()));
             }
             let member_id = new_id();
             let inserted = sqlx::query(
@@ -222,7 +246,12 @@ pub(crate) async fn accept_invitation(
                     other?;
                 }
             }
+            let mut audit = AuditLog::new(&found.team_id, locked.audit_seq, meta);
+            audit.push(Actor::Invitee, "invitation.accepted", Some(&found.invitation_id),
+                json!({ "email": found.email, "role": found.role, "member_id": member_id }));
+            audit.write(&mut write.tx, now).await?;
             write.commit().await?;
+            state.changed();
             Ok(Json(Accepted {
                 member_id,
                 team_id: found.team_id,
@@ -241,39 +270,73 @@ pub(crate) async fn accept_invitation(
 #[utoipa::path(get, path = "/invite", tag = "accept",
     responses((status = 200, description = "A self-contained HTML page", content_type = "text/html")))]
 pub(crate) async fn accept_page() -> Response {
-    let mut response = no_store(Html(ACCEPT_PAGE).into_response());
-    response.headers_mut().insert(
-        header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static(
-            "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; \
-             connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
-        ),
+    let mut response = no_store(Html(ACCEPT_PAGE.as_str()).into_response());
+    let headers = response.headers_mut();
+    if let Ok(policy) = HeaderValue::from_str(&ACCEPT_PAGE_POLICY) {
+        headers.insert(header::CONTENT_SECURITY_POLICY, policy);
+    }
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
     );
     response
 }
 
-/// The page itself: no external resources; the token leaves the address bar at once.
-const ACCEPT_PAGE: &str = r##"<!doctype html>
+/// `'sha256-<base64>'` of an inline script or style, as CSP names it.
+fn csp_hash(source: &str) -> String {
+    format!(
+        "'sha256-{}'",
+        STANDARD.encode(Sha256::digest(source.as_bytes()))
+    )
+}
+
+/// The page's Content-Security-Policy: nothing but its own inline script and style (by hash,
+/// not `'unsafe-inline'`, so an injected script would not run) and calls to its own origin.
+static ACCEPT_PAGE_POLICY: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "default-src 'none'; script-src {}; style-src {}; connect-src 'self'; base-uri 'none'; \
+         form-action 'none'; frame-ancestors 'none'",
+        csp_hash(ACCEPT_SCRIPT),
+        csp_hash(ACCEPT_STYLE)
+    )
+});
+
+/// The page: no external resources; the token leaves the address bar at once.
+static ACCEPT_PAGE: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "{ACCEPT_HEAD}<style>{ACCEPT_STYLE}</style>\n</head>\n{ACCEPT_BODY}<script>{ACCEPT_SCRIPT}</script>\n</body>\n</html>\n"
+    )
+});
+
+/// The page up to its style.
+const ACCEPT_HEAD: &str = r##"<!doctype html>
 <html lang="en">
 <head>
 <meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <meta name="referrer" content="no-referrer">
 <title>Team invitation</title>
-<style>
+"##;
+
+/// The page's inline style (hashed into the policy).
+const ACCEPT_STYLE: &str = r##"
   body { font-family: system-ui, sans-serif; max-width: 32rem; margin: 4rem auto; padding: 0 1rem; color: #222; }
   h1 { font-size: 1.4rem; }
   button { font-size: 1rem; padding: .6rem 1.2rem; border-radius: .4rem; border: 1px solid #246; background: #2a5d9f; color: #fff; cursor: pointer; }
   button[disabled] { opacity: .5; cursor: default; }
   .error { color: #a11; }
   .ok { color: #161; }
-</style>
-</head>
-<body>
+"##;
+
+/// The page's body up to its script.
+const ACCEPT_BODY: &str = r##"<body>
 <h1 id="title">Team invitation</h1>
 <p id="message">Checking your invitation…</p>
 <p><button id="accept" type="button" hidden>Accept invitation</button></p>
-<script>
+"##;
+
+/// The page's inline script (hashed into the policy).
+const ACCEPT_SCRIPT: &str = r##"
 (function () {
   "use strict";
   var params = new URLSearchParams(window.location.hash.slice(1));
@@ -314,7 +377,4 @@ const ACCEPT_PAGE: &str = r##"<!doctype html>
     }).catch(function () { button.disabled = false; show("Could not reach the server; try again.", "error"); });
   });
 })();
-</script>
-</body>
-</html>
 "##;

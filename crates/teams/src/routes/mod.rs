@@ -6,20 +6,21 @@
 //! RFC 9457 problem lives in `error.rs`.
 
 pub(crate) mod accept;
+pub(crate) mod audit;
+pub(crate) mod cors;
 pub(crate) mod invitations;
 pub(crate) mod members;
 pub(crate) mod rate_limit;
 pub(crate) mod teams;
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{DefaultBodyLimit, FromRequest, Query, Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post};
+use axum::routing::{get, post};
 use axum::{BoxError, Json, Router};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -57,8 +58,25 @@ pub(crate) struct Shared {
     pub(crate) settings: TeamsSettings,
     /// Wakes the mail worker when a delivery is queued.
     pub(crate) mail_wakeup: Arc<Notify>,
+    /// Wakes the audit relay after a change.
+    pub(crate) audit_wakeup: Arc<Notify>,
+    /// The mail worker's counters, for `/metrics`.
+    pub(crate) mail_metrics: Arc<crate::mail::MailMetrics>,
     /// Per-client-address limit on the token endpoints.
     pub(crate) accept_rate_limiter: rate_limit::RateLimiter,
+}
+
+impl AppState {
+    /// Says that a change committed: the audit relay has new entries.
+    pub(crate) fn changed(&self) {
+        self.audit_wakeup.notify_one();
+    }
+
+    /// Says that a change committed that queued mail.
+    pub(crate) fn mail_queued(&self) {
+        self.mail_wakeup.notify_one();
+        self.changed();
+    }
 }
 
 impl std::ops::Deref for AppState {
@@ -86,7 +104,9 @@ pub(crate) fn router(state: AppState) -> Router {
         )
         .route(
             "/teams/{team_id}/invitations/{invitation_id}",
-            delete(invitations::revoke_invitation),
+            get(invitations::get_invitation)
+                .patch(invitations::change_invitation_role)
+                .delete(invitations::revoke_invitation),
         )
         .route(
             "/teams/{team_id}/invitations/{invitation_id}/resend",
@@ -95,15 +115,26 @@ pub(crate) fn router(state: AppState) -> Router {
         .route("/teams/{team_id}/members", get(members::list_members))
         .route(
             "/teams/{team_id}/members/{member_id}",
-            delete(members::remove_member),
+            axum::routing::patch(members::change_member_role).delete(members::remove_member),
         )
+        .route("/teams/{team_id}/audit", get(audit::list_audit))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_admin));
     let token_routes = Router::new()
-        .route("/invitations/preview", post(accept::preview_invitation))
-        .route("/invitations/accept", post(accept::accept_invitation))
+        .route(
+            "/invitations/preview",
+            post(accept::preview_invitation).options(cors::options),
+        )
+        .route(
+            "/invitations/accept",
+            post(accept::accept_invitation).options(cors::options),
+        )
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             rate_limit::limit_token_requests,
+        ))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            cors::allow_frontend_origin,
         ));
     let public = Router::new()
         .route("/invite", get(accept::accept_page))
@@ -311,15 +342,7 @@ pub(crate) fn no_store(mut response: Response) -> Response {
     response
 }
 
-/// A new time-ordered id.
-pub(crate) fn new_id() -> String {
-    uuid::Uuid::now_v7().hyphenated().to_string()
-}
-
-/// Converts a duration to whole milliseconds for arithmetic on stored times.
-pub(crate) fn ms(duration: Duration) -> i64 {
-    i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
-}
+pub(crate) use crate::store::new_id;
 
 /// The OpenAPI document, generated from the handlers' `utoipa::path` attributes.
 #[derive(utoipa::OpenApi)]
@@ -327,11 +350,13 @@ pub(crate) fn ms(duration: Duration) -> i64 {
     info(title = "Logbook teams API", description = "Teams, members and batch email invitations. Admin endpoints take `Authorization: Bearer <ADMIN_TOKEN>`."),
     paths(
         teams::create_team, teams::list_teams, teams::get_team, teams::update_team, teams::delete_team,
-        invitations::invite, invitations::list_invitations, invitations::revoke_invitation, invitations::resend_invitation,
-        members::list_members, members::remove_member,
+        audit::list_audit,
+        invitations::invite, invitations::list_invitations, invitations::get_invitation,
+        invitations::change_invitation_role, invitations::revoke_invitation, invitations::resend_invitation,
+        members::list_members, members::change_member_role, members::remove_member,
         accept::accept_page, accept::preview_invitation, accept::accept_invitation,
     ),
-    components(schemas(web::Problem, crate::domain::Role)),
+    components(schemas(web::Problem, crate::domain::Role, crate::domain::InvitationStatus, crate::domain::DeliveryStatus)),
     modifiers(&AdminTokenScheme),
     tags(
         (name = "teams", description = "Teams (admin)"),

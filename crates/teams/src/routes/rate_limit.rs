@@ -6,12 +6,19 @@
 //! the router is served with `into_make_service_with_connect_info::<SocketAddr>()`. Without it
 //! the limiter does not fail the request: every such request shares one bucket (so the limit
 //! still caps the total rate), and a warning saying how to serve the router is logged once.
-//! `X-Forwarded-For` is deliberately not read: any client can write it. IPv6 addresses are
-//! limited per /64, the block one subscriber usually holds.
+//! IPv6 addresses are limited per /64, the block one subscriber usually holds.
+//!
+//! `X-Forwarded-For` is read only when the peer is one of `TRUSTED_PROXIES` (CIDRs): then the
+//! client is the right-most address of the header that is not itself a trusted proxy (each
+//! proxy appends the address it saw, so everything left of the last untrusted hop could have
+//! been written by the client). Without `TRUSTED_PROXIES` the header is ignored: any client can
+//! write it.
 //!
 //! The table of buckets is bounded ([`TRACKED_ADDRESSES_MAX`]): when it is full, buckets that
 //! have refilled completely (addresses idle for a minute or more) are dropped; if none has,
-//! new addresses share one overflow bucket until some do.
+//! new addresses share one overflow bucket until some do. That sweep walks the whole table, so
+//! it runs at most once per [`SWEEP_INTERVAL`]: a flood of new addresses into a full table
+//! costs one scan a second, not one per address.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -20,14 +27,52 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use axum::extract::{ConnectInfo, Request, State};
+use axum::http::{Extensions, HeaderMap};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 use super::{AppState, no_store};
+use crate::config::Cidr;
 use crate::error::Error;
 
 /// Most client addresses tracked at once (about 40 bytes each).
 pub(crate) const TRACKED_ADDRESSES_MAX: usize = 100_000;
+/// Least time between two sweeps of a full table.
+pub(crate) const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
+/// Most `X-Forwarded-For` hops looked at (right to left).
+const FORWARDED_HOPS_MAX: usize = 32;
+
+/// The client's address: the TCP peer, or, when the peer is a trusted proxy, the right-most
+/// untrusted address of `X-Forwarded-For` (the left-most one if every hop is trusted). `None`
+/// without `ConnectInfo`.
+pub(crate) fn client_ip(
+    extensions: &Extensions,
+    headers: &HeaderMap,
+    trusted: &[Cidr],
+) -> Option<IpAddr> {
+    let peer = extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|ConnectInfo(peer)| peer.ip().to_canonical())?;
+    if !trusted.iter().any(|cidr| cidr.contains(peer)) {
+        return Some(peer);
+    }
+    let hops: Vec<IpAddr> = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .map(str::trim)
+        .collect::<Vec<_>>()
+        .into_iter()
+        .rev()
+        .take(FORWARDED_HOPS_MAX)
+        .map_while(|hop| hop.parse::<IpAddr>().ok().map(|ip| ip.to_canonical()))
+        .collect();
+    let untrusted = hops
+        .iter()
+        .find(|ip| !trusted.iter().any(|cidr| cidr.contains(**ip)));
+    Some(*untrusted.or(hops.last()).unwrap_or(&peer))
+}
 
 /// Who a bucket belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -41,8 +86,8 @@ enum Client {
 }
 
 impl Client {
-    fn of(peer: Option<SocketAddr>) -> Client {
-        match peer.map(|peer| peer.ip().to_canonical()) {
+    fn of(peer: Option<IpAddr>) -> Client {
+        match peer.map(|ip| ip.to_canonical()) {
             Some(IpAddr::V6(v6)) => {
                 let prefix = u128::from(v6) & !((1u128 << 64) - 1);
                 Client::Address(IpAddr::V6(prefix.into()))
@@ -60,11 +105,18 @@ struct Bucket {
     updated: Instant,
 }
 
+/// The buckets, and when a full table was last swept.
+struct Table {
+    buckets: HashMap<Client, Bucket>,
+    last_sweep: Option<Instant>,
+    sweeps: u64,
+}
+
 /// Token buckets per client address.
 pub(crate) struct RateLimiter {
     /// Bucket size, and requests refilled per minute.
     per_minute: u32,
-    buckets: Mutex<HashMap<Client, Bucket>>,
+    table: Mutex<Table>,
     warned_without_address: AtomicBool,
 }
 
@@ -73,7 +125,11 @@ impl RateLimiter {
         assert!(per_minute >= 1, "checked by the settings");
         RateLimiter {
             per_minute,
-            buckets: Mutex::new(HashMap::new()),
+            table: Mutex::new(Table {
+                buckets: HashMap::new(),
+                last_sweep: None,
+                sweeps: 0,
+            }),
             warned_without_address: AtomicBool::new(false),
         }
     }
@@ -86,26 +142,36 @@ impl RateLimiter {
     fn take(&self, client: Client, now: Instant) -> Result<(), Duration> {
         let capacity = f64::from(self.per_minute);
         let rate = self.refill_per_second();
-        let mut buckets = self
-            .buckets
+        let mut table = self
+            .table
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        let client = if buckets.contains_key(&client) || buckets.len() < TRACKED_ADDRESSES_MAX {
+        let table = &mut *table;
+        let known = table.buckets.contains_key(&client);
+        let client = if known || table.buckets.len() < TRACKED_ADDRESSES_MAX {
             client
         } else {
-            // Drop addresses whose bucket is full again: they have been idle long enough that
-            // forgetting them changes nothing.
-            buckets.retain(|_, bucket| {
-                bucket.tokens + now.saturating_duration_since(bucket.updated).as_secs_f64() * rate
-                    < capacity
-            });
-            if buckets.len() < TRACKED_ADDRESSES_MAX {
+            let sweep_due = table
+                .last_sweep
+                .is_none_or(|last| now.saturating_duration_since(last) >= SWEEP_INTERVAL);
+            if sweep_due {
+                // Drop addresses whose bucket is full again: they have been idle long enough
+                // that forgetting them changes nothing.
+                table.last_sweep = Some(now);
+                table.sweeps += 1;
+                table.buckets.retain(|_, bucket| {
+                    bucket.tokens
+                        + now.saturating_duration_since(bucket.updated).as_secs_f64() * rate
+                        < capacity
+                });
+            }
+            if table.buckets.len() < TRACKED_ADDRESSES_MAX {
                 client
             } else {
                 Client::Overflow
             }
         };
-        let bucket = buckets.entry(client).or_insert(Bucket {
+        let bucket = table.buckets.entry(client).or_insert(Bucket {
             tokens: capacity,
             updated: now,
         });
@@ -128,10 +194,11 @@ pub(crate) async fn limit_token_requests(
     request: Request,
     next: Next,
 ) -> Response {
-    let peer = request
-        .extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|ConnectInfo(peer)| *peer);
+    let peer = client_ip(
+        request.extensions(),
+        request.headers(),
+        &state.settings.trusted_proxies,
+    );
     let limiter = &state.accept_rate_limiter;
     if peer.is_none() && !limiter.warned_without_address.swap(true, Ordering::Relaxed) {
         tracing::warn!(
@@ -156,7 +223,55 @@ mod tests {
     use super::*;
 
     fn address(text: &str) -> Client {
-        Client::of(Some(SocketAddr::new(text.parse().unwrap(), 4000)))
+        Client::of(Some(text.parse().unwrap()))
+    }
+
+    fn sweeps(limiter: &RateLimiter) -> u64 {
+        limiter.table.lock().unwrap().sweeps
+    }
+
+    fn forwarded(peer: &str, header: Option<&str>, trusted: &[&str]) -> Option<IpAddr> {
+        let mut extensions = Extensions::new();
+        extensions.insert(ConnectInfo(SocketAddr::new(peer.parse().unwrap(), 4000)));
+        let mut headers = HeaderMap::new();
+        if let Some(value) = header {
+            headers.insert("x-forwarded-for", value.parse().unwrap());
+        }
+        let trusted: Vec<Cidr> = trusted.iter().map(|c| c.parse().unwrap()).collect();
+        client_ip(&extensions, &headers, &trusted)
+    }
+
+    #[test]
+    fn x_forwarded_for_is_ignored_without_trusted_proxies() {
+        let ip = forwarded("192.0.2.7", Some("198.51.100.1"), &[]);
+        assert_eq!(ip, Some("192.0.2.7".parse().unwrap()));
+    }
+
+    #[test]
+    fn behind_a_trusted_proxy_the_right_most_untrusted_hop_is_the_client() {
+        let trusted = ["10.0.0.0/8", "2001:db8::/32"];
+        // The client wrote a fake left-most hop; the proxies appended the real one.
+        let ip = forwarded(
+            "10.0.0.2",
+            Some("203.0.113.9, 198.51.100.1, 10.0.0.5"),
+            &trusted,
+        );
+        assert_eq!(ip, Some("198.51.100.1".parse().unwrap()));
+        // A peer that is not a trusted proxy is the client, whatever it forwards.
+        let ip = forwarded("192.0.2.7", Some("198.51.100.1"), &trusted);
+        assert_eq!(ip, Some("192.0.2.7".parse().unwrap()));
+        // A trusted peer without the header is the client.
+        assert_eq!(
+            forwarded("10.0.0.2", None, &trusted),
+            Some("10.0.0.2".parse().unwrap())
+        );
+        // Garbage ends the walk: the hops right of it count.
+        let ip = forwarded(
+            "10.0.0.2",
+            Some("198.51.100.1, not-an-ip, 10.0.0.9"),
+            &trusted,
+        );
+        assert_eq!(ip, Some("10.0.0.9".parse().unwrap()));
     }
 
     #[test]
@@ -206,6 +321,7 @@ mod tests {
         assert!(limiter.take(Client::of(None), now).is_ok());
         assert!(limiter.take(Client::of(None), now).is_ok());
         assert!(limiter.take(Client::of(None), now).is_err());
+        assert_eq!(sweeps(&limiter), 0);
         assert!(limiter.take(address("192.0.2.1"), now).is_ok());
     }
 
@@ -220,11 +336,18 @@ mod tests {
         // Full of active addresses: a newcomer lands in the shared overflow bucket.
         assert!(limiter.take(address("192.0.2.1"), start).is_ok());
         assert!(limiter.take(address("192.0.2.2"), start).is_err());
-        assert!(limiter.buckets.lock().unwrap().len() <= TRACKED_ADDRESSES_MAX + 1);
+        assert!(limiter.table.lock().unwrap().buckets.len() <= TRACKED_ADDRESSES_MAX + 1);
+        // A flood of newcomers within the sweep interval costs one scan, not one each.
+        for n in 0..1000u32 {
+            let ip = IpAddr::V4((0xc633_6400 + n).into());
+            let _ = limiter.take(Client::Address(ip), start);
+        }
+        assert_eq!(sweeps(&limiter), 1);
         // A minute later every bucket has refilled, so the idle ones are forgotten.
         let later = start + Duration::from_secs(61);
         assert!(limiter.take(address("192.0.2.3"), later).is_ok());
         assert!(limiter.take(address("192.0.2.3"), later).is_err());
-        assert!(limiter.buckets.lock().unwrap().len() < 10);
+        assert!(limiter.table.lock().unwrap().buckets.len() < 10);
+        assert_eq!(sweeps(&limiter), 2);
     }
 }

@@ -3,35 +3,24 @@
 use axum::Json;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
-use axum::http::StatusCode;
-use axum::response::IntoResponse;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::Response;
 use serde::{Deserialize, Deserializer, Serialize};
-use sqlx::any::AnyRow;
+use serde_json::json;
 use utoipa::ToSchema;
 
 use super::{ApiJson, AppState, Page, PageQuery, new_id, parse_id};
-use crate::domain::{TeamName, parse_description};
+use crate::audit::{Actor, AuditLog, RequestMeta};
+use crate::domain::{InvitationStatus, TeamName, parse_description};
 use crate::error::Error;
-use crate::store::{int, opt_text, text};
+use crate::idempotency::{Idempotency, IdempotencyKey, json_response};
+use crate::queries::{TEAM_COLUMNS, find_live_team, lock_live_team, team_from_row};
 use crate::time::{now_ms, rfc3339};
 
-/// A team, as read back.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct Team {
-    /// UUIDv7.
-    pub id: String,
-    /// The name as given (trimmed); unique among live teams, ignoring case.
-    pub name: String,
-    /// Free text, if any.
-    pub description: Option<String>,
-    /// RFC 3339.
-    pub created_at: String,
-    /// RFC 3339.
-    pub updated_at: String,
-}
+pub use crate::queries::Team;
 
 /// Body of `POST /teams`.
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Debug, Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateTeam {
     /// 1 to 100 characters after trimming.
@@ -71,39 +60,6 @@ pub struct TeamList {
     pub next_cursor: Option<String>,
 }
 
-const TEAM_COLUMNS: &str = "id, name, description, created_at, updated_at";
-
-fn team_from_row(row: &AnyRow) -> Result<Team, sqlx::Error> {
-    Ok(Team {
-        id: text(row, "id")?,
-        name: text(row, "name")?,
-        description: opt_text(row, "description")?,
-        created_at: rfc3339(int(row, "created_at")?),
-        updated_at: rfc3339(int(row, "updated_at")?),
-    })
-}
-
-fn not_found(team_id: &str) -> Error {
-    Error::NotFound(format!("No live team has id {team_id}."))
-}
-
-/// Reads a live team inside any executor (pool or transaction).
-pub(crate) async fn find_live_team<'e, E>(executor: E, team_id: &str) -> Result<Team, Error>
-where
-    E: sqlx::Executor<'e, Database = sqlx::Any>,
-{
-    let row = sqlx::query(&format!(
-        "SELECT {TEAM_COLUMNS} FROM teams WHERE id = $1 AND deleted_at IS NULL"
-    ))
-    .bind(team_id)
-    .fetch_optional(executor)
-    .await?;
-    match row {
-        Some(row) => Ok(team_from_row(&row)?),
-        None => Err(not_found(team_id)),
-    }
-}
-
 fn checked_description(description: Option<String>) -> Result<Option<String>, Error> {
     description
         .map(|raw| parse_description(&raw))
@@ -111,26 +67,38 @@ fn checked_description(description: Option<String>) -> Result<Option<String>, Er
         .map_err(Error::BadRequest)
 }
 
-/// Create a team.
+/// Create a team. With an `Idempotency-Key`, a retry with the same body within 24 h returns
+/// the first answer (with `Idempotent-Replayed: true`); the same key with another body is 422.
 #[utoipa::path(post, path = "/teams", tag = "teams", security(("admin_token" = [])),
+    params(("Idempotency-Key" = Option<String>, Header, description = "Makes retries safe: 1 to 255 visible ASCII characters")),
     request_body = CreateTeam,
     responses(
-        (status = 201, description = "Created", body = Team),
-        (status = 400, description = "Invalid name or description", body = web::Problem, content_type = "application/problem+json"),
+        (status = 201, description = "Created", body = Team,
+            headers(("Location" = String, description = "The new team (APP_URL/teams/{id}, or a path without APP_URL)"))),
+        (status = 400, description = "Invalid name or description, or a malformed Idempotency-Key", body = web::Problem, content_type = "application/problem+json"),
         (status = 401, description = "Missing or wrong admin token", body = web::Problem, content_type = "application/problem+json"),
         (status = 409, description = "A live team has this name (ignoring case)", body = web::Problem, content_type = "application/problem+json"),
         (status = 413, description = "Body too large", body = web::Problem, content_type = "application/problem+json"),
         (status = 415, description = "Body is not JSON", body = web::Problem, content_type = "application/problem+json"),
+        (status = 422, description = "The Idempotency-Key was used with another body", body = web::Problem, content_type = "application/problem+json"),
     ))]
 pub(crate) async fn create_team(
     State(state): State<AppState>,
+    meta: RequestMeta,
+    key: IdempotencyKey,
     ApiJson(body): ApiJson<CreateTeam>,
-) -> Result<impl IntoResponse, Error> {
+) -> Result<Response, Error> {
+    let idempotency = Idempotency::new(key, "POST /teams".into(), &body);
     let name = TeamName::parse(&body.name).map_err(Error::BadRequest)?;
     let description = checked_description(body.description)?;
     let id = new_id();
     let now = now_ms();
     let mut write = state.store.write().await?;
+    if let Some(idempotency) = &idempotency
+        && let Some(replay) = idempotency.replay(&mut write.tx, now).await?
+    {
+        return Ok(replay);
+    }
     sqlx::query(
         "INSERT INTO teams (id, name, name_key, description, created_at, updated_at) \
          VALUES ($1, $2, $3, $4, $5, $5)",
@@ -142,7 +110,14 @@ pub(crate) async fn create_team(
     .bind(now)
     .execute(&mut *write.tx)
     .await?;
-    write.commit().await?;
+    let mut audit = AuditLog::new(&id, 0, meta);
+    audit.push(
+        Actor::Admin,
+        "team.created",
+        None,
+        json!({ "name": name.as_str(), "description": description }),
+    );
+    audit.write(&mut write.tx, now).await?;
     let team = Team {
         id,
         name: name.as_str().to_owned(),
@@ -150,7 +125,24 @@ pub(crate) async fn create_team(
         created_at: rfc3339(now),
         updated_at: rfc3339(now),
     };
-    Ok((StatusCode::CREATED, Json(team)))
+    let body = serde_json::to_string(&team).unwrap_or_default();
+    if let Some(idempotency) = &idempotency {
+        idempotency
+            .remember(&mut write.tx, StatusCode::CREATED, &body, now)
+            .await?;
+    }
+    write.commit().await?;
+    state.changed();
+    let mut response = json_response(StatusCode::CREATED.as_u16(), body, false);
+    let location = format!(
+        "{}/teams/{}",
+        state.settings.app_url.as_deref().unwrap_or(""),
+        team.id
+    );
+    if let Ok(location) = HeaderValue::from_str(&location) {
+        response.headers_mut().insert(header::LOCATION, location);
+    }
+    Ok(response)
 }
 
 /// List live teams, a page at a time.
@@ -213,6 +205,7 @@ pub(crate) async fn get_team(
 pub(crate) async fn update_team(
     State(state): State<AppState>,
     Path(team_id): Path<String>,
+    meta: RequestMeta,
     ApiJson(body): ApiJson<UpdateTeam>,
 ) -> Result<Json<Team>, Error> {
     let team_id = parse_id(&team_id, "team")?;
@@ -224,9 +217,19 @@ pub(crate) async fn update_team(
         .map_err(Error::BadRequest)?;
     let description = body.description.map(checked_description).transpose()?;
     let mut write = state.store.write().await?;
-    let current = find_live_team(&mut *write.tx, &team_id).await?;
-    let new_name = name.unwrap_or(TeamName::parse(&current.name).map_err(Error::BadRequest)?);
-    let new_description = description.unwrap_or(current.description);
+    let locked = lock_live_team(&mut write.tx, &team_id).await?;
+    let current = locked.team;
+    let renamed = name
+        .as_ref()
+        .is_some_and(|name| name.as_str() != current.name);
+    let new_name = match name {
+        Some(name) => name,
+        None => TeamName::parse(&current.name).map_err(Error::BadRequest)?,
+    };
+    let described = description
+        .as_ref()
+        .is_some_and(|description| *description != current.description);
+    let new_description = description.unwrap_or(current.description.clone());
     let now = now_ms();
     sqlx::query(
         "UPDATE teams SET name = $1, name_key = $2, description = $3, updated_at = $4 \
@@ -239,7 +242,26 @@ pub(crate) async fn update_team(
     .bind(&team_id)
     .execute(&mut *write.tx)
     .await?;
+    let mut audit = AuditLog::new(&team_id, locked.audit_seq, meta);
+    if renamed {
+        audit.push(
+            Actor::Admin,
+            "team.renamed",
+            None,
+            json!({ "from": current.name, "to": new_name.as_str() }),
+        );
+    }
+    if described {
+        audit.push(
+            Actor::Admin,
+            "team.updated",
+            None,
+            json!({ "description": new_description }),
+        );
+    }
+    audit.write(&mut write.tx, now).await?;
     write.commit().await?;
+    state.changed();
     Ok(Json(Team {
         id: team_id,
         name: new_name.as_str().to_owned(),
@@ -260,27 +282,35 @@ pub(crate) async fn update_team(
 pub(crate) async fn delete_team(
     State(state): State<AppState>,
     Path(team_id): Path<String>,
+    meta: RequestMeta,
 ) -> Result<StatusCode, Error> {
     let team_id = parse_id(&team_id, "team")?;
     let now = now_ms();
     let mut write = state.store.write().await?;
-    let deleted =
-        sqlx::query("UPDATE teams SET deleted_at = $1 WHERE id = $2 AND deleted_at IS NULL")
-            .bind(now)
-            .bind(&team_id)
-            .execute(&mut *write.tx)
-            .await?;
-    if deleted.rows_affected() == 0 {
-        return Err(not_found(&team_id));
-    }
-    sqlx::query(
-        "UPDATE invitations SET status = 'revoked', finished_at = $1 \
-         WHERE team_id = $2 AND status = 'pending'",
+    let locked = lock_live_team(&mut write.tx, &team_id).await?;
+    sqlx::query("UPDATE teams SET deleted_at = $1 WHERE id = $2")
+        .bind(now)
+        .bind(&team_id)
+        .execute(&mut *write.tx)
+        .await?;
+    let revoked = sqlx::query(
+        "UPDATE invitations SET status = $1, finished_at = $2 \
+         WHERE team_id = $3 AND status = 'pending'",
     )
+    .bind(InvitationStatus::Revoked.as_str())
     .bind(now)
     .bind(&team_id)
     .execute(&mut *write.tx)
     .await?;
+    let mut audit = AuditLog::new(&team_id, locked.audit_seq, meta);
+    audit.push(
+        Actor::Admin,
+        "team.deleted",
+        None,
+        json!({ "name": locked.team.name, "invitations_revoked": revoked.rows_affected() }),
+    );
+    audit.write(&mut write.tx, now).await?;
     write.commit().await?;
+    state.changed();
     Ok(StatusCode::NO_CONTENT)
 }

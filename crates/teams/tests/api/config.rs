@@ -22,7 +22,7 @@ fn report(problems: &[web::ConfigProblem]) -> String {
 }
 
 #[tokio::test]
-async fn production_without_settings_names_every_required_variable() {
+async fn production_without_settings_names_every_required_variable_and_app_url_is_optional() {
     let dir = tempfile::tempdir().unwrap();
     let problems = TeamsArgs::default()
         .check(&production(dir.path()))
@@ -30,7 +30,6 @@ async fn production_without_settings_names_every_required_variable() {
         .unwrap_err();
     let text = report(&problems);
     for setting in [
-        "APP_URL (--app-url)",
         "FRONTEND_URL (--frontend-url)",
         "DATABASE_URL (--database-url)",
         "SMTP_URL (--smtp-url)",
@@ -39,7 +38,8 @@ async fn production_without_settings_names_every_required_variable() {
     ] {
         assert!(text.contains(setting), "{setting} not named in:\n{text}");
     }
-    assert_eq!(problems.len(), 6, "{text}");
+    assert!(!text.contains("APP_URL"), "APP_URL is optional:\n{text}");
+    assert_eq!(problems.len(), 5, "{text}");
     assert!(
         problems
             .iter()
@@ -99,7 +99,7 @@ async fn a_complete_production_configuration_passes_and_debug_redacts_secrets() 
         app_url: Some("https://api.example.com".into()),
         frontend_url: Some("https://app.example.com".into()),
         database_url: Some(format!("sqlite://{}/prod.sqlite3", dir.path().display())),
-        smtp_url: Some("smtp://user:smtp-password@127.0.0.1:2525".into()),
+        smtp_url: Some("smtp://user:smtp-password@127.0.0.1:2525?tls=required".into()),
         mail_from: Some("Logbook <noreply@example.com>".into()),
         admin_token: Some(secret_token.into()),
         ..TeamsArgs::default()
@@ -132,7 +132,7 @@ async fn development_mode_needs_nothing_and_its_banner_prints_the_token_and_mail
         .await
         .expect("development defaults");
     assert_eq!(settings.frontend_url, "http://127.0.0.1:4321");
-    assert_eq!(settings.app_url, "http://127.0.0.1:4321");
+    assert_eq!(settings.app_url.as_deref(), Some("http://127.0.0.1:4321"));
     let token = settings.admin_token.expose().to_owned();
     assert!(token.len() >= 32);
     let service = teams::TeamsService::start(settings).await.unwrap();
@@ -141,4 +141,141 @@ async fn development_mode_needs_nothing_and_its_banner_prints_the_token_and_mail
     assert!(banner.contains(&dir.path().join("mail").display().to_string()));
     assert!(dir.path().join("teams.sqlite3").exists());
     service.shutdown().await;
+}
+
+fn complete_production() -> TeamsArgs {
+    TeamsArgs {
+        frontend_url: Some("https://app.example.com".into()),
+        smtp_url: Some("smtps://user:password@smtp.example.com".into()),
+        mail_from: Some("Logbook <noreply@example.com>".into()),
+        admin_token: Some("production-admin-token-0123456789abcdef".into()),
+        ..TeamsArgs::default()
+    }
+}
+
+async fn problems_of(args: TeamsArgs, dir: &std::path::Path) -> Vec<web::ConfigProblem> {
+    let args = TeamsArgs {
+        database_url: Some(format!("sqlite://{}/prod.sqlite3", dir.display())),
+        ..args
+    };
+    match args.check(&production(dir)).await {
+        Ok(_) => Vec::new(),
+        Err(problems) => problems,
+    }
+}
+
+#[tokio::test]
+async fn production_refuses_http_urls_credentials_without_tls_and_degenerate_numbers() {
+    let dir = tempfile::tempdir().unwrap();
+    assert!(
+        problems_of(complete_production(), dir.path())
+            .await
+            .is_empty()
+    );
+    let cases: Vec<(TeamsArgs, &str, &str)> = vec![
+        (
+            TeamsArgs {
+                frontend_url: Some("http://app.example.com".into()),
+                ..complete_production()
+            },
+            "FRONTEND_URL (--frontend-url)",
+            "not https",
+        ),
+        (
+            TeamsArgs {
+                app_url: Some("http://api.example.com".into()),
+                ..complete_production()
+            },
+            "APP_URL (--app-url)",
+            "not https",
+        ),
+        (
+            TeamsArgs {
+                smtp_url: Some("smtp://user:s3cret-pw@smtp.example.com:587".into()),
+                ..complete_production()
+            },
+            "SMTP_URL (--smtp-url)",
+            "clear text",
+        ),
+        (
+            TeamsArgs {
+                smtp_url: Some(
+                    "smtp://user:s3cret-pw@smtp.example.com:587?tls=opportunistic".into(),
+                ),
+                ..complete_production()
+            },
+            "SMTP_URL (--smtp-url)",
+            "clear text",
+        ),
+        (
+            TeamsArgs {
+                mail_retry_max_ms: 0,
+                ..complete_production()
+            },
+            "MAIL_RETRY_MAX_MS (--mail-retry-max-ms)",
+            "out of range",
+        ),
+        (
+            TeamsArgs {
+                mail_retry_initial_ms: 5_000,
+                mail_retry_max_ms: 1_000,
+                ..complete_production()
+            },
+            "MAIL_RETRY_INITIAL_MS (--mail-retry-initial-ms)",
+            "out of range",
+        ),
+        (
+            TeamsArgs {
+                mail_max_attempts: 0,
+                ..complete_production()
+            },
+            "MAIL_MAX_ATTEMPTS (--mail-max-attempts)",
+            "out of range",
+        ),
+        (
+            TeamsArgs {
+                mail_concurrency: 0,
+                ..complete_production()
+            },
+            "MAIL_CONCURRENCY (--mail-concurrency)",
+            "out of range",
+        ),
+        (
+            TeamsArgs {
+                trusted_proxies: Some("10.0.0.0/8, 10.0.0.0/33".into()),
+                ..complete_production()
+            },
+            "TRUSTED_PROXIES (--trusted-proxies)",
+            "prefix length",
+        ),
+    ];
+    for (args, setting, what) in cases {
+        let problems = problems_of(args, dir.path()).await;
+        assert_eq!(problems.len(), 1, "{setting}: {}", report(&problems));
+        assert_eq!(problems[0].setting, setting);
+        assert!(
+            problems[0].message.contains(what),
+            "{setting}: {}",
+            problems[0].message
+        );
+        assert!(
+            !problems[0].message.contains("s3cret-pw"),
+            "a secret leaked"
+        );
+    }
+}
+
+#[tokio::test]
+async fn the_urls_used_are_the_urls_checked_as_parsed() {
+    let dir = tempfile::tempdir().unwrap();
+    let args = TeamsArgs {
+        database_url: Some(format!("sqlite://{}/prod.sqlite3", dir.path().display())),
+        frontend_url: Some("  HTTPS://App.Example.COM:443/a/../invites/ ".into()),
+        app_url: Some("https://API.example.com/".into()),
+        ..complete_production()
+    };
+    let settings = args.check(&production(dir.path())).await.expect("valid");
+    assert_eq!(settings.frontend_url, "https://app.example.com/invites");
+    assert_eq!(settings.frontend_origin, "https://app.example.com");
+    assert_eq!(settings.app_url.as_deref(), Some("https://api.example.com"));
 }

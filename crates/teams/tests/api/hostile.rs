@@ -283,7 +283,7 @@ both_databases! {
             (Method::POST, &invitations, r#"{"emails": [1, 2]}"#.into()),
             (Method::POST, &invitations, r#"{"emails": [null]}"#.into()),
             (Method::POST, &invitations, r#"{"emails": ["a@example.com"], "role": 1}"#.into()),
-            (Method::POST, &invitations, r#"{"emails": ["a@example.com"], "role": "owner"}"#.into()),
+            (Method::POST, &invitations, r#"{"emails": ["a@example.com"], "role": "superuser"}"#.into()),
             (Method::POST, "/invitations/accept", r#"{"token": 123}"#.into()),
             (Method::POST, "/invitations/accept", r#"{"token": null}"#.into()),
             (Method::POST, "/invitations/accept", r#"{"token": ["a"]}"#.into()),

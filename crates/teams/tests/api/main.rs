@@ -4,11 +4,15 @@
 mod support;
 
 mod accept;
+mod audit;
 mod browser;
 mod config;
+mod delivery;
+mod features;
 mod hostile;
 mod invitations;
 mod mail;
 mod openapi;
+mod races;
 mod rate_limit;
 mod teams;

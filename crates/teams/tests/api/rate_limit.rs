@@ -164,3 +164,145 @@ async fn every_answer_of_the_token_endpoints_is_no_store_including_errors() {
     }
     app.stop().await;
 }
+
+/// Three requests to `/invitations/preview` claiming to come from `forwarded`.
+async fn preview_as(app: &TestApp, forwarded: &str) -> StatusCode {
+    reqwest::Client::new()
+        .post(format!("{}/invitations/preview", app.base))
+        .header("x-forwarded-for", forwarded)
+        .json(&json!({ "token": "unknown-token" }))
+        .send()
+        .await
+        .unwrap()
+        .status()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_trusted_proxies_x_forwarded_for_is_ignored_and_clients_share_the_peers_limit() {
+    let app = spawn_app_with(Db::Sqlite, |args| args.accept_rate_per_minute = 2).await;
+    assert_eq!(
+        preview_as(&app, "198.51.100.1").await,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        preview_as(&app, "198.51.100.2").await,
+        StatusCode::NOT_FOUND
+    );
+    // Forged addresses do not buy a fresh bucket.
+    assert_eq!(
+        preview_as(&app, "198.51.100.3").await,
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn behind_a_trusted_proxy_each_forwarded_client_has_its_own_limit_and_audit_address() {
+    let app = spawn_app_with(Db::Sqlite, |args| {
+        args.accept_rate_per_minute = 2;
+        args.trusted_proxies = Some("127.0.0.0/8, ::1".into());
+    })
+    .await;
+    assert_eq!(
+        preview_as(&app, "198.51.100.1").await,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        preview_as(&app, "198.51.100.1").await,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        preview_as(&app, "198.51.100.1").await,
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    // Another client behind the same proxy; its left-most hop is a forgery.
+    assert_eq!(
+        preview_as(&app, "203.0.113.7, 198.51.100.2").await,
+        StatusCode::NOT_FOUND
+    );
+    // The audit trail records the forwarded client.
+    let created = app
+        .admin(reqwest::Method::POST, "/teams")
+        .header("x-forwarded-for", "192.0.2.44")
+        .header("x-request-id", "request-from-the-proxy")
+        .json(&json!({ "name": "Core" }))
+        .send()
+        .await
+        .unwrap();
+    let team: serde_json::Value = created.json().await.unwrap();
+    let audit = app
+        .get_json(&format!("/teams/{}/audit", team["id"].as_str().unwrap()))
+        .await;
+    assert_eq!(audit["entries"][0]["client_address"], "192.0.2.44");
+    assert_eq!(audit["entries"][0]["request_id"], "request-from-the-proxy");
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cors_preflight_from_the_frontend_origin_is_allowed_and_from_others_refused() {
+    let app = spawn_app_with(Db::Sqlite, |args| {
+        args.frontend_url = Some("https://app.example.com/welcome".into());
+    })
+    .await;
+    let preflight = |origin: &'static str, path: &'static str| {
+        reqwest::Client::new()
+            .request(reqwest::Method::OPTIONS, format!("{}{path}", app.base))
+            .header("origin", origin)
+            .header("access-control-request-method", "POST")
+            .header("access-control-request-headers", "content-type")
+            .send()
+    };
+    for path in ["/invitations/preview", "/invitations/accept"] {
+        let allowed = preflight("https://app.example.com", path).await.unwrap();
+        assert_eq!(allowed.status(), StatusCode::NO_CONTENT, "{path}");
+        let headers = allowed.headers();
+        assert_eq!(
+            headers["access-control-allow-origin"],
+            "https://app.example.com"
+        );
+        assert!(
+            headers["access-control-allow-methods"]
+                .to_str()
+                .unwrap()
+                .contains("POST")
+        );
+        assert!(
+            headers["access-control-allow-headers"]
+                .to_str()
+                .unwrap()
+                .contains("content-type")
+        );
+        assert!(headers.get("access-control-allow-credentials").is_none());
+        let refused = preflight("https://evil.example.net", path).await.unwrap();
+        assert_eq!(refused.status(), StatusCode::FORBIDDEN, "{path}");
+        assert!(
+            refused
+                .headers()
+                .get("access-control-allow-origin")
+                .is_none()
+        );
+    }
+    let actual = reqwest::Client::new()
+        .post(format!("{}/invitations/preview", app.base))
+        .header("origin", "https://app.example.com")
+        .json(&json!({ "token": "unknown-token" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(actual.status(), StatusCode::NOT_FOUND);
+    assert_eq!(
+        actual.headers()["access-control-allow-origin"],
+        "https://app.example.com"
+    );
+    assert_eq!(actual.headers()["vary"], "origin");
+    // The admin API has no CORS.
+    let admin = reqwest::Client::new()
+        .get(format!("{}/teams", app.base))
+        .header("origin", "https://app.example.com")
+        .bearer_auth(&app.admin_token)
+        .send()
+        .await
+        .unwrap();
+    assert!(admin.headers().get("access-control-allow-origin").is_none());
+    app.stop().await;
+}

@@ -148,27 +148,46 @@ pub async fn spawn_app_without_connect_info(
     spawn_app_served(db, adjust, false).await
 }
 
+/// A second service (another "process") on `first`'s database, with its own data directory.
+pub async fn spawn_second_app(first: &TestApp, adjust: impl FnOnce(&mut TeamsArgs)) -> TestApp {
+    let url = first.database_url.clone();
+    spawn_app_inner(None, Some(url), adjust, true).await
+}
+
 async fn spawn_app_served(
     db: Db,
+    adjust: impl FnOnce(&mut TeamsArgs),
+    connect_info: bool,
+) -> TestApp {
+    spawn_app_inner(Some(db), None, adjust, connect_info).await
+}
+
+async fn spawn_app_inner(
+    db: Option<Db>,
+    shared_database: Option<String>,
     adjust: impl FnOnce(&mut TeamsArgs),
     connect_info: bool,
 ) -> TestApp {
     let data_dir = tempfile::tempdir().expect("temp dir");
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let local_addr = listener.local_addr().expect("addr");
-    let (postgres, database_url) = match db {
-        Db::Sqlite => (
-            None,
-            format!(
-                "sqlite://{}",
-                data_dir.path().join("teams.sqlite3").display()
+    let (postgres, database_url) = match (db, shared_database) {
+        (_, Some(url)) => (None, url),
+        (None, None) => unreachable!("a database or a shared one"),
+        (Some(db), None) => match db {
+            Db::Sqlite => (
+                None,
+                format!(
+                    "sqlite://{}",
+                    data_dir.path().join("teams.sqlite3").display()
+                ),
             ),
-        ),
-        Db::Postgres => {
-            let (database, url) =
-                PostgresDatabase::create(&postgres_url().expect("TEST_DATABASE_URL")).await;
-            (Some(database), url)
-        }
+            Db::Postgres => {
+                let (database, url) =
+                    PostgresDatabase::create(&postgres_url().expect("TEST_DATABASE_URL")).await;
+                (Some(database), url)
+            }
+        },
     };
     let mut args = TeamsArgs {
         database_url: Some(database_url.clone()),
@@ -301,6 +320,67 @@ impl TestApp {
             .expect("connect to the test database")
     }
 
+    /// The teams metrics text, as `/metrics` shows it.
+    pub fn metrics(&self) -> String {
+        let mut out = String::new();
+        if let Some(service) = &self.service {
+            service.render_metrics(&mut out);
+        }
+        out
+    }
+
+    /// The value of one metric line (`name value`).
+    pub fn metric(&self, name: &str) -> f64 {
+        self.metrics()
+            .lines()
+            .find_map(|line| line.strip_prefix(&format!("{name} ")))
+            .and_then(|value| value.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no metric {name}"))
+    }
+
+    /// GETs an admin path and returns the JSON body.
+    pub async fn get_json(&self, path: &str) -> Value {
+        let response = self.admin(Method::GET, path).send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK, "GET {path}");
+        response.json().await.unwrap()
+    }
+
+    /// The team's audit actions in order.
+    pub async fn audit_actions(&self, team_id: &str) -> Vec<String> {
+        let page = self
+            .get_json(&format!("/teams/{team_id}/audit?limit=1000"))
+            .await;
+        page["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|entry| entry["action"].as_str().unwrap().to_owned())
+            .collect()
+    }
+
+    /// Waits until `check` holds for the invitation `id` of `team_id` (its JSON) and returns it.
+    pub async fn invitation_until(
+        &self,
+        team_id: &str,
+        id: &str,
+        what: &str,
+        check: impl Fn(&Value) -> bool,
+    ) -> Value {
+        let path = format!("/teams/{team_id}/invitations/{id}");
+        eventually(what, || async {
+            let invitation: Value = self
+                .admin(Method::GET, &path)
+                .send()
+                .await
+                .ok()?
+                .json()
+                .await
+                .ok()?;
+            check(&invitation).then_some(invitation)
+        })
+        .await
+    }
+
     /// Stops the worker and the server.
     pub async fn stop(mut self) {
         self.server.abort();
@@ -356,6 +436,19 @@ where
     }
 }
 
+/// How a test SMTP server misbehaves, for the first `n` connections (then it serves
+/// normally), or for all of them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Misbehaviour {
+    /// Accepts the connection and never says a word (no greeting).
+    Silent,
+    /// Stores the message at the final `.` and closes without replying: the client cannot
+    /// know the message arrived.
+    CloseAfterData,
+    /// Answers `550` to every recipient (a permanent refusal).
+    Reject550,
+}
+
 /// A minimal real SMTP server (RFC 5321 subset: EHLO/HELO, MAIL, RCPT, DATA, RSET, NOOP, QUIT)
 /// on a loopback port, keeping every message it receives.
 pub struct SmtpServer {
@@ -363,6 +456,8 @@ pub struct SmtpServer {
     pub messages: Arc<Mutex<Vec<String>>>,
     /// Every `RCPT TO:` argument received, in order: the envelope recipients.
     pub recipients: Arc<Mutex<Vec<String>>>,
+    /// Connections accepted so far.
+    pub connections: Arc<std::sync::atomic::AtomicUsize>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -372,20 +467,46 @@ impl SmtpServer {
     }
 
     pub async fn start_on(listener: TcpListener) -> SmtpServer {
+        Self::misbehaving_on(listener, None, 0).await
+    }
+
+    /// A server whose first `connections` connections misbehave (`usize::MAX`: all of them).
+    pub async fn misbehaving(how: Misbehaviour, connections: usize) -> SmtpServer {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind smtp");
+        Self::misbehaving_on(listener, Some(how), connections).await
+    }
+
+    async fn misbehaving_on(
+        listener: TcpListener,
+        how: Option<Misbehaviour>,
+        first: usize,
+    ) -> SmtpServer {
+        use std::sync::atomic::{AtomicUsize, Ordering};
         let addr = listener.local_addr().unwrap();
         let messages = Arc::new(Mutex::new(Vec::new()));
         let recipients = Arc::new(Mutex::new(Vec::new()));
+        let connections = Arc::new(AtomicUsize::new(0));
         let store = Arc::clone(&messages);
         let envelope = Arc::clone(&recipients);
+        let counter = Arc::clone(&connections);
         let task = tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else {
                     return;
                 };
+                let number = counter.fetch_add(1, Ordering::SeqCst);
+                let behaviour = how.filter(|_| number < first);
                 let store = Arc::clone(&store);
                 let envelope = Arc::clone(&envelope);
                 tokio::spawn(async move {
-                    let _ = serve_smtp(stream, store, envelope).await;
+                    if behaviour == Some(Misbehaviour::Silent) {
+                        // Hold the connection open, silently, until the client gives up.
+                        let mut stream = stream;
+                        let mut sink = Vec::new();
+                        let _ = tokio::io::AsyncReadExt::read_to_end(&mut stream, &mut sink).await;
+                        return;
+                    }
+                    let _ = serve_smtp(stream, store, envelope, behaviour).await;
                 });
             }
         });
@@ -393,12 +514,21 @@ impl SmtpServer {
             addr,
             messages,
             recipients,
+            connections,
             task,
         }
     }
 
+    pub fn url(&self) -> String {
+        format!("smtp://{}", self.addr)
+    }
+
     pub fn received(&self) -> Vec<String> {
         self.messages.lock().unwrap().clone()
+    }
+
+    pub fn connection_count(&self) -> usize {
+        self.connections.load(std::sync::atomic::Ordering::SeqCst)
     }
 }
 
@@ -412,6 +542,7 @@ async fn serve_smtp(
     stream: tokio::net::TcpStream,
     store: Arc<Mutex<Vec<String>>>,
     envelope: Arc<Mutex<Vec<String>>>,
+    behaviour: Option<Misbehaviour>,
 ) -> std::io::Result<()> {
     let (read, mut write) = stream.into_split();
     let mut reader = BufReader::new(read);
@@ -433,6 +564,8 @@ async fn serve_smtp(
         }
         let reply: &[u8] = if command.starts_with("EHLO") {
             b"250-localhost\r\n250 8BITMIME\r\n"
+        } else if command.starts_with("RCPT TO") && behaviour == Some(Misbehaviour::Reject550) {
+            b"550 5.1.1 No such user here\r\n"
         } else if command.starts_with("HELO")
             || command.starts_with("MAIL FROM")
             || command.starts_with("RCPT TO")
@@ -456,6 +589,9 @@ async fn serve_smtp(
                 message.push_str(line.strip_prefix('.').unwrap_or(&line));
             }
             store.lock().unwrap().push(message);
+            if behaviour == Some(Misbehaviour::CloseAfterData) {
+                return Ok(());
+            }
             b"250 OK queued\r\n"
         } else if command.starts_with("QUIT") {
             write.write_all(b"221 Bye\r\n").await?;
