@@ -35,6 +35,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod backend;
 pub mod config;
 pub mod error;
 pub mod metrics;

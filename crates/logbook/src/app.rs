@@ -372,7 +372,7 @@ async fn metrics(State(state): State<CommonState>) -> Response {
         state.started.elapsed().as_secs_f64()
     ));
     if let Some(events) = &state.events {
-        events.render_metrics(&mut out);
+        events.render_metrics(&mut out).await;
     }
     (
         StatusCode::OK,
