@@ -44,7 +44,9 @@ mod routes;
 pub mod service;
 mod subscribe;
 
-pub use config::{EVENTS_DIR, EventsArgs, EventsSettings, Secret};
+pub use config::{
+    DATABASE_URL_SETTING, DatabaseSettings, EVENTS_DIR, EventsArgs, EventsSettings, Secret,
+};
 pub use error::ApiError;
 pub use service::{EventStoreService, JSON_OVERHEAD_PER_EVENT_BYTES};
 pub use subscribe::SUBSCRIBE_BATCH_EVENTS;

@@ -5,7 +5,7 @@ use std::sync::{Arc, OnceLock};
 use events::EventStore;
 use tokio::sync::watch;
 
-use crate::backend::{Backend, Embedded};
+use crate::backend::{Backend, Embedded, Postgres, postgres};
 use crate::config::EventsSettings;
 use crate::error::ApiError;
 use crate::metrics::{BackendStats, Metrics};
@@ -56,13 +56,36 @@ impl EventStoreService {
     /// and makes the service ready.
     pub async fn open(&self) -> Result<(), events::Error> {
         let metrics = Arc::clone(&self.inner.metrics);
-        let embedded = Embedded::open(
-            self.inner.settings.dir.clone(),
-            self.inner.settings.options.clone(),
-            move |commit| metrics.commit(commit.events, commit.fsync),
-        )
-        .await?;
-        if self.inner.backend.set(Backend::Embedded(embedded)).is_err() {
+        let settings = &self.inner.settings;
+        let backend = match &settings.database {
+            None => Backend::Embedded(
+                Embedded::open(
+                    settings.dir.clone(),
+                    settings.options.clone(),
+                    move |commit| metrics.commit(commit.events, commit.fsync),
+                )
+                .await?,
+            ),
+            Some(database) => {
+                let options = postgres::connect_options(database.url.expose())
+                    .map_err(|reason| events::Error::Internal { reason })?;
+                let limits = settings.options.limits;
+                let limits = events::Limits {
+                    max_event_size_bytes: limits.max_event_size_bytes,
+                    max_batch_events: limits.max_batch_events,
+                    max_batch_size_bytes: limits.max_batch_size_bytes,
+                    max_stream_name_bytes: limits.max_stream_name_bytes,
+                    max_event_type_bytes: limits.max_event_type_bytes,
+                };
+                Backend::Postgres(
+                    Postgres::open(options, database.max_connections, limits, move |events| {
+                        metrics.commit(events, None)
+                    })
+                    .await?,
+                )
+            }
+        };
+        if self.inner.backend.set(backend).is_err() {
             tracing::warn!("the event store was opened twice; keeping the first");
         }
         Ok(())

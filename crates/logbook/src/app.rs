@@ -122,7 +122,13 @@ impl App {
         };
         let events_settings = match &config.events {
             Some(args) => match args.check(&ctx) {
-                Ok(settings) => Some(settings),
+                Ok(settings) => match settings.check_database().await {
+                    Ok(()) => Some(settings),
+                    Err(problem) => {
+                        problems.push(problem);
+                        None
+                    }
+                },
                 Err(found) => {
                     problems.extend(found);
                     None

@@ -7,6 +7,7 @@
 //! variant (the compiler then names every match that needs an arm).
 
 pub mod embedded;
+pub mod postgres;
 
 use events::{
     AllPage, Appended, EventStore, ExpectedVersion, ListStreams, NewEvent, ReadAll, ReadStream,
@@ -15,12 +16,15 @@ use events::{
 use uuid::Uuid;
 
 pub use embedded::Embedded;
+pub use postgres::Postgres;
 
 /// The backend a service runs on.
 #[derive(Clone, Debug)]
 pub enum Backend {
     /// The embedded `eventlog` engine (the default).
     Embedded(Embedded),
+    /// PostgreSQL (`EVENTS_DATABASE_URL`), shared by any number of processes.
+    Postgres(Postgres),
 }
 
 /// Calls the same method on whichever backend this is.
@@ -28,6 +32,7 @@ macro_rules! delegate {
     ($self:ident, $backend:ident => $call:expr) => {
         match $self {
             Backend::Embedded($backend) => $call,
+            Backend::Postgres($backend) => $call,
         }
     };
 }
@@ -79,6 +84,7 @@ impl Backend {
     pub fn engine(&self) -> Option<&eventlog::Store> {
         match self {
             Backend::Embedded(embedded) => Some(embedded.engine()),
+            Backend::Postgres(_) => None,
         }
     }
 
@@ -87,6 +93,7 @@ impl Backend {
     pub async fn close(&self) {
         match self {
             Backend::Embedded(embedded) => embedded.close().await,
+            Backend::Postgres(postgres) => postgres.close().await,
         }
     }
 }
