@@ -25,7 +25,7 @@
 //!   which is written once over the trait's reads and its head wait.
 //! - [`error`]: [`Error`], the one error of the contract.
 //! - `conformance` (feature `conformance`): the store-level tests every backend runs, through
-//!   [`conformance_tests!`].
+//!   `conformance_tests!`.
 //!
 //! # Guarantees every backend gives
 //! - An append is atomic (all of a batch or nothing), durable when acknowledged, and visible

@@ -129,9 +129,9 @@ pub const SUBSCRIPTION_BATCH_EVENTS: usize = 256;
 /// order, forever.
 ///
 /// It is a cursor, not a queue: it reads a batch only when the previous one has been taken,
-/// so a slow consumer costs one batch of memory whatever the rate of appends. [`next`]
-/// (Self::next) is cancel-safe (its state changes only after a read completed), so a face
-/// can race it against a shutdown signal.
+/// so a slow consumer costs one batch of memory whatever the rate of appends.
+/// [`next`](Subscription::next) is cancel-safe (its state changes only after a read
+/// completed), so a face can race it against a shutdown signal.
 #[derive(Debug)]
 pub struct Subscription<S> {
     store: S,
