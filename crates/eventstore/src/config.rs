@@ -59,6 +59,14 @@ pub struct EventsArgs {
     /// Token file, `EVENTS_AUTH`, subscription cap.
     #[command(flatten)]
     pub access: AccessArgs,
+    /// `postgres://user:password@host:port/database`: keep the events in PostgreSQL (shared by
+    /// any number of logbook processes) instead of the embedded log under --data-dir. The
+    /// teams service's DATABASE_URL may name the same database.
+    #[arg(long, env = "EVENTS_DATABASE_URL", hide_env_values = true)]
+    pub events_database_url: Option<String>,
+    /// Most PostgreSQL connections this process opens for the event store.
+    #[arg(long, env = "EVENTS_DATABASE_MAX_CONNECTIONS", default_value_t = crate::backend::postgres::DEFAULT_MAX_CONNECTIONS)]
+    pub events_database_max_connections: u32,
 }
 
 impl Default for EventsArgs {
@@ -77,6 +85,8 @@ impl Default for EventsArgs {
             checkpoint_every_seconds: options.checkpoint_every_seconds,
             events_token: None,
             access: AccessArgs::default(),
+            events_database_url: None,
+            events_database_max_connections: crate::backend::postgres::DEFAULT_MAX_CONNECTIONS,
         }
     }
 }
@@ -98,6 +108,14 @@ impl fmt::Debug for EventsArgs {
                 &self.events_token.as_ref().map(|_| "[redacted]"),
             )
             .field("access", &self.access)
+            .field(
+                "events_database_url",
+                &self.events_database_url.as_ref().map(|_| "[redacted]"),
+            )
+            .field(
+                "events_database_max_connections",
+                &self.events_database_max_connections,
+            )
             .finish()
     }
 }
@@ -117,6 +135,55 @@ pub struct EventsSettings {
     pub tokens_file: Option<PathBuf>,
     /// Most concurrent subscriptions.
     pub max_subscriptions: usize,
+    /// `Some`: the events live in PostgreSQL, not in `dir`.
+    pub database: Option<DatabaseSettings>,
+}
+
+/// Where the PostgreSQL backend connects.
+#[derive(Debug, Clone)]
+pub struct DatabaseSettings {
+    /// The URL (it may hold a password).
+    pub url: Secret,
+    /// Most pooled connections.
+    pub max_connections: u32,
+}
+
+/// The setting that selects PostgreSQL, as named in start-up reports.
+pub const DATABASE_URL_SETTING: &str = "EVENTS_DATABASE_URL (--events-database-url)";
+
+impl EventsSettings {
+    /// Settings for the PostgreSQL backend at `url` with `options`' limits (tests).
+    pub fn postgres(url: &str, options: Options) -> EventsSettings {
+        EventsSettings {
+            dir: PathBuf::new(),
+            options,
+            token: None,
+            tokens_file: None,
+            max_subscriptions: crate::access::DEFAULT_MAX_SUBSCRIPTIONS,
+            database: Some(DatabaseSettings {
+                url: Secret::new(url.to_owned()),
+                max_connections: crate::backend::postgres::DEFAULT_MAX_CONNECTIONS,
+            }),
+        }
+    }
+
+    /// The start-up check of the database (when one is set): it must answer. The message
+    /// never repeats the URL (it may hold a password).
+    pub async fn check_database(&self) -> Result<(), ConfigProblem> {
+        let Some(database) = &self.database else {
+            return Ok(());
+        };
+        let options = crate::backend::postgres::connect_options(database.url.expose())
+            .map_err(|message| ConfigProblem::new(DATABASE_URL_SETTING, message))?;
+        crate::backend::postgres::check_reachable(&options)
+            .await
+            .map_err(|message| {
+                ConfigProblem::new(
+                    DATABASE_URL_SETTING,
+                    format!("{message}; check the host, port, credentials and database name"),
+                )
+            })
+    }
 }
 
 impl EventsSettings {
@@ -128,6 +195,7 @@ impl EventsSettings {
             token: None,
             tokens_file: None,
             max_subscriptions: crate::access::DEFAULT_MAX_SUBSCRIPTIONS,
+            database: None,
         }
     }
 }
@@ -179,8 +247,36 @@ impl EventsArgs {
             None => None,
         };
         self.access.check(ctx, token.as_ref(), &mut problems);
+        let database = match self.events_database_url.as_deref().map(str::trim) {
+            None => None,
+            Some("") => {
+                problems.push(ConfigProblem::new(
+                    DATABASE_URL_SETTING,
+                    "is set but empty; unset it to use the embedded log under --data-dir",
+                ));
+                None
+            }
+            Some(url) => {
+                if let Err(message) = crate::backend::postgres::connect_options(url) {
+                    problems.push(ConfigProblem::new(DATABASE_URL_SETTING, message));
+                }
+                Some(DatabaseSettings {
+                    url: Secret::new(url.to_owned()),
+                    max_connections: self.events_database_max_connections,
+                })
+            }
+        };
+        if self.events_database_max_connections == 0 {
+            problems.push(ConfigProblem::new(
+                "EVENTS_DATABASE_MAX_CONNECTIONS (--events-database-max-connections)",
+                "must be at least 1",
+            ));
+        }
         let dir = ctx.data_dir.join(EVENTS_DIR);
-        if let Err(message) = check_store_dir(&dir) {
+        // On PostgreSQL nothing of the event store lives under --data-dir.
+        if database.is_none()
+            && let Err(message) = check_store_dir(&dir)
+        {
             problems.push(ConfigProblem::new("LOGBOOK_DATA_DIR (--data-dir)", message));
         }
         if problems.is_empty() {
@@ -190,6 +286,7 @@ impl EventsArgs {
                 token,
                 tokens_file: self.access.events_tokens_file.clone(),
                 max_subscriptions: self.access.max_subscriptions,
+                database,
             })
         } else {
             Err(problems)

@@ -7,9 +7,9 @@ use web::Problem;
 /// Everything a route can answer with instead of success.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
-    /// The engine refused or failed the operation.
+    /// The store (whichever backend) refused or failed the operation.
     #[error(transparent)]
-    Store(#[from] eventlog::Error),
+    Store(#[from] events::Error),
     /// The request is malformed (bad JSON, bad query parameter, bad id).
     #[error("{0}")]
     BadRequest(String),
@@ -42,7 +42,7 @@ pub enum ApiError {
 impl ApiError {
     /// The problem body. 5xx problems carry a generic detail; the cause is logged here.
     pub fn to_problem(&self) -> Problem {
-        use eventlog::Error as E;
+        use events::Error as E;
         match self {
             ApiError::BadRequest(detail) => Problem::bad_request(detail.clone()),
             ApiError::NotFound(detail) => Problem::not_found(detail.clone()),
@@ -89,13 +89,19 @@ impl ApiError {
                     "event id {id} already exists with different content (or the batch repeats only part of an earlier one)"
                 ))
                 .with("id", id.to_string()),
-                error if error.is_unavailable() => {
+                E::CannotWrite { .. } => {
                     tracing::error!(error = %error, "the event log cannot write");
                     Problem::unavailable(
                         "the event store cannot write right now; reads still work, retry later",
                     )
                     .with_header(header::RETRY_AFTER, HeaderValue::from_static("5"))
                 }
+                E::Unavailable { .. } => {
+                    tracing::error!(error = %error, "the event store is unavailable");
+                    Problem::unavailable("the event store is unavailable right now; retry later")
+                        .with_header(header::RETRY_AFTER, HeaderValue::from_static("1"))
+                }
+                E::InvalidRead(reason) => Problem::bad_request(reason.clone()),
                 error => {
                     tracing::error!(error = %error, "event store failure");
                     Problem::internal()

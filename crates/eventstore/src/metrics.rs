@@ -105,6 +105,16 @@ impl Histogram {
     }
 }
 
+/// The backend's own figures, rendered as gauges: the embedded engine has more to say than
+/// the contract's [`events::Stats`].
+#[derive(Debug)]
+pub enum BackendStats {
+    /// The embedded engine's summary.
+    Engine(eventlog::StoreStats),
+    /// What any backend tells.
+    Contract(events::Stats),
+}
+
 /// Every metric of the event store.
 #[derive(Debug)]
 pub struct Metrics {
@@ -152,12 +162,12 @@ impl Metrics {
         }
     }
 
-    /// Records one durable commit (called from the writer thread: a few atomic adds).
-    pub fn commit(&self, commit: &eventlog::Commit) {
-        self.commit_events.observe(commit.events);
-        self.events_appended
-            .fetch_add(commit.events, Ordering::Relaxed);
-        if let Some(fsync) = commit.fsync {
+    /// Records one durable commit of `events` events (called from the embedded writer
+    /// thread: a few atomic adds), and its fsync time when it fsynced itself.
+    pub fn commit(&self, events: u64, fsync: Option<Duration>) {
+        self.commit_events.observe(events);
+        self.events_appended.fetch_add(events, Ordering::Relaxed);
+        if let Some(fsync) = fsync {
             self.fsync_latency
                 .observe(u64::try_from(fsync.as_micros()).unwrap_or(u64::MAX));
         }
@@ -174,7 +184,7 @@ impl Metrics {
     }
 
     /// Appends the Prometheus text of these metrics and of `stats` to `out`.
-    pub fn render(&self, stats: Option<&eventlog::StoreStats>, out: &mut String) {
+    pub fn render(&self, stats: Option<&BackendStats>, out: &mut String) {
         out.push_str(
             "# HELP logbook_events_requests_total Event store HTTP requests by route and status.\n",
         );
@@ -245,7 +255,27 @@ impl Metrics {
             "Open SSE subscriptions.",
             self.subscribers.load(Ordering::Relaxed),
         );
-        if let Some(stats) = stats {
+        if let Some(BackendStats::Contract(stats)) = stats {
+            gauge(
+                "logbook_events_stored",
+                "gauge",
+                "Events in the log.",
+                stats.head,
+            );
+            gauge(
+                "logbook_events_streams",
+                "gauge",
+                "Streams in the log.",
+                stats.streams,
+            );
+            gauge(
+                "logbook_events_writable",
+                "gauge",
+                "1 while the log accepts appends, 0 after a write failure stopped it.",
+                u64::from(stats.writable),
+            );
+        }
+        if let Some(BackendStats::Engine(stats)) = stats {
             gauge(
                 "logbook_events_stored",
                 "gauge",

@@ -104,8 +104,8 @@ impl<'a> AppendRequest<'a> {
 }
 
 impl NewEventBody<'_> {
-    /// The engine's event, in `stream` unless the body names its own.
-    pub fn into_new_event(self, default_stream: &str) -> Result<eventlog::NewEvent, ApiError> {
+    /// The contract's event, in `stream` unless the body names its own.
+    pub fn into_new_event(self, default_stream: &str) -> Result<events::NewEvent, ApiError> {
         if let Some(metadata) = self.metadata
             && !metadata.get().starts_with('{')
         {
@@ -113,7 +113,7 @@ impl NewEventBody<'_> {
                 "`metadata` must be a JSON object when given".into(),
             ));
         }
-        Ok(eventlog::NewEvent {
+        Ok(events::NewEvent {
             id: self.id.unwrap_or_else(Uuid::now_v7),
             stream: self
                 .stream
@@ -137,8 +137,8 @@ pub struct PlacedBody {
     pub position: u64,
 }
 
-impl From<eventlog::Placed> for PlacedBody {
-    fn from(placed: eventlog::Placed) -> Self {
+impl From<events::Placed> for PlacedBody {
+    fn from(placed: events::Placed) -> Self {
         PlacedBody {
             id: placed.id,
             stream: placed.stream,
@@ -183,7 +183,16 @@ pub struct EventBody {
 impl TryFrom<eventlog::RecordedEvent> for EventBody {
     type Error = ApiError;
 
+    /// For tools that read the engine directly (`logbook events dump`).
     fn try_from(event: eventlog::RecordedEvent) -> Result<Self, ApiError> {
+        EventBody::try_from(crate::backend::embedded::from_engine_event(event))
+    }
+}
+
+impl TryFrom<events::RecordedEvent> for EventBody {
+    type Error = ApiError;
+
+    fn try_from(event: events::RecordedEvent) -> Result<Self, ApiError> {
         let raw = |bytes: Vec<u8>| -> Result<Box<RawValue>, ApiError> {
             // Only valid JSON is ever stored; anything else means damage the checksums missed.
             let text = String::from_utf8(bytes).map_err(|_| corrupt(event.position))?;
@@ -203,10 +212,8 @@ impl TryFrom<eventlog::RecordedEvent> for EventBody {
 }
 
 fn corrupt(position: u64) -> ApiError {
-    ApiError::Store(eventlog::Error::Corrupt {
-        path: "<event data>".into(),
-        offset: position,
-        reason: "stored event data is not JSON".into(),
+    ApiError::Store(events::Error::Corrupt {
+        reason: format!("stored event data at position {position} is not JSON"),
     })
 }
 

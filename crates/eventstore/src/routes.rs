@@ -11,7 +11,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use eventlog::ExpectedVersion;
+use events::{EventStore, ExpectedVersion, ReadAll, ReadStream};
 use serde::Deserialize;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{IntoParams, Modify, OpenApi};
@@ -232,7 +232,7 @@ async fn do_append(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let body = json_body(headers, body)?;
-    let store = service.ready_store()?;
+    let store = service.ready_backend()?;
     let request = AppendRequest::parse(&body)?;
     let single = matches!(request, AppendRequest::One(_));
     let events = request
@@ -252,12 +252,7 @@ async fn do_append(
     for event in &events {
         access.check_append(&event.stream)?;
     }
-    let (sender, receiver) = tokio::sync::oneshot::channel();
-    store.submit(events, expected, move |result| {
-        let _ = sender.send(result);
-    });
-    // A dropped sender means the store closed before answering: unavailable, like `Closed`.
-    let appended = receiver.await.unwrap_or(Err(eventlog::Error::Closed))?;
+    let appended = store.append(events, expected).await?;
     let status = if appended.duplicate {
         StatusCode::OK
     } else {
@@ -294,17 +289,18 @@ async fn get_event(
     id: Result<Path<Uuid>, PathRejection>,
 ) -> Response {
     let started = Instant::now();
-    let result = (|| {
+    let result = async {
         let id = path(id)?;
-        let store = service.ready_store()?;
-        // One pread of a page-cache-resident record: cheaper inline than a blocking-pool hop.
+        let store = service.ready_backend()?;
         let event = store
-            .get(id)?
+            .get(id)
+            .await?
             // Another prefix's event is "not found": a scoped token learns nothing of it.
             .filter(|event| access.can_read(&event.stream))
             .ok_or_else(|| ApiError::NotFound(format!("no event has id {id}")))?;
         Ok(axum::Json(EventBody::try_from(event)?).into_response())
-    })();
+    }
+    .await;
     service.finish(Route::GetEvent, started, result)
 }
 
@@ -334,20 +330,14 @@ async fn read_all(
             Some(after) => after.saturating_add(1),
             None => 0,
         };
-        let store = service.ready_store()?.clone();
-        let (events, head) = tokio::task::spawn_blocking(move || {
-            store
-                .read_all_within(from, limit, crate::PAGE_MAX_BYTES)
-                .map(|events| (events, store.head()))
-        })
-        .await
-        .map_err(|_| ApiError::Store(eventlog::Error::Closed))??;
-        let next = events
-            .last()
-            .map(|event| event.position)
-            .filter(|&last| last + 1 < head);
+        let store = service.ready_backend()?;
+        let page = store
+            .read_all(ReadAll::forward(from, limit).within(crate::PAGE_MAX_BYTES))
+            .await?;
+        // The contract's `next` is where the next page starts; HTTP's is the exclusive `after`.
+        let next = page.next.map(|start| start - 1);
         // `next` moves past events the token may not read, so paging goes on.
-        let events = readable(&access, events, |event| &event.stream)
+        let events = readable(&access, page.events, |event| &event.stream)
             .into_iter()
             .map(EventBody::try_from)
             .collect::<Result<Vec<_>, _>>()?;
@@ -384,22 +374,17 @@ async fn read_stream(
         let params = query(params)?;
         let limit = page_limit(params.limit)?;
         let from = params.from_version.unwrap_or(0);
-        let store = service.ready_store()?.clone();
-        let name = stream.clone();
-        let (events, version) = tokio::task::spawn_blocking(move || {
-            store
-                .read_stream_within(&name, from, limit, crate::PAGE_MAX_BYTES)
-                .map(|events| (events, store.stream_version(&name)))
-        })
-        .await
-        .map_err(|_| ApiError::Store(eventlog::Error::Closed))??;
-        let events =
-            events.ok_or_else(|| ApiError::NotFound(format!("stream {stream:?} has no events")))?;
-        let next = events
-            .last()
-            .map(|event| event.version + 1)
-            .filter(|&next| version.is_some_and(|version| next <= version));
-        let events = events
+        let store = service.ready_backend()?;
+        let page = store
+            .read_stream(
+                &stream,
+                ReadStream::forward(from, limit).within(crate::PAGE_MAX_BYTES),
+            )
+            .await?
+            .ok_or_else(|| ApiError::NotFound(format!("stream {stream:?} has no events")))?;
+        let next = page.next;
+        let events = page
+            .events
             .into_iter()
             .map(EventBody::try_from)
             .collect::<Result<Vec<_>, _>>()?;

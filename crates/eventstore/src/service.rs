@@ -1,13 +1,14 @@
-//! [`EventStoreService`]: the engine handle, readiness, subscriber wake-ups and shutdown.
+//! [`EventStoreService`]: the backend handle, readiness and shutdown.
 
 use std::sync::{Arc, OnceLock};
 
-use eventlog::Store;
+use events::EventStore;
 use tokio::sync::watch;
 
+use crate::backend::{Backend, Embedded, Postgres, postgres};
 use crate::config::EventsSettings;
 use crate::error::ApiError;
-use crate::metrics::Metrics;
+use crate::metrics::{BackendStats, Metrics};
 
 /// JSON framing allowed per event on top of its counted bytes (keys, id, quotes, escapes in the
 /// stream name and type). The body limit is derived from the engine's limits with it, so there
@@ -22,11 +23,9 @@ pub struct EventStoreService {
 
 pub(crate) struct Inner {
     pub settings: EventsSettings,
-    /// Set once recovery has finished; until then every route answers 503.
-    pub store: OnceLock<Store>,
-    /// The log head (next position), published after every durable commit; SSE subscribers
-    /// wait on it.
-    pub head: Arc<watch::Sender<u64>>,
+    /// Set once the backend is open (the embedded log recovered); until then every route
+    /// answers 503.
+    pub backend: OnceLock<Backend>,
     /// Becomes `true` when the process begins to shut down; SSE streams end on it.
     pub shutdown: watch::Sender<bool>,
     pub metrics: Arc<Metrics>,
@@ -53,8 +52,7 @@ impl EventStoreService {
             inner: Arc::new(Inner {
                 guard,
                 settings,
-                store: OnceLock::new(),
-                head: Arc::new(watch::channel(0).0),
+                backend: OnceLock::new(),
                 shutdown: watch::channel(false).0,
                 metrics: Arc::new(Metrics::default()),
                 body_limit_bytes,
@@ -62,42 +60,65 @@ impl EventStoreService {
         }
     }
 
-    /// Opens the log (recovery and replay run on a blocking thread and log their progress) and
-    /// makes the service ready.
-    pub async fn open(&self) -> Result<(), eventlog::Error> {
-        let dir = self.inner.settings.dir.clone();
-        let options = self.inner.settings.options.clone();
-        let store = tokio::task::spawn_blocking(move || Store::open(dir, options))
-            .await
-            .map_err(|e| eventlog::Error::InvalidOptions(format!("open panicked: {e}")))??;
-        let head = Arc::clone(&self.inner.head);
+    /// Opens the backend (the embedded log's recovery and replay run on a blocking thread)
+    /// and makes the service ready.
+    pub async fn open(&self) -> Result<(), events::Error> {
         let metrics = Arc::clone(&self.inner.metrics);
-        store.on_commit(move |commit| {
-            metrics.commit(commit);
-            head.send_replace(commit.head);
-        });
-        self.inner.head.send_replace(store.head());
-        if self.inner.store.set(store).is_err() {
+        let settings = &self.inner.settings;
+        let backend = match &settings.database {
+            None => Backend::Embedded(
+                Embedded::open(
+                    settings.dir.clone(),
+                    settings.options.clone(),
+                    move |commit| metrics.commit(commit.events, commit.fsync),
+                )
+                .await?,
+            ),
+            Some(database) => {
+                let options = postgres::connect_options(database.url.expose())
+                    .map_err(|reason| events::Error::Internal { reason })?;
+                let limits = settings.options.limits;
+                let limits = events::Limits {
+                    max_event_size_bytes: limits.max_event_size_bytes,
+                    max_batch_events: limits.max_batch_events,
+                    max_batch_size_bytes: limits.max_batch_size_bytes,
+                    max_stream_name_bytes: limits.max_stream_name_bytes,
+                    max_event_type_bytes: limits.max_event_type_bytes,
+                };
+                Backend::Postgres(
+                    Postgres::open(options, database.max_connections, limits, move |events| {
+                        metrics.commit(events, None)
+                    })
+                    .await?,
+                )
+            }
+        };
+        if self.inner.backend.set(backend).is_err() {
             tracing::warn!("the event store was opened twice; keeping the first");
         }
         Ok(())
     }
 
     /// [`new`](Self::new) and [`open`](Self::open) in one step.
-    pub async fn start(settings: EventsSettings) -> Result<EventStoreService, eventlog::Error> {
+    pub async fn start(settings: EventsSettings) -> Result<EventStoreService, events::Error> {
         let service = EventStoreService::new(settings);
         service.open().await?;
         Ok(service)
     }
 
-    /// `true` once the log is open (recovery finished).
+    /// `true` once the backend is open (the embedded log recovered).
     pub fn is_ready(&self) -> bool {
-        self.inner.store.get().is_some()
+        self.inner.backend.get().is_some()
     }
 
-    /// The open store, if ready (for tools and tests).
-    pub fn store(&self) -> Option<&Store> {
-        self.inner.store.get()
+    /// The open backend, if ready.
+    pub fn backend(&self) -> Option<&Backend> {
+        self.inner.backend.get()
+    }
+
+    /// The open embedded engine, if ready and embedded (for tools and tests).
+    pub fn store(&self) -> Option<&eventlog::Store> {
+        self.inner.backend.get().and_then(Backend::engine)
     }
 
     /// The largest request body the append routes accept.
@@ -112,8 +133,14 @@ impl EventStoreService {
     }
 
     /// Appends the Prometheus text of the event store to `out`.
-    pub fn render_metrics(&self, out: &mut String) {
-        let stats = self.inner.store.get().map(Store::stats);
+    pub async fn render_metrics(&self, out: &mut String) {
+        let stats = match self.inner.backend.get() {
+            None => None,
+            Some(backend) => match backend.engine() {
+                Some(engine) => Some(BackendStats::Engine(engine.stats())),
+                None => backend.stats().await.ok().map(BackendStats::Contract),
+            },
+        };
         self.inner.metrics.render(stats.as_ref(), out);
     }
 
@@ -127,15 +154,12 @@ impl EventStoreService {
     /// and writes a checkpoint. Later appends answer 503; reads keep working.
     pub async fn close(&self) {
         self.begin_shutdown();
-        if let Some(store) = self.inner.store.get().cloned() {
-            let closed = tokio::task::spawn_blocking(move || store.close()).await;
-            if let Err(error) = closed {
-                tracing::error!(error = %error, "closing the event log failed");
-            }
+        if let Some(backend) = self.inner.backend.get() {
+            backend.close().await;
         }
     }
 
-    pub(crate) fn ready_store(&self) -> Result<&Store, ApiError> {
-        self.inner.store.get().ok_or(ApiError::NotReady)
+    pub(crate) fn ready_backend(&self) -> Result<&Backend, ApiError> {
+        self.inner.backend.get().ok_or(ApiError::NotReady)
     }
 }

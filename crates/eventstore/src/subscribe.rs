@@ -1,14 +1,14 @@
 //! `GET /subscribe`: catch up from a position, then follow live, as Server-Sent Events.
 //!
 //! # Why a slow consumer cannot hold memory
-//! A subscription is a cursor into the log, not a queue: it reads at most
-//! [`SUBSCRIBE_BATCH_EVENTS`] events at a time from the log, and only when the previous ones
-//! have been handed to the connection (the SSE body is pulled by hyper as the socket drains).
-//! A consumer that falls behind simply reads older parts of the log later; what it costs the
-//! server is one batch and the socket buffers, whatever the rate of appends. New commits only
-//! bump a `watch` value (the head), which never queues.
+//! A subscription is a cursor into the log, not a queue ([`events::Subscription`], written
+//! once over the seam for every backend): it reads at most [`SUBSCRIBE_BATCH_EVENTS`] events
+//! at a time, and only when the previous ones have been handed to the connection (the SSE
+//! body is pulled by hyper as the socket drains). A consumer that falls behind simply reads
+//! older parts of the log later; what it costs the server is one batch and the socket
+//! buffers, whatever the rate of appends. New commits only bump the backend's head, which
+//! never queues.
 
-use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::time::{Duration, Instant};
 
@@ -17,7 +17,7 @@ use axum::extract::{Query, State};
 use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use eventlog::{RecordedEvent, Store};
+use events::{EventStore, RecordedEvent, Subscription};
 use futures_util::Stream;
 use serde::Deserialize;
 use tokio::sync::watch;
@@ -25,6 +25,7 @@ use utoipa::IntoParams;
 use web::Problem;
 use web::auth::Access;
 
+use crate::backend::Backend;
 use crate::error::ApiError;
 use crate::metrics::{Metrics, Route};
 use crate::model::EventBody;
@@ -84,15 +85,17 @@ pub(crate) async fn subscribe(
                     .after
             }
         };
-        let store = service.ready_store()?.clone();
+        let from = after.map_or(0, |after| after.saturating_add(1));
         let slot = service.inner.guard.subscription_slot()?;
+        let subscription = service
+            .ready_backend()?
+            .subscribe(from, None)
+            .with_batch(SUBSCRIBE_BATCH_EVENTS, crate::PAGE_MAX_BYTES);
         let cursor = Cursor {
             access,
             _slot: slot,
-            store,
-            next: after.map_or(0, |after| after.saturating_add(1)),
-            buffered: VecDeque::new(),
-            head: service.inner.head.subscribe(),
+            subscription,
+            next: from,
             shutdown: service.inner.shutdown.subscribe(),
             finished: false,
             _guard: SubscriberGuard::new(service.inner.metrics.clone()),
@@ -109,11 +112,9 @@ struct Cursor {
     access: Access,
     /// One of the LOGBOOK_MAX_SUBSCRIPTIONS slots, freed when the subscription ends.
     _slot: tokio::sync::OwnedSemaphorePermit,
-    store: Store,
-    /// The next position to deliver.
+    subscription: Subscription<Backend>,
+    /// The next position to deliver (for the log line of a failure).
     next: u64,
-    buffered: VecDeque<RecordedEvent>,
-    head: watch::Receiver<u64>,
     shutdown: watch::Receiver<bool>,
     finished: bool,
     _guard: SubscriberGuard,
@@ -145,47 +146,34 @@ fn events(cursor: Cursor) -> impl Stream<Item = Result<Event, Infallible>> {
 impl Cursor {
     /// The next SSE message, or `None` when the stream is over.
     async fn next_message(&mut self) -> Option<Event> {
-        loop {
-            if self.finished {
-                return None;
-            }
-            if let Some(event) = self.buffered.pop_front() {
-                if !self.access.can_read(&event.stream) {
-                    self.next = event.position + 1;
-                    continue;
-                }
-                return Some(self.message(event));
-            }
-            if *self.shutdown.borrow_and_update() {
-                self.finished = true;
-                return Some(
-                    Event::default().event("shutdown").data(
-                        "the server is shutting down; reconnect with Last-Event-ID to resume",
-                    ),
-                );
-            }
-            // Mark the current head as seen before reading, so a commit after this point
-            // always wakes the wait below.
-            self.head.borrow_and_update();
-            if self.next < self.store.head() {
-                let store = self.store.clone();
-                let from = self.next;
-                let read = tokio::task::spawn_blocking(move || {
-                    store.read_all_within(from, SUBSCRIBE_BATCH_EVENTS, crate::PAGE_MAX_BYTES)
-                })
-                .await;
-                match read {
-                    Ok(Ok(events)) => self.buffered.extend(events),
-                    Ok(Err(error)) => return Some(self.fail(&error.to_string())),
-                    Err(error) => return Some(self.fail(&error.to_string())),
-                }
-                continue;
-            }
-            tokio::select! {
-                changed = self.head.changed() => if changed.is_err() { self.finished = true; },
-                _ = self.shutdown.changed() => {}
-            }
+        if self.finished {
+            return None;
         }
+        // Events come first while they are ready; once the subscription has to wait, a
+        // shutdown ends it (`Subscription::next` is cancel-safe: nothing is lost by racing it).
+        let next = loop {
+            let next = tokio::select! {
+                biased;
+                event = self.subscription.next() => Some(event),
+                _ = self.shutdown.wait_for(|stop| *stop) => None,
+            };
+            match next {
+                Some(Ok(event)) if !self.access.can_read(&event.stream) => {
+                    self.next = event.position + 1;
+                }
+                next => break next,
+            }
+        };
+        Some(match next {
+            Some(Ok(event)) => self.message(event),
+            Some(Err(error)) => self.fail(&error.to_string()),
+            None => {
+                self.finished = true;
+                Event::default()
+                    .event("shutdown")
+                    .data("the server is shutting down; reconnect with Last-Event-ID to resume")
+            }
+        })
     }
 
     fn message(&mut self, event: RecordedEvent) -> Event {

@@ -132,7 +132,13 @@ impl App {
         };
         let events_settings = match &config.events {
             Some(args) => match args.check(&ctx) {
-                Ok(settings) => Some(settings),
+                Ok(settings) => match settings.check_database().await {
+                    Ok(()) => Some(settings),
+                    Err(problem) => {
+                        problems.push(problem);
+                        None
+                    }
+                },
                 Err(found) => {
                     problems.extend(found);
                     None
@@ -483,7 +489,7 @@ async fn metrics(State(state): State<CommonState>) -> Response {
         state.started.elapsed().as_secs_f64()
     ));
     if let Some(events) = &state.events {
-        events.render_metrics(&mut out);
+        events.render_metrics(&mut out).await;
     }
     if let Some(teams) = &state.teams_metrics {
         teams.render(&mut out);

@@ -1,18 +1,18 @@
 //! The teams audit trail relayed into the event store of this process.
 //!
-//! [`EventStoreSink`] implements [`teams::AuditSink`] over today's event store API
-//! ([`eventstore::EventStoreService`] and its [`eventlog::Store`]): each audit entry becomes
+//! [`EventStoreSink`] implements [`teams::AuditSink`] over the event store's seam
+//! ([`events::EventStore`], whichever backend serves): each audit entry becomes
 //! one event in the stream `team-<team id>`, its id the entry's id, its type the entry's action
 //! (`invitation.accepted`...), its data the entry as JSON. The engine treats a re-append of an
 //! id with identical content as a success, which is what makes the relay's at-least-once
 //! delivery land every entry exactly once. SSE and gRPC subscribers of `team-<id>` follow a
 //! team live.
 //!
-//! This is the one place the teams service meets the event store; when the event store grows
-//! its storage seam, only this file changes.
+//! This is the one place the teams service meets the event store.
 
-use eventlog::{ExpectedVersion, NewEvent};
+use events::{EventStore, ExpectedVersion, NewEvent, ReadStream, Start};
 use eventstore::EventStoreService;
+use eventstore::backend::Backend;
 use teams::{AuditSink, AuditSinkError, TeamsService};
 use uuid::Uuid;
 
@@ -22,17 +22,16 @@ pub struct EventStoreSink {
 }
 
 impl EventStoreSink {
-    /// A sink over `events` (appends wait until the log is open: until then they fail and the
-    /// relay retries).
+    /// A sink over `events` (appends wait until the store is open: until then they fail and
+    /// the relay retries).
     pub fn new(events: EventStoreService) -> EventStoreSink {
         EventStoreSink { events }
     }
 
-    fn store(&self) -> Result<eventlog::Store, AuditSinkError> {
+    fn backend(&self) -> Result<&Backend, AuditSinkError> {
         self.events
-            .store()
-            .cloned()
-            .ok_or_else(|| AuditSinkError("the event log is not open yet".into()))
+            .backend()
+            .ok_or_else(|| AuditSinkError("the event store is not open yet".into()))
     }
 }
 
@@ -44,7 +43,6 @@ impl AuditSink for EventStoreSink {
         event_type: &str,
         data: serde_json::Value,
     ) -> Result<(), AuditSinkError> {
-        let store = self.store()?;
         let event = NewEvent {
             id: event_id,
             stream: stream.to_owned(),
@@ -52,31 +50,20 @@ impl AuditSink for EventStoreSink {
             data: serde_json::to_vec(&data).map_err(|error| AuditSinkError(error.to_string()))?,
             metadata: None,
         };
-        let (sender, receiver) = tokio::sync::oneshot::channel();
-        store.submit(vec![event], ExpectedVersion::Any, move |result| {
-            let _ = sender.send(result);
-        });
-        match receiver.await {
-            Ok(Ok(_)) => Ok(()),
-            Ok(Err(error)) => Err(AuditSinkError(error.to_string())),
-            Err(_) => Err(AuditSinkError("the event log closed".into())),
-        }
+        self.backend()?
+            .append(vec![event], ExpectedVersion::Any)
+            .await
+            .map(|_| ())
+            .map_err(|error| AuditSinkError(error.to_string()))
     }
 
     async fn last_event_id(&self, stream: &str) -> Result<Option<Uuid>, AuditSinkError> {
-        let store = self.store()?;
-        let stream = stream.to_owned();
-        tokio::task::spawn_blocking(move || {
-            let Some(version) = store.stream_version(&stream) else {
-                return Ok(None);
-            };
-            let events = store
-                .read_stream(&stream, version, 1)
-                .map_err(|error| AuditSinkError(error.to_string()))?;
-            Ok(events.and_then(|events| events.last().map(|event| event.id)))
-        })
-        .await
-        .map_err(|error| AuditSinkError(error.to_string()))?
+        let page = self
+            .backend()?
+            .read_stream(stream, ReadStream::backward(Start::End, 1))
+            .await
+            .map_err(|error| AuditSinkError(error.to_string()))?;
+        Ok(page.and_then(|page| page.events.first().map(|event| event.id)))
     }
 }
 

@@ -1,0 +1,58 @@
+//! # events: the event store's contract
+//!
+//! What every face of the event store (HTTP JSON + SSE today; gRPC and the console later)
+//! calls, and what every backend (the embedded `eventlog` engine, PostgreSQL) implements. No
+//! I/O here, no HTTP type, no database type: a face maps [`Error`] to its protocol in one
+//! place, a backend maps its own types to these.
+//!
+//! ```
+//! use events::{ExpectedVersion, NewEvent, ReadAll};
+//!
+//! let event = NewEvent::json("orders-42", "OrderPlaced", br#"{"item":"book"}"#.to_vec());
+//! assert_eq!(event.stream, "orders-42");
+//! let request = ReadAll::forward(0, 100);
+//! assert_eq!(request.limit, 100);
+//! assert_eq!(ExpectedVersion::NoStream.to_string(), "no stream");
+//! ```
+//!
+//! # Layout
+//! - [`event`]: [`NewEvent`], [`RecordedEvent`], [`Placed`], [`Appended`], [`ExpectedVersion`].
+//! - [`read`]: read requests and pages ([`ReadAll`], [`ReadStream`], [`Direction`],
+//!   [`Start`]), [`Filter`], stream listings and state, [`Stats`].
+//! - [`limits`]: [`Limits`] and [`check_append`], the shape and size checks an append passes
+//!   before a backend looks at it (the engine has the same checks with the same messages).
+//! - [`store`]: the [`EventStore`] trait and [`Subscription`] (catch up, then follow live),
+//!   which is written once over the trait's reads and its head wait.
+//! - [`error`]: [`Error`], the one error of the contract.
+//! - `conformance` (feature `conformance`): the store-level tests every backend runs, through
+//!   `conformance_tests!`.
+//!
+//! # Guarantees every backend gives
+//! - An append is atomic (all of a batch or nothing), durable when acknowledged, and visible
+//!   to readers only once durable.
+//! - Positions are strictly increasing and gap-free from 0 at append time and become visible
+//!   in position order: no reader sees position N+1 while N is not yet visible.
+//! - Versions are gap-free from 0 within a stream; an expected version is checked atomically
+//!   with the append.
+//! - Idempotency by event id is permanent: a repeat with identical content answers the
+//!   original placement, with other content [`Error::IdConflict`].
+
+#![forbid(unsafe_code)]
+
+pub mod error;
+pub mod event;
+pub mod limits;
+pub mod read;
+pub mod store;
+
+#[cfg(feature = "conformance")]
+pub mod conformance;
+
+pub use error::{Error, Result};
+pub use event::{Appended, ExpectedVersion, NewEvent, Placed, RecordedEvent};
+pub use limits::{Limits, check_append};
+pub use read::{
+    AllPage, DeleteMode, Direction, FILTER_SCAN_MAX_EVENTS, Filter, FilterTarget, ListStreams,
+    ReadAll, ReadStream, Start, Stats, StreamList, StreamMetadata, StreamPage, StreamState,
+};
+pub use store::{EventStore, Subscription};

@@ -1,0 +1,99 @@
+//! The backends of the event store behind the [`events::EventStore`] seam, and [`Backend`],
+//! the closed set of them that the faces hold.
+//!
+//! A closed enum rather than `Box<dyn ...>`: the trait's methods return `impl Future`, which
+//! a trait object cannot, and matching on a two-variant enum costs a branch where a boxed
+//! future would cost an allocation per call. A new backend is one new module here and one
+//! variant (the compiler then names every match that needs an arm).
+
+pub mod embedded;
+pub mod postgres;
+
+use events::{
+    AllPage, Appended, EventStore, ExpectedVersion, ListStreams, NewEvent, ReadAll, ReadStream,
+    RecordedEvent, Result, Stats, StreamList, StreamPage, StreamState,
+};
+use uuid::Uuid;
+
+pub use embedded::Embedded;
+pub use postgres::Postgres;
+
+/// The backend a service runs on.
+#[derive(Clone, Debug)]
+pub enum Backend {
+    /// The embedded `eventlog` engine (the default).
+    Embedded(Embedded),
+    /// PostgreSQL (`EVENTS_DATABASE_URL`), shared by any number of processes.
+    Postgres(Postgres),
+}
+
+/// Calls the same method on whichever backend this is.
+macro_rules! delegate {
+    ($self:ident, $backend:ident => $call:expr) => {
+        match $self {
+            Backend::Embedded($backend) => $call,
+            Backend::Postgres($backend) => $call,
+        }
+    };
+}
+
+impl EventStore for Backend {
+    fn backend_name(&self) -> &'static str {
+        delegate!(self, b => b.backend_name())
+    }
+
+    async fn append(&self, events: Vec<NewEvent>, expected: ExpectedVersion) -> Result<Appended> {
+        delegate!(self, b => b.append(events, expected).await)
+    }
+
+    async fn get(&self, id: Uuid) -> Result<Option<RecordedEvent>> {
+        delegate!(self, b => b.get(id).await)
+    }
+
+    async fn read_all(&self, request: ReadAll) -> Result<AllPage> {
+        delegate!(self, b => b.read_all(request).await)
+    }
+
+    async fn read_stream(&self, stream: &str, request: ReadStream) -> Result<Option<StreamPage>> {
+        delegate!(self, b => b.read_stream(stream, request).await)
+    }
+
+    async fn stream_state(&self, stream: &str) -> Result<Option<StreamState>> {
+        delegate!(self, b => b.stream_state(stream).await)
+    }
+
+    async fn list_streams(&self, request: ListStreams) -> Result<StreamList> {
+        delegate!(self, b => b.list_streams(request).await)
+    }
+
+    async fn head(&self) -> Result<u64> {
+        delegate!(self, b => b.head().await)
+    }
+
+    async fn wait_for_head_above(&self, position: u64) -> Result<u64> {
+        delegate!(self, b => b.wait_for_head_above(position).await)
+    }
+
+    async fn stats(&self) -> Result<Stats> {
+        delegate!(self, b => b.stats().await)
+    }
+}
+
+impl Backend {
+    /// The embedded engine, when this is the embedded backend (tools, metrics, tests).
+    pub fn engine(&self) -> Option<&eventlog::Store> {
+        match self {
+            Backend::Embedded(embedded) => Some(embedded.engine()),
+            Backend::Postgres(_) => None,
+        }
+    }
+
+    /// Finishes what is in flight and releases the backend (the embedded log writes its
+    /// checkpoint).
+    pub async fn close(&self) {
+        match self {
+            Backend::Embedded(embedded) => embedded.close().await,
+            Backend::Postgres(postgres) => postgres.close().await,
+        }
+    }
+}
