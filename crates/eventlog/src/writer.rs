@@ -67,13 +67,13 @@ pub struct Writer {
     receiver: Receiver<Command>,
     file: FileHandle,
     /// Bytes of the active segment that are written (and published).
-    len: u64,
+    len_bytes: u64,
     /// Whether bytes were written since the last fsync (only outside `Durability::Fsync`).
     unsynced: bool,
     /// Bytes of the active segment, and events of the log, known durable: what a failed
     /// fsync cuts the log back to (outside `Durability::Fsync` acknowledged bytes may be
     /// unsynced, and after a failed fsync they may never reach the disk).
-    synced_len: u64,
+    synced_len_bytes: u64,
     synced_events: u64,
     last_sync: Instant,
     events_since_checkpoint: u64,
@@ -124,9 +124,9 @@ impl Writer {
         Writer {
             receiver,
             file,
-            len,
+            len_bytes: len,
             unsynced: false,
-            synced_len: len,
+            synced_len_bytes: len,
             synced_events,
             last_sync: shared.options.storage.now(),
             events_since_checkpoint: 0,
@@ -162,7 +162,7 @@ impl Writer {
                 self.unsynced = false;
                 self.last_sync = self.now();
                 self.shared.stats.fsyncs.fetch_add(1, Ordering::Relaxed);
-                self.synced_len = self.len;
+                self.synced_len_bytes = self.len_bytes;
                 self.synced_events = self.shared.index.read().expect("index lock").len();
                 Ok(())
             }
@@ -178,26 +178,26 @@ impl Writer {
     /// the index. The kernel may have dropped the rest's dirty pages while reads still see
     /// them; a later process must not build on bytes that will never reach the disk.
     fn cut_unsynced(&mut self) {
-        if self.len <= self.synced_len {
+        if self.len_bytes <= self.synced_len_bytes {
             return;
         }
         tracing::error!(
-            bytes = self.len - self.synced_len,
+            bytes = self.len_bytes - self.synced_len_bytes,
             events = self.shared.index.read().expect("index lock").len() - self.synced_events,
             "cutting off acknowledged but unsynced events after the failed fsync"
         );
-        if let Err(e) = self.file.set_len(self.synced_len) {
+        if let Err(e) = self.file.set_len(self.synced_len_bytes) {
             tracing::error!(error = %e, "could not cut off the unsynced part of the log");
         }
         if let Some(preallocator) = &self.preallocator {
-            preallocator.truncated(self.synced_len);
+            preallocator.truncated(self.synced_len_bytes);
         }
         self.shared
             .index
             .write()
             .expect("index lock")
-            .truncate(self.synced_events, self.synced_len);
-        self.len = self.synced_len;
+            .truncate(self.synced_events, self.synced_len_bytes);
+        self.len_bytes = self.synced_len_bytes;
         self.unsynced = false;
     }
 
@@ -347,7 +347,7 @@ impl Writer {
                     ) as u64
                 })
                 .sum();
-            let written = self.len + flush.buf.len() as u64;
+            let written = self.len_bytes + flush.buf.len() as u64;
             if written > SEGMENT_HEADER_LEN
                 && written + size > self.shared.options.segment_size_bytes
             {
@@ -463,7 +463,7 @@ impl Writer {
         for (batch_index, event) in events.into_iter().enumerate() {
             let position = index.len() + flush.entries.len() as u64;
             let version = stream_length(flush, &event.stream);
-            let offset = self.len + flush.buf.len() as u64;
+            let offset = self.len_bytes + flush.buf.len() as u64;
             encode_record(
                 &mut flush.buf,
                 &RecordFields {
@@ -513,15 +513,15 @@ impl Writer {
         }
         let started = Instant::now();
         if let Some(preallocator) = &self.preallocator {
-            preallocator.reserve(self.len + flush.buf.len() as u64);
+            preallocator.reserve(self.len_bytes + flush.buf.len() as u64);
         }
-        if let Err(e) = write_all_at(&*self.file, &flush.buf, self.len) {
+        if let Err(e) = write_all_at(&*self.file, &flush.buf, self.len_bytes) {
             tracing::error!(error = %e, bytes = flush.buf.len(), "write to the log failed");
             // Cut off whatever part of the write landed, durably: the next write starts clean,
             // and neither a later seal nor a power cut can bring the partial bytes back (a
             // sealed segment must end at its last record; recovery reads a hole left by lost
             // pages as zeros).
-            match self.file.set_len(self.len) {
+            match self.file.set_len(self.len_bytes) {
                 Err(cut) => {
                     tracing::error!(error = %cut, "could not cut off a failed write");
                     self.shared.stopped.store(true, Ordering::SeqCst);
@@ -532,7 +532,7 @@ impl Writer {
                 }
             }
             if let Some(preallocator) = &self.preallocator {
-                preallocator.truncated(self.len);
+                preallocator.truncated(self.len_bytes);
             }
             let failure = || Error::WriteFailed {
                 source: io::Error::new(e.kind(), e.to_string()),
@@ -551,11 +551,11 @@ impl Writer {
                     // reach the disk, yet reads would see them. Cut them off so that nothing
                     // after this point is built on them; the next open starts from what the
                     // log holds.
-                    if let Err(cut) = self.file.set_len(self.len) {
+                    if let Err(cut) = self.file.set_len(self.len_bytes) {
                         tracing::error!(error = %cut, "could not cut off an unsynced write");
                     }
                     if let Some(preallocator) = &self.preallocator {
-                        preallocator.truncated(self.len);
+                        preallocator.truncated(self.len_bytes);
                     }
                     self.answer(flush.replies, Some(&|| Error::WriterStopped));
                     return;
@@ -570,7 +570,7 @@ impl Writer {
                     if self.sync_now().is_err() {
                         // The failed fsync covered this flush: it is not acknowledged, nor
                         // published, and cut off with the rest of the unsynced log.
-                        self.len += flush.buf.len() as u64;
+                        self.len_bytes += flush.buf.len() as u64;
                         self.cut_unsynced();
                         self.answer(flush.replies, Some(&|| Error::WriterStopped));
                         return;
@@ -581,9 +581,9 @@ impl Writer {
             Durability::Never => self.unsynced = true,
         }
         let events = flush.entries.len() as u64;
-        self.len += flush.buf.len() as u64;
+        self.len_bytes += flush.buf.len() as u64;
         if let Some(preallocator) = &self.preallocator {
-            preallocator.wanted(self.len, self.shared.options.segment_size_bytes);
+            preallocator.wanted(self.len_bytes, self.shared.options.segment_size_bytes);
         }
         let head = {
             let mut index = self.shared.index.write().expect("index lock poisoned");
@@ -594,11 +594,11 @@ impl Writer {
                 .segments
                 .last_mut()
                 .expect("an active segment")
-                .visible_len = self.len;
+                .visible_len = self.len_bytes;
             index.len()
         };
         if synced {
-            self.synced_len = self.len;
+            self.synced_len_bytes = self.len_bytes;
             self.synced_events = head;
         }
         self.events_since_checkpoint += events;
@@ -661,10 +661,10 @@ impl Writer {
         let own = self.preallocator.as_ref().and_then(|p| p.detach());
         let resume_preallocation = |this: &Self, own: Option<FileHandle>| {
             if let (Some(preallocator), Some(own)) = (&this.preallocator, own) {
-                preallocator.switch(own, this.len, this.len);
+                preallocator.switch(own, this.len_bytes, this.len_bytes);
             }
         };
-        if let Err(e) = self.file.set_len(self.len) {
+        if let Err(e) = self.file.set_len(self.len_bytes) {
             resume_preallocation(self, own);
             return Err(failed(e));
         }
@@ -712,8 +712,8 @@ impl Writer {
                 visible_len: SEGMENT_HEADER_LEN,
             });
         self.file = file;
-        self.len = SEGMENT_HEADER_LEN;
-        self.synced_len = SEGMENT_HEADER_LEN;
+        self.len_bytes = SEGMENT_HEADER_LEN;
+        self.synced_len_bytes = SEGMENT_HEADER_LEN;
         self.synced_events = first_position;
         Ok(())
     }
