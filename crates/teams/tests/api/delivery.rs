@@ -200,3 +200,45 @@ async fn shutdown_with_a_send_held_by_a_silent_server_ends_within_the_send_timeo
         .await
         .expect("shutdown is bounded by the send timeout");
 }
+
+both_databases! {
+    async fn the_worker_never_mails_an_invitation_of_a_deleted_team(db: Db) {
+        // SMTP down at first, so the invitation waits in the queue (its retry a minute away, so
+        // the worker leaves it alone while the test changes it).
+        let reserved = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = reserved.local_addr().unwrap();
+        drop(reserved);
+        let app = spawn_app_with(db, |args| {
+            args.smtp_url = Some(format!("smtp://{addr}"));
+            args.mail_retry_initial_ms = 60_000;
+        })
+        .await;
+        let gone = app.create_team("Gone").await;
+        let (_, body) = app.invite(&gone, &["orphan@example.com"]).await;
+        let orphan = invitation_id(&body, 0);
+        app.invitation_until(&gone, &orphan, "a failed attempt", |i| i["delivery"]["status"] == "failing").await;
+        // The state a delete racing the worker could leave: the team deleted, the invitation
+        // still pending, and due at once.
+        let mut connection = app.database().await;
+        sqlx::query("UPDATE teams SET deleted_at = 1 WHERE id = $1").bind(&gone).execute(&mut connection).await.unwrap();
+        sqlx::query("UPDATE invitations SET delivery_next_attempt_at = 0 WHERE id = $1").bind(&orphan).execute(&mut connection).await.unwrap();
+        let smtp = SmtpServer::start_on(tokio::net::TcpListener::bind(addr).await.unwrap()).await;
+        // A round that would take the orphan if it were deliverable: it is due earlier.
+        let live = app.create_team("Live").await;
+        app.invite(&live, &["control@example.com"]).await;
+        let received = eventually("the control message", || {
+            let received = smtp.received();
+            async move { (!received.is_empty()).then_some(received) }
+        })
+        .await;
+        let recipients: Vec<String> = received.iter().map(|m| recipient_of(m)).collect();
+        assert_eq!(recipients, ["control@example.com"]);
+        let attempts: i64 = sqlx::query_scalar("SELECT delivery_attempts FROM invitations WHERE id = $1")
+            .bind(&orphan).fetch_one(&mut connection).await.unwrap();
+        let status: String = sqlx::query_scalar("SELECT delivery_status FROM invitations WHERE id = $1")
+            .bind(&orphan).fetch_one(&mut connection).await.unwrap();
+        assert_eq!(status, "failing", "never sent");
+        assert!(attempts >= 1);
+        app.stop().await;
+    }
+}
