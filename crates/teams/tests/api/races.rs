@@ -38,12 +38,13 @@ async fn invited(app: &TestApp, team: &str, email: &str) -> (String, String) {
         .as_str()
         .unwrap()
         .to_owned();
-    let messages = app.mail_files(1).await;
-    // The worker has recorded the delivery: nothing but the test touches the row from here.
+    // The worker has recorded the delivery (so its mail is written whole): nothing but the
+    // test touches the row from here.
     app.invitation_until(team, &id, "delivery sent", |i| {
         i["delivery"]["status"] == "sent"
     })
     .await;
+    let messages = app.mail_files(1).await;
     (id, token_in(&messages[0], &app.frontend_url))
 }
 

@@ -305,6 +305,9 @@ impl TestApp {
                     .filter_map(|entry| entry.ok())
                     .filter(|entry| entry.path().extension().is_some_and(|e| e == "eml"))
                     .filter_map(|entry| std::fs::read_to_string(entry.path()).ok())
+                    // The file transport creates the file, then writes it: an empty file is
+                    // a message still being written.
+                    .filter(|message| !message.is_empty())
                     .collect();
                 (messages.len() >= count).then_some(messages)
             }
