@@ -1,7 +1,8 @@
 //! The real `logbook` binary: start-up checks, graceful shutdown, and a SIGKILL crash while
 //! many clients append.
 
-use std::io::{BufRead, BufReader};
+mod support;
+
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::{Arc, Mutex};
@@ -28,19 +29,7 @@ fn start(data_dir: &Path, extra: &[&str]) -> Server {
         .stderr(log.reopen().unwrap())
         .spawn()
         .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let mut lines = BufReader::new(stdout).lines();
-    let base = loop {
-        let Some(Ok(line)) = lines.next() else {
-            let stderr = std::fs::read_to_string(log.path()).unwrap_or_default();
-            panic!("the server exited without printing its address:\n{stderr}");
-        };
-        if let Some(addr) = line.strip_prefix("logbook: listening on ") {
-            break addr.to_owned();
-        }
-    };
-    // Keep draining stdout so the server never blocks on a full pipe.
-    std::thread::spawn(move || for _ in lines {});
+    let base = support::listening_base(&mut child, log.path());
     Server { child, base }
 }
 
@@ -315,17 +304,7 @@ async fn the_accept_endpoint_is_rate_limited_per_client_address_with_no_connect_
         .stderr(log)
         .spawn()
         .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let base = loop {
-        let line = lines
-            .next()
-            .expect("the server prints its address")
-            .unwrap();
-        if let Some(addr) = line.strip_prefix("logbook: listening on ") {
-            break addr.to_owned();
-        }
-    };
-    std::thread::spawn(move || for _ in lines {});
+    let base = support::listening_base(&mut child, &log_path);
     let server = Server { child, base };
     let first = client_from([127, 0, 0, 1]);
     server.ready(&first).await;
@@ -440,24 +419,7 @@ async fn a_full_disk_answers_503_keeps_reads_and_appends_resume_with_nothing_los
     server.terminate().await;
     let server = start(&data, &[]);
     server.ready(&client).await;
-    let page: serde_json::Value = client
-        .get(format!("{}/events?limit=1000", server.base))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let stored: Vec<String> = page["events"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .enumerate()
-        .map(|(position, event)| {
-            assert_eq!(event["position"], position, "positions have a gap");
-            event["id"].as_str().unwrap().to_owned()
-        })
-        .collect();
+    let stored = support::ids_in_log_order(&client, &server.base).await;
     assert_eq!(stored, acknowledged, "events lost or doubled");
     let Server { mut child, .. } = server;
     let _ = child.kill();

@@ -4,7 +4,9 @@
 //! free again (idle connections close) appends resume without a restart, and after a restart
 //! every acknowledged event reads back and `logbook events verify` finds the log clean.
 
-use std::io::{BufRead, BufReader, Read, Write};
+mod support;
+
+use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -49,18 +51,9 @@ fn start(data_dir: &Path, limit: Option<u32>) -> Server {
         .stderr(log.reopen().unwrap())
         .spawn()
         .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let mut lines = BufReader::new(stdout).lines();
-    let addr = loop {
-        let Some(Ok(line)) = lines.next() else {
-            let stderr = std::fs::read_to_string(log.path()).unwrap_or_default();
-            panic!("the server exited without printing its address:\n{stderr}");
-        };
-        if let Some(addr) = line.strip_prefix("logbook: listening on ") {
-            break addr.trim_start_matches("http://").to_owned();
-        }
-    };
-    std::thread::spawn(move || for _ in lines {});
+    let addr = support::listening_base(&mut child, log.path())
+        .trim_start_matches("http://")
+        .to_owned();
     Server {
         child,
         base: format!("http://{addr}"),
@@ -189,24 +182,7 @@ async fn at_the_descriptor_limit_a_roll_answers_503_and_appends_resume_once_desc
     server.terminate().await;
     let server = start(&data, None);
     server.ready(&client).await;
-    let page: serde_json::Value = client
-        .get(format!("{}/events?limit=1000", server.base))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let stored: Vec<String> = page["events"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .enumerate()
-        .map(|(position, event)| {
-            assert_eq!(event["position"], position, "positions have a gap");
-            event["id"].as_str().unwrap().to_owned()
-        })
-        .collect();
+    let stored = support::ids_in_log_order(&client, &server.base).await;
     assert_eq!(stored, acknowledged, "events lost or doubled");
     server.terminate().await;
     let verify = Command::new(BIN)

@@ -8,8 +8,9 @@
 //! runs its own PostgreSQL (`initdb` into a temporary directory, its own port) so that the
 //! shared server and the tests beside it are never disturbed.
 
+mod support;
+
 use std::collections::{HashMap, HashSet};
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -41,17 +42,7 @@ impl Server {
             .stderr(log.reopen().unwrap())
             .spawn()
             .unwrap();
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let base = loop {
-            let Some(Ok(line)) = lines.next() else {
-                let stderr = std::fs::read_to_string(log.path()).unwrap_or_default();
-                panic!("the server exited without printing its address:\n{stderr}");
-            };
-            if let Some(addr) = line.strip_prefix("logbook: listening on ") {
-                break addr.to_owned();
-            }
-        };
-        std::thread::spawn(move || for _ in lines {});
+        let base = support::listening_base(&mut child, log.path());
         Server {
             child,
             base,

@@ -3,7 +3,9 @@
 //! here (and a certificate swapped on SIGHUP), and the raw-socket defences (request smuggling,
 //! slow clients, the subscription cap).
 
-use std::io::{BufRead, BufReader, Read, Write};
+mod support;
+
+use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -43,17 +45,7 @@ fn start(data_dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Server {
         .stderr(log.reopen().unwrap())
         .spawn()
         .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let base = loop {
-        let Some(Ok(line)) = lines.next() else {
-            let stderr = std::fs::read_to_string(log.path()).unwrap_or_default();
-            panic!("the server exited without printing its address:\n{stderr}");
-        };
-        if let Some(base) = line.strip_prefix("logbook: listening on ") {
-            break base.to_owned();
-        }
-    };
-    std::thread::spawn(move || for _ in lines {});
+    let base = support::listening_base(&mut child, log.path());
     let port = base.rsplit(':').next().unwrap();
     let addr = format!("127.0.0.1:{port}");
     Server {

@@ -3,8 +3,9 @@
 //! trail reaches the event stream `team-<id>` exactly once across kills between the SQL commit
 //! and the append.
 
+mod support;
+
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -46,17 +47,7 @@ impl Process {
             command.env(key, value);
         }
         let mut child = command.spawn().unwrap();
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let base = loop {
-            let Some(Ok(line)) = lines.next() else {
-                let stderr = std::fs::read_to_string(log.path()).unwrap_or_default();
-                panic!("logbook exited without printing its address:\n{stderr}");
-            };
-            if let Some(addr) = line.strip_prefix("logbook: listening on ") {
-                break addr.to_owned();
-            }
-        };
-        std::thread::spawn(move || for _ in lines {});
+        let base = support::listening_base(&mut child, log.path());
         Process {
             child,
             base,
