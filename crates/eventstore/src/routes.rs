@@ -27,7 +27,7 @@ use crate::model::{
     PAGE_LIMIT_DEFAULT, PAGE_LIMIT_MAX, PlacedBody, StreamPage,
 };
 use crate::service::EventStoreService;
-use crate::subscribe;
+use crate::subscribe::{self, SseItemSchema};
 
 pub(crate) fn router(service: EventStoreService) -> Router {
     let body_limit = service.body_limit_bytes();
@@ -416,7 +416,7 @@ impl Modify for BearerSecurity {
     info(title = "Logbook event store", description = "Append-only JSON event log over HTTP."),
     paths(append, read_all, get_event, append_to_stream, read_stream, subscribe::subscribe),
     components(schemas(Problem, NewEventBody, AppendRequest, AppendResponse, PlacedBody, EventBody, LogPage, StreamPage)),
-    modifiers(&BearerSecurity),
+    modifiers(&BearerSecurity, &SseItemSchema),
     tags((name = "events", description = "The event store"))
 )]
 pub(crate) struct ApiDoc;

@@ -196,3 +196,74 @@ impl Cursor {
             .data("the server could not read the log; reconnect with Last-Event-ID to resume")
     }
 }
+
+/// Describes each server-sent event of `GET /subscribe` in the OpenAPI document, the way
+/// OpenAPI 3.2 does for sequential media types: `itemSchema` is one parsed message (`id`,
+/// `event`, `data`), and `schema` the whole stream read as an array of them. Schemathesis
+/// validates every message it reads against `itemSchema`, and the `data` of an event message
+/// (`contentMediaType: application/json`) against [`EventBody`].
+///
+/// utoipa has no `itemSchema` (it writes OpenAPI 3.1), so this modifier adds it as a raw key
+/// of the media type object, inline (a component would go through utoipa's schema type,
+/// which drops `contentSchema`).
+pub(crate) struct SseItemSchema;
+
+impl utoipa::Modify for SseItemSchema {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::RefOr;
+        use utoipa::openapi::schema::Schema;
+
+        let message = serde_json::json!({
+            "description": "One message of the stream: an event (`id` its position, `data` its JSON \
+                as `GET /events/{id}` answers), or the last message, `shutdown` or `error`, whose \
+                `data` is a sentence for the person reading it.",
+            "oneOf": [
+                {
+                    "type": "object",
+                    "required": ["event", "id", "data"],
+                    "properties": {
+                        "event": { "type": "string", "enum": ["message"] },
+                        "id": { "type": "string", "pattern": "^[0-9]+$" },
+                        "data": {
+                            "type": "string",
+                            "contentMediaType": "application/json",
+                            "contentSchema": { "$ref": "#/components/schemas/EventBody" }
+                        }
+                    }
+                },
+                {
+                    "type": "object",
+                    "required": ["event", "data"],
+                    "properties": {
+                        "event": { "type": "string", "enum": ["shutdown", "error"] },
+                        "data": { "type": "string" }
+                    }
+                }
+            ]
+        });
+        // The stream as an array of messages, for tools that read only `schema`. utoipa's
+        // schema type has no `contentSchema`, so this copy omits it; `itemSchema` below is
+        // the raw JSON and keeps it.
+        let items: Schema = serde_json::from_value(message.clone())
+            .expect("the SSE message schema is a valid schema");
+        let stream = Schema::Array(utoipa::openapi::schema::Array::new(RefOr::T(items)));
+
+        let content = openapi
+            .paths
+            .paths
+            .get_mut("/subscribe")
+            .and_then(|item| item.get.as_mut())
+            .and_then(
+                |operation| match operation.responses.responses.get_mut("200") {
+                    Some(RefOr::T(response)) => response.content.get_mut("text/event-stream"),
+                    _ => None,
+                },
+            )
+            .expect("GET /subscribe documents a text/event-stream 200");
+        content.schema = Some(RefOr::T(stream));
+        content
+            .extensions
+            .get_or_insert_with(Default::default)
+            .insert("itemSchema".to_owned(), message);
+    }
+}

@@ -543,4 +543,14 @@ async fn the_openapi_document_lists_every_route_and_its_error_statuses() {
         }
     }
     assert!(document["components"]["schemas"]["Problem"].is_object());
+
+    // Each server-sent message is described (OpenAPI 3.2 `itemSchema`), its `data` as an event.
+    let stream = &paths["/subscribe"]["get"]["responses"]["200"]["content"]["text/event-stream"];
+    let event_message = &stream["itemSchema"]["oneOf"][0];
+    assert_eq!(event_message["properties"]["event"]["enum"][0], "message");
+    assert_eq!(
+        event_message["properties"]["data"]["contentSchema"]["$ref"],
+        "#/components/schemas/EventBody"
+    );
+    assert_eq!(stream["schema"]["type"], "array");
 }
