@@ -531,7 +531,15 @@ pub fn bearer_token(value: &str) -> Option<&str> {
 
 /// Compares without an early exit on the first differing byte.
 pub fn constant_time_eq(a: &[u8; 32], b: &[u8; 32]) -> bool {
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    std::hint::black_box(a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y))) == 0
+}
+
+/// Whether a presented secret equals the configured one, in time independent of where (and
+/// of whether the lengths) they differ: both are hashed first, then the digests compared with
+/// [`constant_time_eq`]. The one comparison of a presented bearer token with a configured
+/// secret (the teams `ADMIN_TOKEN`; the event API's tokens are kept as digests already).
+pub fn secret_matches(presented: &str, expected: &Secret) -> bool {
+    constant_time_eq(&hash_token(presented), &hash_token(expected.expose()))
 }
 
 /// Axum middleware: authenticates `Authorization: Bearer <token>` against the
@@ -576,6 +584,15 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Access {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn secret_matches_only_the_exact_secret() {
+        let secret = Secret::new("s3cret-token".to_owned());
+        assert!(secret_matches("s3cret-token", &secret));
+        assert!(!secret_matches("s3cret-tokeN", &secret));
+        assert!(!secret_matches("s3cret-token-longer", &secret));
+        assert!(!secret_matches("", &secret));
+    }
 
     fn authenticator_with(text: &str) -> (tempfile::TempDir, Authenticator) {
         let dir = tempfile::tempdir().unwrap();

@@ -35,7 +35,6 @@ use utoipa::IntoParams;
 use crate::config::TeamsSettings;
 use crate::error::Error;
 use crate::store::Store;
-use crate::token::secrets_equal;
 
 /// Default page size of list endpoints.
 pub const PAGE_LIMIT_DEFAULT: u32 = 50;
@@ -202,15 +201,9 @@ async fn require_admin(State(state): State<AppState>, request: Request, next: Ne
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.strip_prefix("Bearer "))
-        .map(str::trim);
+        .and_then(web::auth::bearer_token);
     match presented {
-        Some(token)
-            if secrets_equal(
-                token.as_bytes(),
-                state.settings.admin_token.expose().as_bytes(),
-            ) =>
-        {
+        Some(token) if web::auth::secret_matches(token, &state.settings.admin_token) => {
             next.run(request).await
         }
         _ => Error::Unauthorized.into_response(),
