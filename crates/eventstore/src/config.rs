@@ -5,7 +5,6 @@
 //! one [`ConfigProblem`] per bad setting, naming the variable and the flag and saying what to do.
 
 use std::fmt;
-use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -318,21 +317,7 @@ pub fn parse_durability(raw: &str) -> Result<Durability, String> {
 /// Creates the store directory if needed, proves it writable, and checks that no other process
 /// holds its lock (the lock is released again; the store takes it for good when it opens).
 fn check_store_dir(dir: &Path) -> Result<(), String> {
-    fs::create_dir_all(dir).map_err(|e| {
-        format!(
-            "cannot create {}: {e}; choose a writable directory",
-            dir.display()
-        )
-    })?;
-    let probe = dir.join(".write-probe");
-    fs::write(&probe, b"probe")
-        .and_then(|()| fs::remove_file(&probe))
-        .map_err(|e| {
-            format!(
-                "cannot write in {}: {e}; choose a writable directory",
-                dir.display()
-            )
-        })?;
+    web::config::ensure_writable_dir(dir)?;
     match eventlog::tools::check_unlocked(dir) {
         Ok(()) => Ok(()),
         Err(eventlog::Error::Locked { .. }) => Err(format!(

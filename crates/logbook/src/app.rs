@@ -76,18 +76,8 @@ impl App {
         let mut problems = Vec::new();
         let common = &config.common;
         let data_dir = common.data_dir.clone();
-        if let Err(error) = std::fs::create_dir_all(&data_dir).and_then(|()| {
-            let probe = data_dir.join(".write-probe");
-            std::fs::write(&probe, b"probe")?;
-            std::fs::remove_file(&probe)
-        }) {
-            problems.push(ConfigProblem::new(
-                "LOGBOOK_DATA_DIR (--data-dir)",
-                format!(
-                    "{} is not a writable directory ({error}); create it or choose another",
-                    data_dir.display()
-                ),
-            ));
+        if let Err(error) = web::config::ensure_writable_dir(&data_dir) {
+            problems.push(ConfigProblem::new("LOGBOOK_DATA_DIR (--data-dir)", error));
         }
         if common.max_connections == 0 {
             problems.push(ConfigProblem::new(

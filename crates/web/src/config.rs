@@ -42,3 +42,48 @@ pub struct ServiceContext {
     /// defaults such as `APP_URL=http://<addr>`.
     pub local_addr: std::net::SocketAddr,
 }
+
+/// Creates `dir` (and its parents) if needed and proves it writable by writing and removing a
+/// probe file, so a read-only or mistyped directory is a start-up error naming the setting,
+/// not a failure at the first write. The error says what failed and what to do.
+pub fn ensure_writable_dir(dir: &std::path::Path) -> Result<(), String> {
+    std::fs::create_dir_all(dir).map_err(|e| {
+        format!(
+            "cannot create {}: {e}; choose a writable directory",
+            dir.display()
+        )
+    })?;
+    let probe = dir.join(".write-probe");
+    std::fs::write(&probe, b"probe")
+        .and_then(|()| std::fs::remove_file(&probe))
+        .map_err(|e| {
+            format!(
+                "cannot write in {}: {e}; choose a writable directory",
+                dir.display()
+            )
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_writable_directory_is_created_and_left_clean() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("a/b");
+        ensure_writable_dir(&dir).unwrap();
+        assert!(dir.is_dir());
+        assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 0, "no probe left");
+    }
+
+    #[test]
+    fn a_path_under_a_file_is_refused_with_what_to_do() {
+        let root = tempfile::tempdir().unwrap();
+        let file = root.path().join("file");
+        std::fs::write(&file, b"x").unwrap();
+        let error = ensure_writable_dir(&file.join("dir")).unwrap_err();
+        assert!(error.starts_with("cannot create "), "{error}");
+        assert!(error.ends_with("choose a writable directory"), "{error}");
+    }
+}
