@@ -104,7 +104,7 @@ fn check(store: &Store) {
         "{refused:?}"
     );
     let refused = lifecycle(
-        &store,
+        store,
         "dead",
         record("dead", METADATA_EVENT_TYPE, "{}"),
         ExpectedVersion::Any,
