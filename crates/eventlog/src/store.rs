@@ -613,6 +613,12 @@ impl Store {
             .collect()
     }
 
+    /// Approximate heap bytes of the catalog (sorted names and per-stream retention),
+    /// beside [`StoreStats::index_heap_bytes`].
+    pub fn catalog_heap_bytes(&self) -> u64 {
+        self.catalog().heap_bytes() as u64
+    }
+
     /// Number of visible events: the position the next event will get.
     pub fn head(&self) -> u64 {
         self.index().len()
