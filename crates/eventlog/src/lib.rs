@@ -28,6 +28,8 @@
 //! - `segment`: segment file names, creation (with directory fsync), side files.
 //! - `index`: id -> position -> (segment, offset), stream -> positions; ~40-50 bytes per event.
 //! - `recovery`: rebuilding the index by scanning, torn tail vs mid-log damage.
+//! - [`lifecycle`]: metadata, soft delete, tombstones and retention as events of metastreams
+//!   (`$$<stream>`), the sorted catalog of stream names, and [`Liveness`].
 //! - `checkpoint`: an atomically replaced snapshot of the index so that open replays only the
 //!   tail; always optional.
 //! - `writer`: the one writer thread; group commit; segment rolling.
@@ -39,7 +41,11 @@
 //!   `fdatasync`ed; events are visible to readers only then.
 //! - A batch is atomic: all of it becomes durable and visible, or none (also across a crash:
 //!   a half-written batch is discarded whole on recovery).
-//! - Positions are gap-free from 0; versions are gap-free from 0 within a stream.
+//! - Positions are strictly increasing, with holes where dead events were: the writer hands
+//!   them out consecutively from 0, and reads that skip dead events ([`Store::retain_live`],
+//!   [`lifecycle`]) see holes. Versions are gap-free from 0 within a stream.
+//! - Lifecycle records (metadata, soft delete, tombstone) are events of metastreams: the index
+//!   rebuilt from the log or a checkpoint knows them; a tombstone is final.
 //! - Offsets are `u64` bytes; data is stored and returned byte-exactly.
 //! - A torn tail is cut off at open and kept in a side file; damage before the tail makes open
 //!   fail with [`Error::Corrupt`] naming file and offset. Reads verify checksums and never
@@ -52,6 +58,7 @@ mod error;
 mod event;
 pub mod format;
 mod index;
+pub mod lifecycle;
 mod options;
 mod prealloc;
 mod recovery;
@@ -64,6 +71,7 @@ mod writer;
 
 pub use error::{Error, Result};
 pub use event::{Appended, ExpectedVersion, NewEvent, Placed, RecordedEvent};
+pub use lifecycle::{Liveness, Retention};
 pub use options::{Durability, Limits, MIN_SEGMENT_SIZE_BYTES, Options};
 pub use store::{Commit, LOCK_FILE, OpenReport, Store, StoreStats, TornTail};
 
