@@ -47,6 +47,12 @@
     return node;
   }
 
+  /** Replaces the children of `node` (null and false children are skipped). */
+  function fill(node, ...children) {
+    node.replaceChildren();
+    return append(node, children);
+  }
+
   function show(...children) {
     view.replaceChildren();
     append(view, children);
@@ -174,7 +180,8 @@
       const body = type.includes("json") ? await response.json().catch(() => ({})) : {};
       if (!response.ok && response.status !== 207) {
         const retry = response.headers.get("retry-after");
-        throw new ApiError(response.status, body, retry === null ? null : Number(retry));
+        const fallback = { title: response.status + " " + response.statusText };
+        throw new ApiError(response.status, Object.assign(fallback, body), retry === null ? null : Number(retry));
       }
       return body;
     }
@@ -254,12 +261,12 @@
     try {
       page = await api("/streams?" + params);
     } catch (error) {
-      results.replaceChildren(problemBox(error));
+      fill(results, problemBox(error));
       return;
     }
     const streams = page.streams || [];
     if (streams.length === 0) {
-      results.replaceChildren(prefix || after
+      fill(results, prefix || after
         ? el("p", {}, "No stream " + (prefix ? "starts with “" + prefix + "”" : "after this page") + ".")
         : firstEventHelp());
       return;
@@ -276,7 +283,7 @@
       if (prefix) next.set("prefix", prefix);
       pager.append(link("#/streams?" + next, "Next page »"));
     }
-    results.replaceChildren(table("Streams in name order" + (prefix ? ", starting with " + prefix : ""),
+    fill(results, table("Streams in name order" + (prefix ? ", starting with " + prefix : ""),
       ["Stream", { label: "Events", num: true }, { label: "Last version", num: true }, "Last update"], rows), pager);
   }
 
@@ -292,12 +299,12 @@
     try {
       page = await api("/streams/" + encodeURIComponent(stream) + "/events?" + params);
     } catch (error) {
-      body.replaceChildren(problemBox(error));
+      fill(body, problemBox(error));
       return;
     }
     const events = page.events || [];
     if (events.length === 0) {
-      body.replaceChildren(el("p", {}, "This stream has no events to show."));
+      fill(body, el("p", {}, "This stream has no events to show."));
       return;
     }
     const rows = events.map((e) => el("tr", {},
@@ -311,7 +318,7 @@
     if (page.next !== null && page.next !== undefined) {
       pager.append(link("#/stream/" + encodeURIComponent(stream) + "?from=" + page.next, "Older »"));
     }
-    body.replaceChildren(table("Events of " + stream, [{ label: "Version", num: true }, "Type",
+    fill(body, table("Events of " + stream, [{ label: "Version", num: true }, "Type",
       { label: "Position", num: true }, "Recorded at", "Id"], rows), pager);
   }
 
@@ -478,7 +485,7 @@
     try {
       last = await headPosition();
     } catch (error) {
-      problems.replaceChildren(problemBox(error));
+      fill(problems, problemBox(error));
       state.textContent = "not connected";
       return;
     }
@@ -509,7 +516,7 @@
         if (abort.signal.aborted) return;
         state.textContent = "reconnecting";
         state.className = "bad";
-        if (error instanceof ApiError) problems.replaceChildren(problemBox(error));
+        if (error instanceof ApiError) fill(problems, problemBox(error));
         await new Promise((resolve) => setTimeout(resolve, delay));
         delay = Math.min(delay * 2, TAIL_RECONNECT_MAX_MS);
       }
@@ -575,7 +582,7 @@
         if (samples.length > HEALTH_SAMPLES_MAX) samples.shift();
         problems.replaceChildren();
       } catch (error) {
-        problems.replaceChildren(problemBox(error));
+        fill(problems, problemBox(error));
         return;
       }
       const latest = samples[samples.length - 1].metrics;
@@ -599,7 +606,7 @@
           tile("Durability", info.durability || "unknown", null, "health-durability"),
           tile("Live subscribers", String(latest.get("logbook_events_subscribers") ?? 0), null, "health-subscribers"));
       }
-      tiles.replaceChildren(...children);
+      fill(tiles, ...children);
     }
     sample();
     const timer = setInterval(sample, HEALTH_SAMPLE_MS);
@@ -627,7 +634,7 @@
         const team = await api("/teams", { method: "POST", kind: "teams", body: { name: name.value } });
         window.location.hash = "#/team/" + encodeURIComponent(team.id);
       } catch (error) {
-        created.replaceChildren(problemBox(error));
+        fill(created, problemBox(error));
       }
     } }, el("div", {}, el("label", { for: "team-name" }, "New team name"), name),
     el("button", { type: "submit" }, "Create team"));
@@ -638,11 +645,11 @@
     try {
       page = await api("/teams?" + params, { kind: "teams" });
     } catch (error) {
-      list.replaceChildren(problemBox(error));
+      fill(list, problemBox(error));
       return;
     }
     if (!page.teams.length) {
-      list.replaceChildren(el("p", {}, "No team yet: create one above."));
+      fill(list, el("p", {}, "No team yet: create one above."));
       return;
     }
     const rows = page.teams.map((t) => el("tr", {},
@@ -651,7 +658,7 @@
     const pager = el("div", { class: "pager" });
     if (cursor) pager.append(link("#/teams", "« First page"));
     if (page.next_cursor) pager.append(link("#/teams?cursor=" + encodeURIComponent(page.next_cursor), "Next page »"));
-    list.replaceChildren(table("Teams", ["Name", "Description", "Created"], rows), pager);
+    fill(list, table("Teams", ["Name", "Description", "Created"], rows), pager);
   }
 
   async function teamPage(id) {
@@ -677,14 +684,14 @@
       try {
         const answer = await api(base + "/invitations", { method: "POST", kind: "teams",
           body: { emails: list, role: role.value } });
-        results.replaceChildren(el("ul", { class: "results" }, answer.results.map((r) =>
+        fill(results, el("ul", { class: "results" }, answer.results.map((r) =>
           el("li", { class: r.status === "invited" ? "good" : r.status === "invalid_email" ? "bad" : null },
             el("span", { class: "mono" }, r.email), ": ", r.status.replace(/_/g, " "),
             r.error ? " (" + r.error + ")" : ""))));
         emails.value = "";
         loadInvitations();
       } catch (error) {
-        results.replaceChildren(problemBox(error));
+        fill(results, problemBox(error));
       }
     } }, el("div", {}, el("label", { for: "invite-emails" }, "Emails (one a line, or separated by commas)"), emails),
     el("div", {}, el("label", { for: "invite-role" }, "Role"), role), el("button", { type: "submit" }, "Invite"));
@@ -695,12 +702,12 @@
       el("h2", {}, "Invitations"), invitations);
 
     api(base + "/members?limit=200", { kind: "teams" }).then((page) => {
-      members.replaceChildren(page.members.length
+      fill(members, page.members.length
         ? table("Members", ["Email", "Role", "Joined"], page.members.map((m) => el("tr", {},
           el("td", { class: "mono" }, m.email), el("td", {}, m.role), el("td", {}, time(m.joined_at)))))
         : el("p", {}, "No member yet."),
       page.next_cursor ? el("p", { class: "muted" }, "Only the first 200 are shown.") : null);
-    }, (error) => members.replaceChildren(problemBox(error)));
+    }, (error) => fill(members, problemBox(error)));
 
     async function act(invitation, action, note) {
       try {
@@ -714,10 +721,10 @@
         loadInvitations(invitation.id, note.textContent);
       } catch (error) {
         if (error.status === 429) {
-          note.replaceChildren(problemBox(error), error.retryAfter !== null
+          fill(note, problemBox(error), error.retryAfter !== null
             ? el("span", {}, "Try again in " + error.retryAfter + " s.") : null);
         } else {
-          note.replaceChildren(problemBox(error));
+          fill(note, problemBox(error));
         }
       }
     }
@@ -725,7 +732,7 @@
     function loadInvitations(changedId, changedNote) {
       api(base + "/invitations?limit=200", { kind: "teams" }).then((page) => {
         if (!page.invitations.length) {
-          invitations.replaceChildren(el("p", {}, "No invitation yet."));
+          fill(invitations, el("p", {}, "No invitation yet."));
           return;
         }
         const rows = page.invitations.map((inv) => {
@@ -735,7 +742,7 @@
           return el("tr", { "data-invitation": inv.id, "data-email": inv.email },
             el("td", { class: "mono" }, inv.email), el("td", {}, inv.role),
             el("td", { class: "status" }, inv.status),
-            el("td", {}, delivery.status || "", delivery.attempts ? " (" + delivery.attempts + " attempts)" : "",
+            el("td", {}, delivery.status || "", delivery.attempts ? " (" + delivery.attempts + (delivery.attempts === 1 ? " attempt)" : " attempts)") : "",
               delivery.last_error ? el("div", { class: "bad" }, delivery.last_error) : null),
             el("td", {}, time(inv.expires_at)),
             el("td", {}, pending ? [
@@ -743,9 +750,9 @@
               el("button", { type: "button", class: "resend", onclick: () => act(inv, "resend", note) }, "Resend"),
             ] : null, note));
         });
-        invitations.replaceChildren(table("Invitations", ["Email", "Role", "Status", "Delivery", "Expires", "Actions"], rows),
+        fill(invitations, table("Invitations", ["Email", "Role", "Status", "Delivery", "Expires", "Actions"], rows),
           page.next_cursor ? el("p", { class: "muted" }, "Only the first 200 are shown.") : null);
-      }, (error) => invitations.replaceChildren(problemBox(error)));
+      }, (error) => fill(invitations, problemBox(error)));
     }
     loadInvitations();
   }
