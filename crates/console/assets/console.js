@@ -745,7 +745,7 @@
       } catch (error) {
         if (error.status === 429) {
           fill(note, problemBox(error), error.retryAfter !== null
-            ? el("span", {}, "Try again in " + error.retryAfter + " s.") : null);
+            ? el("span", { class: "retry-after" }, "Wait " + error.retryAfter + " s before resending.") : null);
         } else {
           fill(note, problemBox(error));
         }

@@ -303,6 +303,15 @@ async fn the_console_browses_tails_and_administers_teams_in_headless_chromium() 
     session
         .wait_for_text(&format!("{alice} td.status"), "pending")
         .await;
+    // A resend within INVITE_RESEND_INTERVAL_SECONDS of the first mail is refused: the 429's
+    // problem and its wait are shown on the row.
+    session.click(&format!("{alice} button.resend")).await;
+    let refused = session
+        .wait_for_text(&format!("{alice} .retry-after"), "before resending")
+        .await;
+    assert!(refused.starts_with("Wait "), "{refused}");
+    let problem = session.text_of(&format!("{alice} .problem")).await.unwrap();
+    assert!(problem.contains("Try again in"), "{problem}");
     session.click(&format!("{alice} button.revoke")).await;
     session
         .wait_for_text(&format!("{alice} td.status"), "revoked")
