@@ -36,6 +36,11 @@ impl Server {
     /// Starts on `addr` (`127.0.0.1:0` for any free port) with data under `data_dir`, and
     /// waits until `/health` answers 200.
     async fn start(data_dir: &Path, addr: &str) -> Server {
+        Server::start_with(data_dir, addr, &[]).await
+    }
+
+    /// As [`Server::start`], with extra environment variables.
+    async fn start_with(data_dir: &Path, addr: &str, env: &[(&str, &str)]) -> Server {
         let log_path = data_dir.with_extension("stderr.log");
         let mut child = Command::new(BIN)
             .args(["serve", "--addr", addr, "--data-dir"])
@@ -46,6 +51,7 @@ impl Server {
             .env_remove("LOGBOOK_ENV")
             .env("ADMIN_TOKEN", ADMIN_TOKEN)
             .env("RUST_LOG", "warn")
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(std::fs::File::create(&log_path).unwrap())
             .spawn()
@@ -80,9 +86,24 @@ impl Server {
 
     /// Appends one event to `stream`; answers its id.
     async fn append(&self, stream: &str, kind: &str, data: Value) -> String {
+        self.append_as(None, stream, kind, data).await
+    }
+
+    /// Appends one event, with `Authorization: Bearer <token>` when a token is given.
+    async fn append_as(
+        &self,
+        token: Option<&str>,
+        stream: &str,
+        kind: &str,
+        data: Value,
+    ) -> String {
         let id = uuid::Uuid::now_v7().to_string();
-        let response = reqwest::Client::new()
-            .post(format!("{}/streams/{stream}/events", self.base))
+        let mut request =
+            reqwest::Client::new().post(format!("{}/streams/{stream}/events", self.base));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        let response = request
             .json(
                 &json!({"id": id, "type": kind, "data": data, "metadata": {"by": "console test"}}),
             )
@@ -331,6 +352,74 @@ async fn the_console_browses_tails_and_administers_teams_in_headless_chromium() 
         .await;
     assert_eq!(local, 0, "nothing in localStorage");
 
+    session.close().await;
+    drop(driver);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_events_token_set_the_console_asks_for_it_once_and_keeps_it_out_of_urls() {
+    if browser_missing() {
+        return;
+    }
+    const TOKEN: &str = "console-test-events-token-abcdef0123456789";
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start_with(
+        &dir.path().join("data"),
+        "127.0.0.1:0",
+        &[("EVENTS_TOKEN", TOKEN)],
+    )
+    .await;
+    let id = server
+        .append_as(Some(TOKEN), "orders-1", "OrderPlaced", json!({"total": 1}))
+        .await;
+    let driver = ChromeDriver::start().await;
+    let session = Session::open(&driver).await;
+    let page = format!("{}/console#/event/{id}", server.base);
+    session.go(&page).await;
+    session
+        .wait_for("the token prompt", || async {
+            let hidden = session
+                .script(
+                    "return document.getElementById('token-prompt').hidden;",
+                    json!([]),
+                )
+                .await;
+            (hidden == false).then_some(())
+        })
+        .await;
+    let label = session.text_of("#token-label").await.unwrap();
+    assert_eq!(label, "Events token");
+    session.type_into("#token-input", TOKEN).await;
+    session.click("#token-form button[type=submit]").await;
+    session.wait_for_text("#event-id", &id).await;
+    // The curl names the variable, never the token.
+    let curl = session.text_of("#curl").await.unwrap();
+    assert!(
+        curl.contains("$EVENTS_TOKEN") && !curl.contains(TOKEN),
+        "{curl}"
+    );
+
+    // A reload keeps the token for the tab: no second prompt, the event shows.
+    session.go("about:blank").await;
+    session.go(&page).await;
+    session.wait_for_text("#event-id", &id).await;
+    let hidden = session
+        .script(
+            "return document.getElementById('token-prompt').hidden;",
+            json!([]),
+        )
+        .await;
+    assert_eq!(hidden, true, "asked once");
+
+    // The live tail sends it too (fetch with Authorization, not EventSource).
+    session.go(&format!("{}/console#/tail", server.base)).await;
+    session.wait_for_text("#tail-state", "live").await;
+    server
+        .append_as(Some(TOKEN), "orders-1", "TailedWithToken", json!({}))
+        .await;
+    session.wait_for_text("#tail-rows", "TailedWithToken").await;
+    let address = session.current_url().await;
+    assert!(!address.contains(TOKEN), "{address}");
     session.close().await;
     drop(driver);
 }
