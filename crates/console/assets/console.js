@@ -303,8 +303,16 @@
     if (needsEvents()) return;
     const from = query.get("from");
     const body = el("div", { id: "events" }, el("p", { class: "muted" }, "Loading…"));
+    const summary = el("div", { id: "stream-state" });
     show(el("p", {}, link("#/streams", "« Streams")), el("h1", { class: "mono" }, stream),
-      el("p", { class: "muted" }, "Newest first."), body);
+      summary, el("p", { class: "muted" }, "Newest first."), body);
+    // The stream's state beside its events; the events call reports any error.
+    api("/streams/" + encodeURIComponent(stream)).then((state) => {
+      fill(summary, el("p", {}, state.events + " events, versions " + state.first_version +
+        " to " + state.version + ", last update ", time(state.updated_at), "."),
+      state.metadata && Object.keys(state.metadata).length
+        ? [el("h2", {}, "Metadata"), pretty(state.metadata)] : null);
+    }, () => {});
     const params = new URLSearchParams({ direction: "backward", limit: String(PAGE_SIZE) });
     if (from !== null) params.set("from_version", from);
     let page;

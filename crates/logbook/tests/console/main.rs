@@ -423,3 +423,25 @@ async fn with_events_token_set_the_console_asks_for_it_once_and_keeps_it_out_of_
     session.close().await;
     drop(driver);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_empty_store_says_so_and_shows_how_to_append_a_first_event() {
+    if browser_missing() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"), "127.0.0.1:0").await;
+    let driver = ChromeDriver::start().await;
+    let session = Session::open(&driver).await;
+    session.go(&format!("{}/console", server.base)).await;
+    let empty = session.wait_for_text("#empty-store", "empty").await;
+    assert!(
+        empty.contains(&format!(
+            "curl -X POST {}/streams/orders-1/events",
+            server.base
+        )),
+        "{empty}"
+    );
+    session.close().await;
+    drop(driver);
+}
