@@ -102,6 +102,25 @@ impl ApiError {
                         .with_header(header::RETRY_AFTER, HeaderValue::from_static("1"))
                 }
                 E::InvalidRead(reason) => Problem::bad_request(reason.clone()),
+                E::InvalidMetadata(reason) => Problem::new(
+                    axum::http::StatusCode::BAD_REQUEST,
+                    "invalid-metadata",
+                    reason.clone(),
+                ),
+                E::StreamNotFound { stream } => {
+                    Problem::not_found(format!("stream {stream:?} does not exist"))
+                }
+                E::StreamDeleted { stream } => Problem::new(
+                    axum::http::StatusCode::GONE,
+                    "stream-deleted",
+                    format!("stream {stream:?} is deleted for good (tombstoned); it can never be read or written again"),
+                )
+                .with("stream", stream.clone()),
+                E::Unsupported { operation, backend } => Problem::new(
+                    axum::http::StatusCode::NOT_IMPLEMENTED,
+                    "unsupported",
+                    format!("{operation} is not supported by the {backend} backend"),
+                ),
                 error => {
                     tracing::error!(error = %error, "event store failure");
                     Problem::internal()
