@@ -589,9 +589,13 @@
     const step = values.length > 1 ? 100 / (HEALTH_SAMPLES_MAX - 2) : 0;
     const offset = 100 - step * (values.length - 1);
     const points = values.map((v, i) => (offset + i * step).toFixed(1) + "," + (29 - (v / max) * 28).toFixed(1));
+    if (points.length === 1) points.unshift("0," + points[0].split(",")[1]);
+    const base = document.createElementNS(ns, "line");
+    base.setAttribute("class", "base");
+    for (const [name, value] of [["x1", 0], ["y1", 29.5], ["x2", 100], ["y2", 29.5]]) base.setAttribute(name, value);
     const line = document.createElementNS(ns, "polyline");
     line.setAttribute("points", points.join(" "));
-    svg.append(line);
+    svg.append(base, line);
     return svg;
   }
 

@@ -278,6 +278,11 @@ async fn the_console_browses_tails_and_administers_teams_in_headless_chromium() 
     session.wait_for_text("#health-durability", "fsync").await;
     // A rate needs two samples of /metrics.
     session.wait_for_text("#health-appends .value", ".").await;
+    assert_eq!(
+        session.count("#health-appends svg polyline").await,
+        1,
+        "a sparkline"
+    );
     session.screenshot(&shots.join("health.png")).await;
 
     // Teams: the admin token is asked once, kept for the tab, never put in the URL.
