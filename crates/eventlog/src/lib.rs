@@ -41,7 +41,11 @@
 //!   `fdatasync`ed; events are visible to readers only then.
 //! - A batch is atomic: all of it becomes durable and visible, or none (also across a crash:
 //!   a half-written batch is discarded whole on recovery).
-//! - Positions are gap-free from 0; versions are gap-free from 0 within a stream.
+//! - Positions are strictly increasing, with holes where dead events were: the writer hands
+//!   them out consecutively from 0, and reads that skip dead events ([`Store::retain_live`],
+//!   [`lifecycle`]) see holes. Versions are gap-free from 0 within a stream.
+//! - Lifecycle records (metadata, soft delete, tombstone) are events of metastreams: the index
+//!   rebuilt from the log or a checkpoint knows them; a tombstone is final.
 //! - Offsets are `u64` bytes; data is stored and returned byte-exactly.
 //! - A torn tail is cut off at open and kept in a side file; damage before the tail makes open
 //!   fail with [`Error::Corrupt`] naming file and offset. Reads verify checksums and never

@@ -183,6 +183,11 @@ impl Catalog {
         self.retention(stream).is_some_and(|r| r.tombstoned)
     }
 
+    /// Every stream with retention, and its retention.
+    pub fn retentions(&self) -> impl Iterator<Item = (&str, Retention)> + '_ {
+        self.retention.iter().map(|(name, r)| (&**name, *r))
+    }
+
     /// Whether no stream has any retention (reads then skip liveness checks).
     pub fn has_no_retention(&self) -> bool {
         self.retention.is_empty()

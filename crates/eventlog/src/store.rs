@@ -550,16 +550,20 @@ impl Store {
         let index = self.index();
         let catalog = self.catalog();
         let mut liveness = Liveness::new(now_micros());
-        for (name, positions) in (0..index.stream_count()).filter_map(|n| index.stream_at(n)) {
-            let last_version = positions.len() as u64 - 1;
-            if is_metastream(name) {
-                let only_last = Retention {
-                    max_count: Some(1),
-                    ..Retention::default()
-                };
-                liveness.insert(name, only_last, last_version);
-            } else if let Some(retention) = catalog.retention(name) {
-                liveness.insert(name, retention, last_version);
+        // Only streams with retention and metastreams have cut-offs: the catalog knows both
+        // without a walk of every stream.
+        for (stream, retention) in catalog.retentions() {
+            if let Some(last_version) = index.stream_version(stream) {
+                liveness.insert(stream, retention, last_version);
+            }
+        }
+        let only_last = Retention {
+            max_count: Some(1),
+            ..Retention::default()
+        };
+        for metastream in catalog.names_from(METASTREAM_PREFIX, None) {
+            if let Some(last_version) = index.stream_version(metastream) {
+                liveness.insert(metastream, only_last, last_version);
             }
         }
         liveness
@@ -611,6 +615,12 @@ impl Store {
             .take(limit)
             .map(str::to_owned)
             .collect()
+    }
+
+    /// Approximate heap bytes of the catalog (sorted names and per-stream retention),
+    /// beside [`StoreStats::index_heap_bytes`].
+    pub fn catalog_heap_bytes(&self) -> u64 {
+        self.catalog().heap_bytes() as u64
     }
 
     /// Number of visible events: the position the next event will get.
