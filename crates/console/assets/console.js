@@ -144,6 +144,7 @@
       function done(value) {
         form.removeEventListener("submit", submit);
         cancel.removeEventListener("click", stop);
+        form.removeEventListener("keydown", onKey);
         prompt.hidden = true;
         input.value = "";
         resolve(value);
@@ -156,8 +157,10 @@
         done(value);
       }
       function stop() { done(null); }
+      function onKey(event) { if (event.key === "Escape") stop(); }
       form.addEventListener("submit", submit);
       cancel.addEventListener("click", stop);
+      form.addEventListener("keydown", onKey);
     });
   }
 
