@@ -430,7 +430,7 @@ async fn with_events_token_set_the_console_asks_for_it_once_and_keeps_it_out_of_
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_empty_store_says_so_and_shows_how_to_append_a_first_event() {
+async fn an_empty_store_says_so_and_the_lists_page_through_many_streams_and_events() {
     if browser_missing() {
         return;
     }
@@ -446,6 +446,51 @@ async fn an_empty_store_says_so_and_shows_how_to_append_a_first_event() {
             server.base
         )),
         "{empty}"
+    );
+
+    // Paging: 56 streams list in pages of 50; a stream of 60 events pages back from the newest.
+    let client = reqwest::Client::new();
+    let batch = |events: Vec<Value>, path: &str| {
+        client
+            .post(format!("{}{path}", server.base))
+            .json(&Value::Array(events))
+            .send()
+    };
+    let streams = (0..55)
+        .map(|i| json!({"stream": format!("s-{i:02}"), "type": "Listed", "data": {}}))
+        .collect();
+    assert_eq!(batch(streams, "/events").await.unwrap().status(), 201);
+    let many = (0..60)
+        .map(|i| json!({"type": "Counted", "data": {"n": i}}))
+        .collect();
+    let response = batch(many, "/streams/many-1/events").await.unwrap();
+    assert_eq!(response.status(), 201);
+    session
+        .go(&format!("{}/console#/streams", server.base))
+        .await;
+    session.wait_for_text("#streams table", "s-48").await;
+    assert_eq!(session.count("#streams tbody tr").await, 50);
+    session.click("#streams .pager a").await;
+    session.wait_for_text("#streams table", "s-54").await;
+    assert_eq!(session.count("#streams tbody tr").await, 6, "s-49 to s-54");
+    session
+        .go(&format!("{}/console#/stream/many-1", server.base))
+        .await;
+    session.wait_for_text("#events table", "Counted").await;
+    assert_eq!(session.count("#events tbody tr").await, 50);
+    let newest = session.text_of("#events tbody tr:first-child td").await;
+    assert_eq!(newest.as_deref(), Some("59"));
+    session.click("#events .pager a").await;
+    session
+        .wait_for("the older page", || async {
+            let first = session.text_of("#events tbody tr:first-child td").await?;
+            (first == "9").then_some(())
+        })
+        .await;
+    assert_eq!(
+        session.count("#events tbody tr").await,
+        10,
+        "versions 9 to 0"
     );
     session.close().await;
     drop(driver);
