@@ -238,6 +238,11 @@ impl App {
             .route("/metrics", get(metrics))
             .route("/openapi.json", get(openapi_json))
             .with_state(state);
+        router = router.merge(console::router(console_info(
+            config.events.as_ref(),
+            &events,
+            &teams,
+        )));
         if let Some(events) = &events {
             router = router.merge(events.router());
         }
@@ -312,6 +317,26 @@ impl App {
             anyhow::bail!("the event log could not be opened: {error}");
         }
         Ok(())
+    }
+}
+
+/// What the console shows about this process: which services run, the durability mode.
+fn console_info(
+    events_args: Option<&eventstore::EventsArgs>,
+    events: &Option<EventStoreService>,
+    teams: &Option<TeamsService>,
+) -> console::ConsoleInfo {
+    let durability = events_args.map(|args| {
+        if args.events_database_url.is_some() {
+            "postgresql".to_owned()
+        } else {
+            args.durability.clone()
+        }
+    });
+    console::ConsoleInfo {
+        events: events.is_some(),
+        teams: teams.is_some(),
+        durability: durability.filter(|_| events.is_some()),
     }
 }
 
