@@ -299,13 +299,15 @@ impl Store {
     /// Queues a lifecycle record of `stream` (an event of its metastream, `$$<stream>`, of
     /// type [`METADATA_EVENT_TYPE`](crate::lifecycle::METADATA_EVENT_TYPE) or
     /// [`TOMBSTONE_EVENT_TYPE`](crate::lifecycle::TOMBSTONE_EVENT_TYPE)), appended only if
-    /// `stream` itself is at `expected`, checked atomically with the append (as
-    /// [`Store::submit`] answers).
+    /// `stream` itself is at `expected` and the metastream at `metastream_expected` (so a
+    /// record built from the metastream's last one overwrites no concurrent change), both
+    /// checked atomically with the append (answered as [`Store::submit`] answers).
     pub fn submit_lifecycle(
         &self,
         stream: &str,
         record: NewEvent,
         expected: ExpectedVersion,
+        metastream_expected: ExpectedVersion,
         done: impl FnOnce(Result<Appended>) + Send + 'static,
     ) {
         if record.stream != metastream_of(stream) {
@@ -314,14 +316,19 @@ impl Store {
                 metastream_of(stream)
             ))));
         }
-        self.submit_conditional(vec![record], expected, Some(stream.to_owned()), done);
+        self.submit_conditional(
+            vec![record],
+            metastream_expected,
+            Some((stream.to_owned(), expected)),
+            done,
+        );
     }
 
     fn submit_conditional(
         &self,
         events: Vec<NewEvent>,
         expected: ExpectedVersion,
-        condition: Option<String>,
+        condition: Option<(String, ExpectedVersion)>,
         done: impl FnOnce(Result<Appended>) + Send + 'static,
     ) {
         if let Err(e) = self.check_append(&events, expected) {
