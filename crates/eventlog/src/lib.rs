@@ -33,6 +33,8 @@
 //! - `writer`: the one writer thread; group commit; segment rolling.
 //! - `store`: [`Store`], the public face.
 //! - [`tools`]: `verify` and `repair`, behind `logbook events verify|repair`.
+//! - [`backup`]: a consistent copy of a store beside the process serving it
+//!   (`logbook events backup`).
 //!
 //! # Guarantees
 //! - Under [`Durability::Fsync`] (the default) an append returns only after its bytes are
@@ -47,6 +49,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod backup;
 mod checkpoint;
 mod error;
 mod event;

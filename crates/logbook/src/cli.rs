@@ -203,4 +203,15 @@ pub enum EventsTool {
     Repair { dir: PathBuf },
     /// Print every event as one JSON line (the shape of GET /events/{id}).
     Dump { dir: PathBuf },
+    /// Copy the event store of a data directory, beside the server using it (no lock taken):
+    /// every event acknowledged before the backup began, whole batches only. Serve
+    /// `--data-dir <to>` to restore it.
+    Backup {
+        /// The data directory the server uses (its event store is `<data-dir>/events`).
+        #[arg(long)]
+        data_dir: PathBuf,
+        /// Where to write the backup (`<to>/events` must not exist yet).
+        #[arg(long)]
+        to: PathBuf,
+    },
 }
