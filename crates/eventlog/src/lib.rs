@@ -33,6 +33,7 @@
 //! - `writer`: the one writer thread; group commit; segment rolling.
 //! - `store`: [`Store`], the public face.
 //! - [`tools`]: `verify` and `repair`, behind `logbook events verify|repair`.
+//! - [`scavenge`]: rewriting sealed segments without dead events (erasure).
 //! - [`backup`]: a consistent copy of a store beside the process serving it
 //!   (`logbook events backup`).
 //!
@@ -58,6 +59,7 @@ mod index;
 mod options;
 mod prealloc;
 mod recovery;
+pub mod scavenge;
 mod segment;
 pub mod sim;
 mod store;

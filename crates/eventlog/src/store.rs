@@ -16,6 +16,7 @@ use crate::format::{Decoded, SEGMENT_HEADER_LEN, decode_record, read_at_most};
 use crate::index::{Index, Location, SegmentEntry};
 use crate::options::Options;
 use crate::recovery::{Damage, apply_claim, scan_log};
+use crate::scavenge::{Liveness, ScavengeOptions, ScavengeProgress};
 use crate::segment::{copy_to_side_file, create_segment, fsync_dir, list_segments, written_end};
 use crate::vfs::{LockError, Vfs};
 use crate::writer::{Command, Writer};
@@ -104,8 +105,11 @@ pub(crate) struct Shared {
     pub stopped: AtomicBool,
     /// Set when close begins: no background checkpoint starts after it.
     pub closing: AtomicBool,
-    /// Serializes checkpoint writers (they share the temporary file).
+    /// Serializes checkpoint writers (they share the temporary file), and keeps them out
+    /// while a scavenge swaps a segment in.
     pub checkpoint_lock: Mutex<()>,
+    /// One scavenge at a time.
+    pub scavenge_lock: Mutex<()>,
     /// Events the open replayed from the log (not from a checkpoint).
     pub replayed_at_open: u64,
     pub listeners: RwLock<Vec<Listener>>,
@@ -148,6 +152,7 @@ impl Store {
         let vfs = &*options.storage;
         create_dir_durably(vfs, &dir)?;
         let lock = lock_dir(vfs, &dir)?;
+        crate::scavenge::remove_leftovers(vfs, &dir)?;
         let mut segments = list_segments(vfs, &dir)?;
         if segments.is_empty() {
             let (path, _) = create_segment(vfs, &dir, 0).map_err(|e| Error::io(&dir, e.source))?;
@@ -193,6 +198,7 @@ impl Store {
             stopped: AtomicBool::new(false),
             closing: AtomicBool::new(false),
             checkpoint_lock: Mutex::new(()),
+            scavenge_lock: Mutex::new(()),
             replayed_at_open: report.replayed_events,
             listeners: RwLock::new(Vec::new()),
             stats: Stats::default(),
@@ -393,21 +399,23 @@ impl Store {
         max_bytes: usize,
     ) -> Result<Vec<RecordedEvent>> {
         let mut events = Vec::with_capacity(limit.min(1024));
-        let mut position = from;
         let mut used = 0usize;
+        let mut slot = None;
         while events.len() < limit && (events.is_empty() || used < max_bytes) {
             let index = self.index();
-            let end = index.len().min(from.saturating_add(limit as u64));
-            if position >= end {
+            // Positions may have holes (a scavenge removed dead events): count live events.
+            let from_slot = *slot.get_or_insert_with(|| index.slot_at_or_after(from));
+            let end = index
+                .live()
+                .min(from_slot.saturating_add(limit - events.len()));
+            if from_slot >= end {
                 break;
             }
             let budget = max_bytes.saturating_sub(used).min(READ_SPAN_MAX_BYTES);
-            let (location, to) = index
-                .span(position, end, budget)
-                .expect("position below len");
-            read_span(&location, position, to, &mut events)?;
+            let (location, to) = index.span(from_slot, end, budget).expect("slot below live");
+            read_span(&index, &location, from_slot, to, &mut events)?;
             used = used.saturating_add(location.len);
-            position = to;
+            slot = Some(to);
         }
         Ok(events)
     }
@@ -436,7 +444,7 @@ impl Store {
         let Some(positions) = index.stream(stream) else {
             return Ok(None);
         };
-        let from = usize::try_from(from_version)
+        let from = usize::try_from(from_version.saturating_sub(index.first_version(stream)))
             .unwrap_or(usize::MAX)
             .min(positions.len());
         let to = from.saturating_add(limit).min(positions.len());
@@ -446,9 +454,12 @@ impl Store {
             if !events.is_empty() && used >= max_bytes {
                 break;
             }
-            let location = index.location(position).expect("position below len");
+            let slot = index
+                .slot_of(position)
+                .expect("a stream's positions are live");
+            let location = index.location_of_slot(slot).expect("slot below live");
             used = used.saturating_add(location.len);
-            read_span(&location, position, position + 1, &mut events)?;
+            read_span(&index, &location, slot, slot + 1, &mut events)?;
         }
         Ok(Some(events))
     }
@@ -486,6 +497,41 @@ impl Store {
             .send(command)
             .map_err(|_| Error::Closed)?;
         receiver.recv().unwrap_or(Err(Error::Closed))
+    }
+
+    /// Seals the active segment now and starts a new one, so that a scavenge can reach the
+    /// events in it (a scavenge never rewrites the active segment). Answers `false` when the
+    /// active segment holds no event (nothing to seal).
+    pub fn seal_active_segment(&self) -> Result<bool> {
+        let (sender, receiver) = mpsc::sync_channel(1);
+        let command = Command::Seal {
+            done: Box::new(move |result| {
+                let _ = sender.send(result);
+            }),
+        };
+        self.handle
+            .sender
+            .send(command)
+            .map_err(|_| Error::Closed)?;
+        receiver.recv().unwrap_or(Err(Error::Closed))
+    }
+
+    /// Rewrites every sealed segment holding an event `liveness` calls dead without it, and
+    /// swaps the new files in (see [`crate::scavenge`]); calls `progress` after each segment.
+    /// Runs on the calling thread while appends and reads go on; one scavenge at a time (a
+    /// second call waits). Positions of live events never change.
+    pub fn scavenge(
+        &self,
+        liveness: &dyn Liveness,
+        options: ScavengeOptions,
+        progress: &dyn Fn(&ScavengeProgress),
+    ) -> Result<ScavengeProgress> {
+        if self.handle.closed.load(Ordering::SeqCst) {
+            return Err(Error::Closed);
+        }
+        crate::scavenge::run(&self.handle.shared, liveness, options, progress, &|| {
+            self.checkpoint()
+        })
     }
 
     /// A summary for metrics and tools.
@@ -652,30 +698,31 @@ fn cut_torn_tail(
     })
 }
 
-/// Reads positions `from..` (at most `limit`) of a scanned index (no store open).
+/// Reads up to `limit` live events from position `from` on of a scanned index (no store open).
 pub(crate) fn read_index_range(
     index: &Index,
     from: u64,
     limit: usize,
 ) -> Result<Vec<RecordedEvent>> {
     let mut events = Vec::with_capacity(limit.min(1024));
-    let end = index.len().min(from.saturating_add(limit as u64));
-    let mut position = from;
-    while position < end {
+    let mut slot = index.slot_at_or_after(from);
+    let end = index.live().min(slot.saturating_add(limit));
+    while slot < end {
         let (location, to) = index
-            .span(position, end, READ_SPAN_MAX_BYTES)
-            .expect("position below len");
-        read_span(&location, position, to, &mut events)?;
-        position = to;
+            .span(slot, end, READ_SPAN_MAX_BYTES)
+            .expect("slot below live");
+        read_span(index, &location, slot, to, &mut events)?;
+        slot = to;
     }
     Ok(events)
 }
 
-/// Reads and verifies the record at `position`.
+/// Reads and verifies the record at `position`, which must be live.
 pub(crate) fn read_at(index: &Index, position: u64) -> Result<RecordedEvent> {
-    let location = index.location(position).expect("position below len");
+    let slot = index.slot_of(position).expect("a live position");
+    let location = index.location_of_slot(slot).expect("slot below live");
     let mut events = Vec::with_capacity(1);
-    read_span(&location, position, position + 1, &mut events)?;
+    read_span(index, &location, slot, slot + 1, &mut events)?;
     Ok(events.pop().expect("one event read"))
 }
 
@@ -687,11 +734,12 @@ thread_local! {
 /// Buffers larger than this are not kept between reads.
 const READ_BUFFER_KEEP_BYTES: usize = 1024 * 1024;
 
-/// Reads positions `from..to`, which `location` covers exactly, verifying every record.
+/// Reads slots `from..to`, which `location` covers exactly, verifying every record.
 fn read_span(
+    index: &Index,
     location: &Location<'_>,
-    from: u64,
-    to: u64,
+    from: usize,
+    to: usize,
     out: &mut Vec<RecordedEvent>,
 ) -> Result<()> {
     READ_BUFFER.with(|buffer| {
@@ -699,7 +747,7 @@ fn read_span(
         if buffer.len() < location.len {
             buffer.resize(location.len, 0);
         }
-        let result = decode_span(location, from, to, &mut buffer[..location.len], out);
+        let result = decode_span(index, location, from, to, &mut buffer[..location.len], out);
         if buffer.len() > READ_BUFFER_KEEP_BYTES {
             *buffer = Vec::new();
         }
@@ -708,9 +756,10 @@ fn read_span(
 }
 
 fn decode_span(
+    index: &Index,
     location: &Location<'_>,
-    from: u64,
-    to: u64,
+    from: usize,
+    to: usize,
     bytes: &mut [u8],
     out: &mut Vec<RecordedEvent>,
 ) -> Result<()> {
@@ -725,7 +774,8 @@ fn decode_span(
         return Err(corrupt(got, "the segment is shorter than the index says"));
     }
     let mut at = 0usize;
-    for position in from..to {
+    for slot in from..to {
+        let position = index.position_of_slot(slot);
         match decode_record(&bytes[at..]) {
             Decoded::Record(view) if view.fields.position == position => {
                 out.push(RecordedEvent::from_fields(&view.fields));
