@@ -43,6 +43,7 @@ pub mod error;
 pub mod event;
 pub mod limits;
 pub mod read;
+pub mod scavenge;
 pub mod store;
 
 #[cfg(feature = "conformance")]
@@ -55,4 +56,5 @@ pub use read::{
     AllPage, DeleteMode, Direction, FILTER_SCAN_MAX_EVENTS, Filter, FilterTarget, ListStreams,
     ReadAll, ReadStream, Start, Stats, StreamList, StreamMetadata, StreamPage, StreamState,
 };
+pub use scavenge::{ScavengeState, ScavengeStatus};
 pub use store::{EventStore, Subscription};

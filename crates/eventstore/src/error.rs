@@ -102,6 +102,14 @@ impl ApiError {
                         .with_header(header::RETRY_AFTER, HeaderValue::from_static("1"))
                 }
                 E::InvalidRead(reason) => Problem::bad_request(reason.clone()),
+                E::ScavengeRunning { id } => {
+                    Problem::conflict(error.to_string()).with("scavenge_id", id.to_string())
+                }
+                E::Unsupported { .. } => Problem::new(
+                    axum::http::StatusCode::NOT_IMPLEMENTED,
+                    "not-implemented",
+                    error.to_string(),
+                ),
                 error => {
                     tracing::error!(error = %error, "event store failure");
                     Problem::internal()

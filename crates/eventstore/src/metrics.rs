@@ -15,16 +15,19 @@ pub enum Route {
     ReadAll,
     ReadStream,
     Subscribe,
+    /// `/admin/...` (scavenge).
+    Admin,
 }
 
 impl Route {
-    const ALL: [Route; 6] = [
+    const ALL: [Route; 7] = [
         Route::Append,
         Route::StreamAppend,
         Route::GetEvent,
         Route::ReadAll,
         Route::ReadStream,
         Route::Subscribe,
+        Route::Admin,
     ];
 
     fn label(self) -> &'static str {
@@ -35,6 +38,7 @@ impl Route {
             Route::ReadAll => "read_all",
             Route::ReadStream => "read_stream",
             Route::Subscribe => "subscribe",
+            Route::Admin => "admin",
         }
     }
 

@@ -39,6 +39,8 @@ pub(crate) fn router(service: EventStoreService) -> Router {
             post(append_to_stream).get(read_stream),
         )
         .route("/subscribe", get(subscribe::subscribe))
+        .route("/admin/scavenge", post(crate::admin::start_scavenge))
+        .route("/admin/scavenge/{id}", get(crate::admin::scavenge_status))
         .layer(DefaultBodyLimit::max(body_limit))
         .route_layer(middleware::from_fn_with_state(
             service.authenticator(),
@@ -415,8 +417,10 @@ impl Modify for BearerSecurity {
 #[openapi(
     info(title = "Logbook event store", description = "Append-only JSON event log over HTTP."),
     paths(append, read_all, get_event, append_to_stream, read_stream, subscribe::subscribe),
+    paths(crate::admin::start_scavenge, crate::admin::scavenge_status),
     components(schemas(Problem, NewEventBody, AppendRequest, AppendResponse, PlacedBody, EventBody, LogPage, StreamPage)),
+    components(schemas(crate::admin::ScavengeStarted, crate::admin::ScavengeBody)),
     modifiers(&BearerSecurity),
-    tags((name = "events", description = "The event store"))
+    tags((name = "events", description = "The event store"), (name = "admin", description = "Store-wide administration (scavenge)"))
 )]
 pub(crate) struct ApiDoc;

@@ -11,7 +11,7 @@ pub mod postgres;
 
 use events::{
     AllPage, Appended, EventStore, ExpectedVersion, ListStreams, NewEvent, ReadAll, ReadStream,
-    RecordedEvent, Result, Stats, StreamList, StreamPage, StreamState,
+    RecordedEvent, Result, ScavengeStatus, Stats, StreamList, StreamPage, StreamState,
 };
 use uuid::Uuid;
 
@@ -76,6 +76,18 @@ impl EventStore for Backend {
 
     async fn stats(&self) -> Result<Stats> {
         delegate!(self, b => b.stats().await)
+    }
+
+    async fn scavenge(&self) -> Result<Uuid> {
+        delegate!(self, b => b.scavenge().await)
+    }
+
+    async fn scavenge_status(&self, id: Uuid) -> Result<Option<ScavengeStatus>> {
+        delegate!(self, b => b.scavenge_status(id).await)
+    }
+
+    async fn seal_active_segment(&self) -> Result<bool> {
+        delegate!(self, b => b.seal_active_segment().await)
     }
 }
 
