@@ -67,6 +67,11 @@ pub enum Error {
     #[error("event id {id} already exists with different content")]
     IdConflict { id: Uuid },
 
+    /// The stream is tombstoned: it can never be written again (nor its metadata); nothing
+    /// was stored.
+    #[error("stream {stream:?} is deleted for good (tombstoned)")]
+    StreamDeleted { stream: String },
+
     /// Writing the batch failed (for example the disk is full); nothing of it was acknowledged or
     /// made visible, and the partial write was cut off. Retrying later may succeed.
     #[error("writing to the log failed: {source}")]

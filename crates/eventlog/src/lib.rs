@@ -28,6 +28,8 @@
 //! - `segment`: segment file names, creation (with directory fsync), side files.
 //! - `index`: id -> position -> (segment, offset), stream -> positions; ~40-50 bytes per event.
 //! - `recovery`: rebuilding the index by scanning, torn tail vs mid-log damage.
+//! - [`lifecycle`]: metadata, soft delete, tombstones and retention as events of metastreams
+//!   (`$$<stream>`), the sorted catalog of stream names, and [`Liveness`].
 //! - `checkpoint`: an atomically replaced snapshot of the index so that open replays only the
 //!   tail; always optional.
 //! - `writer`: the one writer thread; group commit; segment rolling.
@@ -56,6 +58,7 @@ mod error;
 mod event;
 pub mod format;
 mod index;
+pub mod lifecycle;
 mod options;
 mod prealloc;
 mod recovery;
@@ -69,6 +72,7 @@ mod writer;
 
 pub use error::{Error, Result};
 pub use event::{Appended, ExpectedVersion, NewEvent, Placed, RecordedEvent};
+pub use lifecycle::{Liveness, Retention};
 pub use options::{Durability, Limits, MIN_SEGMENT_SIZE_BYTES, Options};
 pub use store::{Commit, LOCK_FILE, OpenReport, Store, StoreStats, TornTail};
 

@@ -58,12 +58,12 @@ pub struct Candidate<'a> {
 }
 
 /// The question a scavenge asks of every event of a sealed segment: may it go?
-pub trait Liveness: Sync {
+pub trait IsDead: Sync {
     /// `true` when the event is dead (deleted, tombstoned, truncated, expired, surplus).
     fn is_dead(&self, event: &Candidate<'_>) -> bool;
 }
 
-impl<F: Fn(&Candidate<'_>) -> bool + Sync> Liveness for F {
+impl<F: Fn(&Candidate<'_>) -> bool + Sync> IsDead for F {
     fn is_dead(&self, event: &Candidate<'_>) -> bool {
         self(event)
     }
@@ -110,7 +110,7 @@ struct Plan {
 /// writes a new checkpoint at the end (through the writer).
 pub(crate) fn run(
     shared: &Arc<Shared>,
-    liveness: &dyn Liveness,
+    is_dead: &dyn IsDead,
     options: ScavengeOptions,
     progress: &dyn Fn(&ScavengeProgress),
     checkpoint: &dyn Fn() -> Result<()>,
@@ -141,7 +141,7 @@ pub(crate) fn run(
     // Streams that kept an event: their later events stay, whatever the question says.
     let mut kept_streams: HashSet<Box<str>> = HashSet::new();
     for segment in &sealed {
-        let plan = plan(segment, liveness, &mut kept_streams, &mut pacer)?;
+        let plan = plan(segment, is_dead, &mut kept_streams, &mut pacer)?;
         if plan.removed.is_empty() {
             report.bytes_after += segment.visible_len;
         } else {
@@ -173,7 +173,7 @@ pub(crate) fn run(
 /// Reads one sealed segment and decides which of its records stay.
 fn plan(
     segment: &Sealed,
-    liveness: &dyn Liveness,
+    is_dead: &dyn IsDead,
     kept_streams: &mut HashSet<Box<str>>,
     pacer: &mut Pacer,
 ) -> Result<Plan> {
@@ -196,7 +196,7 @@ fn plan(
                 recorded_at_micros: fields.recorded_at_micros,
             };
             let end = at + view.record_len as u64;
-            if !kept_streams.contains(fields.stream) && liveness.is_dead(&candidate) {
+            if !kept_streams.contains(fields.stream) && is_dead.is_dead(&candidate) {
                 plan.removed.push(fields.position);
             } else {
                 if !kept_streams.contains(fields.stream) {
@@ -387,5 +387,41 @@ impl Pacer {
         if let Some(ahead) = due.checked_sub(self.started.elapsed()) {
             std::thread::sleep(ahead);
         }
+    }
+}
+
+/// `logbook events scavenge <dir>`: opens the store (so no server may have it open), seals
+/// its active segment, and scavenges every segment with the store's own lifecycle answer (see
+/// [`crate::Store::liveness`]); then closes it, writing a checkpoint.
+pub fn scavenge_offline(dir: impl AsRef<Path>) -> Result<ScavengeProgress> {
+    let store = crate::Store::open(dir, crate::Options::default())?;
+    store.seal_active_segment()?;
+    let liveness = store.liveness();
+    let is_dead = move |event: &Candidate<'_>| {
+        !liveness.is_live(event.stream, event.version, event.recorded_at_micros)
+    };
+    let report = store.scavenge(&is_dead, ScavengeOptions::default(), &|_| {})?;
+    store.close();
+    Ok(report)
+}
+
+impl std::fmt::Display for ScavengeProgress {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(
+            f,
+            "segments: {} of {} scanned",
+            self.segments_done, self.segments_total
+        )?;
+        writeln!(f, "events removed: {}", self.events_removed)?;
+        writeln!(
+            f,
+            "bytes: {} before, {} after",
+            self.bytes_before, self.bytes_after
+        )?;
+        writeln!(
+            f,
+            "torn-tail side files removed: {}",
+            self.side_files_removed
+        )
     }
 }

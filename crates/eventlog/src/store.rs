@@ -14,9 +14,13 @@ use crate::error::{Error, Result};
 use crate::event::{Appended, ExpectedVersion, NewEvent, RecordedEvent};
 use crate::format::{Decoded, SEGMENT_HEADER_LEN, decode_record, read_at_most};
 use crate::index::{Index, Location, SegmentEntry};
+use crate::lifecycle::{
+    Catalog, Liveness, METASTREAM_PREFIX, Retention, metastream_of, now_micros,
+    stream_of_metastream,
+};
 use crate::options::Options;
 use crate::recovery::{Damage, apply_claim, scan_log};
-use crate::scavenge::{Liveness, ScavengeOptions, ScavengeProgress};
+use crate::scavenge::{IsDead, ScavengeOptions, ScavengeProgress};
 use crate::segment::{copy_to_side_file, create_segment, fsync_dir, list_segments, written_end};
 use crate::vfs::{LockError, Vfs};
 use crate::writer::{Command, Writer};
@@ -102,6 +106,8 @@ pub(crate) struct Shared {
     pub dir: PathBuf,
     pub options: Options,
     pub index: RwLock<Index>,
+    /// Stream names in order and lifecycle (taken after `index`, never before it).
+    pub catalog: RwLock<Catalog>,
     pub stopped: AtomicBool,
     /// Set when close begins: no background checkpoint starts after it.
     pub closing: AtomicBool,
@@ -191,10 +197,12 @@ impl Store {
         active.file = Arc::clone(&file);
         let len = active.visible_len;
         report.events = index.len();
+        let catalog = build_catalog(&index)?;
         let shared = Arc::new(Shared {
             dir,
             options,
             index: RwLock::new(index),
+            catalog: RwLock::new(catalog),
             stopped: AtomicBool::new(false),
             closing: AtomicBool::new(false),
             checkpoint_lock: Mutex::new(()),
@@ -291,12 +299,44 @@ impl Store {
         expected: ExpectedVersion,
         done: impl FnOnce(Result<Appended>) + Send + 'static,
     ) {
+        self.submit_conditional(events, expected, None, done);
+    }
+
+    /// Queues a lifecycle record of `stream` (an event of its metastream, `$$<stream>`, of
+    /// type [`METADATA_EVENT_TYPE`](crate::lifecycle::METADATA_EVENT_TYPE) or
+    /// [`TOMBSTONE_EVENT_TYPE`](crate::lifecycle::TOMBSTONE_EVENT_TYPE)), appended only if
+    /// `stream` itself is at `expected`, checked atomically with the append (as
+    /// [`Store::submit`] answers).
+    pub fn submit_lifecycle(
+        &self,
+        stream: &str,
+        record: NewEvent,
+        expected: ExpectedVersion,
+        done: impl FnOnce(Result<Appended>) + Send + 'static,
+    ) {
+        if record.stream != metastream_of(stream) {
+            return done(Err(Error::InvalidAppend(format!(
+                "a lifecycle record of {stream:?} belongs to its metastream {:?}",
+                metastream_of(stream)
+            ))));
+        }
+        self.submit_conditional(vec![record], expected, Some(stream.to_owned()), done);
+    }
+
+    fn submit_conditional(
+        &self,
+        events: Vec<NewEvent>,
+        expected: ExpectedVersion,
+        condition: Option<String>,
+        done: impl FnOnce(Result<Appended>) + Send + 'static,
+    ) {
         if let Err(e) = self.check_append(&events, expected) {
             return done(Err(e));
         }
         let command = Command::Append {
             events,
             expected,
+            condition,
             done: Box::new(done),
         };
         if let Err(mpsc::SendError(Command::Append { done, .. })) = self.handle.sender.send(command)
@@ -469,6 +509,129 @@ impl Store {
         self.index().stream_version(stream)
     }
 
+    /// The retention of `stream` its last lifecycle record states (`None`: no record, or
+    /// one that states nothing).
+    pub fn retention(&self, stream: &str) -> Option<Retention> {
+        let _index = self.index();
+        self.catalog().retention(stream)
+    }
+
+    /// Whether the event of `stream` at `version`, recorded at `recorded_at_micros`, is live
+    /// now (see [`crate::lifecycle`]): one hash lookup for a stream without retention.
+    pub fn is_live(&self, stream: &str, version: u64, recorded_at_micros: i64) -> bool {
+        let index = self.index();
+        let catalog = self.catalog();
+        live_in(
+            &index,
+            &catalog,
+            now_micros(),
+            stream,
+            version,
+            recorded_at_micros,
+        )
+    }
+
+    /// Keeps only the live events of `events` (one lock of the index and the catalog for
+    /// all of them: what reads call on each page).
+    pub fn retain_live(&self, events: &mut Vec<RecordedEvent>) {
+        let index = self.index();
+        let catalog = self.catalog();
+        if catalog.has_no_retention() && !events.iter().any(|e| is_metastream(&e.stream)) {
+            return;
+        }
+        let now = now_micros();
+        events.retain(|e| {
+            live_in(
+                &index,
+                &catalog,
+                now,
+                &e.stream,
+                e.version,
+                e.recorded_at_micros,
+            )
+        });
+    }
+
+    /// A snapshot of every stream's cut-offs at this moment, for a scavenge deciding which
+    /// events to drop: [`Liveness::is_live`] answers for any event without a lock. Events
+    /// appended after the snapshot are not in it and read as live (a later lifecycle record
+    /// can only make more events dead, never fewer, except a re-append after a soft delete,
+    /// whose new events are after the snapshot anyway).
+    pub fn liveness(&self) -> Liveness {
+        let index = self.index();
+        let catalog = self.catalog();
+        let mut liveness = Liveness::new(now_micros());
+        for name in (0..index.stream_count()).filter_map(|n| index.stream_at(n).map(|s| s.0)) {
+            // A stream whose every event a scavenge removed has a version but no positions.
+            let Some(last_version) = index.stream_version(name) else {
+                continue;
+            };
+            if is_metastream(name) {
+                let only_last = Retention {
+                    max_count: Some(1),
+                    ..Retention::default()
+                };
+                liveness.insert(name, only_last, last_version);
+            } else if let Some(retention) = catalog.retention(name) {
+                liveness.insert(name, retention, last_version);
+            }
+        }
+        liveness
+    }
+
+    /// The first live version of `stream` (by `$tb`, `$maxCount` and `$maxAge`), `None` for
+    /// a stream with no events. Past the last version when no event is live. Ages are found
+    /// by a binary search of the stream (record times increase along a stream).
+    pub fn first_live_version(&self, stream: &str) -> Result<Option<u64>> {
+        let index = self.index();
+        let (Some(positions), Some(last_version)) =
+            (index.stream(stream), index.stream_version(stream))
+        else {
+            return Ok(None);
+        };
+        // Versions below this were removed by a scavenge: `positions[0]` holds it.
+        let first_version = index.first_version(stream);
+        if is_metastream(stream) {
+            return Ok(Some(last_version));
+        }
+        let Some(retention) = self.catalog().retention(stream) else {
+            return Ok(Some(0));
+        };
+        let mut low = retention
+            .first_live_version(last_version)
+            .max(first_version);
+        if retention.max_age_seconds.is_none() {
+            return Ok(Some(low));
+        }
+        let now = now_micros();
+        let mut high = last_version + 1;
+        while low < high {
+            let middle = low + (high - low) / 2;
+            let event = read_at(&index, positions[(middle - first_version) as usize])?;
+            if retention.is_live(middle, last_version, event.recorded_at_micros, now) {
+                high = middle;
+            } else {
+                low = middle + 1;
+            }
+        }
+        Ok(Some(low))
+    }
+
+    /// Names of streams in byte order, after `after` (exclusive), starting with `prefix`, at
+    /// most `limit`. Metastreams (`$$...`) are left out unless `prefix` starts with `$$`.
+    pub fn stream_names(&self, prefix: &str, after: Option<&str>, limit: usize) -> Vec<String> {
+        let index = self.index();
+        let catalog = self.catalog();
+        let with_metastreams = prefix.starts_with(METASTREAM_PREFIX);
+        catalog
+            .names_from(prefix, after)
+            .filter(|name| with_metastreams || !is_metastream(name))
+            .filter(|name| index.stream(name).is_some())
+            .take(limit)
+            .map(str::to_owned)
+            .collect()
+    }
+
     /// Number of visible events: the position the next event will get.
     pub fn head(&self) -> u64 {
         self.index().len()
@@ -516,20 +679,20 @@ impl Store {
         receiver.recv().unwrap_or(Err(Error::Closed))
     }
 
-    /// Rewrites every sealed segment holding an event `liveness` calls dead without it, and
+    /// Rewrites every sealed segment holding an event `is_dead` calls dead without it, and
     /// swaps the new files in (see [`crate::scavenge`]); calls `progress` after each segment.
     /// Runs on the calling thread while appends and reads go on; one scavenge at a time (a
     /// second call waits). Positions of live events never change.
     pub fn scavenge(
         &self,
-        liveness: &dyn Liveness,
+        is_dead: &dyn IsDead,
         options: ScavengeOptions,
         progress: &dyn Fn(&ScavengeProgress),
     ) -> Result<ScavengeProgress> {
         if self.handle.closed.load(Ordering::SeqCst) {
             return Err(Error::Closed);
         }
-        crate::scavenge::run(&self.handle.shared, liveness, options, progress, &|| {
+        crate::scavenge::run(&self.handle.shared, is_dead, options, progress, &|| {
             self.checkpoint()
         })
     }
@@ -561,6 +724,15 @@ impl Store {
         self.handle.close();
     }
 
+    /// The catalog; take it only while holding the index lock (or not needing it after).
+    fn catalog(&self) -> std::sync::RwLockReadGuard<'_, Catalog> {
+        self.handle
+            .shared
+            .catalog
+            .read()
+            .expect("catalog lock poisoned")
+    }
+
     fn index(&self) -> std::sync::RwLockReadGuard<'_, Index> {
         self.handle
             .shared
@@ -588,6 +760,48 @@ impl Drop for Handle {
     fn drop(&mut self) {
         self.close();
     }
+}
+
+fn is_metastream(name: &str) -> bool {
+    stream_of_metastream(name).is_some()
+}
+
+/// Whether an event is live, given the index and catalog (locked in that order).
+fn live_in(
+    index: &Index,
+    catalog: &Catalog,
+    now: i64,
+    stream: &str,
+    version: u64,
+    recorded_at_micros: i64,
+) -> bool {
+    let last_version = || index.stream_version(stream).unwrap_or(version).max(version);
+    if is_metastream(stream) {
+        // Only a metastream's last record counts.
+        return version == last_version();
+    }
+    match catalog.retention(stream) {
+        None => true,
+        Some(retention) => retention.is_live(version, last_version(), recorded_at_micros, now),
+    }
+}
+
+/// The catalog of a freshly scanned index: every name, and the retention the last record of
+/// each metastream states (one read per metastream).
+fn build_catalog(index: &Index) -> Result<Catalog> {
+    let mut catalog = Catalog::default();
+    for number in 0..index.stream_count() {
+        let (name, positions) = index.stream_at(number).expect("number below count");
+        catalog.add_name(name);
+        if let (Some(owner), Some(&last)) = (stream_of_metastream(name), positions.last()) {
+            let record = read_at(index, last)?;
+            catalog.set_retention(
+                owner,
+                Retention::of_record(&record.event_type, &record.data),
+            );
+        }
+    }
+    Ok(catalog)
 }
 
 /// Largest contiguous read `read_all` does at once.

@@ -20,6 +20,7 @@ use crate::error::{Error, Result};
 use crate::event::{Appended, ExpectedVersion, NewEvent, Placed};
 use crate::format::{RecordFields, SEGMENT_HEADER_LEN, encode_record, record_len};
 use crate::index::{Index, SegmentEntry};
+use crate::lifecycle::{Retention, stream_of_metastream};
 use crate::prealloc::Preallocator;
 use crate::segment::{create_segment, remove_created};
 use crate::store::{Commit, Shared};
@@ -33,6 +34,9 @@ pub enum Command {
     Append {
         events: Vec<NewEvent>,
         expected: ExpectedVersion,
+        /// The stream `expected` is about, when not the events' own (a lifecycle record of a
+        /// stream goes to its metastream but is conditional on the stream's version).
+        condition: Option<String>,
         done: Done,
     },
     Checkpoint {
@@ -64,6 +68,9 @@ struct Flush {
     stream_lengths: HashMap<String, u64>,
     /// Id -> index into `entries` and the event, for duplicates within one group.
     pending: HashMap<[u8; 16], (usize, NewEvent)>,
+    /// Stream -> the retention its last lifecycle record in this flush states (published
+    /// with the flush; a tombstone here also refuses later appends of the same flush).
+    lifecycle: HashMap<String, Retention>,
     replies: Vec<Reply>,
 }
 
@@ -94,6 +101,14 @@ pub struct Writer {
     leftover_segment: Option<PathBuf>,
     /// The running background checkpoint, joined before the next one and at close.
     checkpointer: Option<JoinHandle<()>>,
+}
+
+/// One queued append, as the writer takes it.
+struct Pending {
+    events: Vec<NewEvent>,
+    expected: ExpectedVersion,
+    condition: Option<String>,
+    done: Done,
 }
 
 /// Flushes with at most this many answers are answered by the writer itself.
@@ -249,13 +264,19 @@ impl Writer {
                     Command::Append {
                         events,
                         expected,
+                        condition,
                         done,
                     } => {
                         queued_bytes += events
                             .iter()
                             .map(|e| e.size_bytes() as usize)
                             .sum::<usize>();
-                        appends.push((events, expected, done));
+                        appends.push(Pending {
+                            events,
+                            expected,
+                            condition,
+                            done,
+                        });
                     }
                     Command::Checkpoint { done } => checkpoints.push(done),
                     Command::Seal { done } => seals.push(done),
@@ -339,9 +360,15 @@ impl Writer {
         self.shared.stopped.store(true, Ordering::SeqCst);
     }
 
-    fn process(&mut self, appends: Vec<(Vec<NewEvent>, ExpectedVersion, Done)>) {
+    fn process(&mut self, appends: Vec<Pending>) {
         let mut flush = Flush::default();
-        for (events, expected, done) in appends {
+        for Pending {
+            events,
+            expected,
+            condition,
+            done,
+        } in appends
+        {
             if self.shared.stopped.load(Ordering::SeqCst) {
                 done(Err(Error::WriterStopped));
                 continue;
@@ -373,7 +400,7 @@ impl Writer {
                     continue;
                 }
             }
-            self.accept(&mut flush, events, expected, done);
+            self.accept(&mut flush, events, (expected, condition), done);
             if flush.buf.len() >= self.shared.options.group_commit_max_bytes {
                 self.commit(std::mem::take(&mut flush));
             }
@@ -386,10 +413,27 @@ impl Writer {
         &self,
         flush: &mut Flush,
         events: Vec<NewEvent>,
-        expected: ExpectedVersion,
+        (expected, condition): (ExpectedVersion, Option<String>),
         done: Done,
     ) {
         let index = self.shared.index.read().expect("index lock poisoned");
+        // A tombstone is final: nothing more in the stream, nor in its metastream (after
+        // the index lock, as every reader of the catalog).
+        {
+            let catalog = self.shared.catalog.read().expect("catalog lock poisoned");
+            let tombstoned = |stream: &str| {
+                flush.lifecycle.get(stream).is_some_and(|r| r.tombstoned)
+                    || (!flush.lifecycle.contains_key(stream) && catalog.is_tombstoned(stream))
+            };
+            for event in &events {
+                let owner = stream_of_metastream(&event.stream).unwrap_or(&event.stream);
+                if tombstoned(owner) {
+                    return done(Err(Error::StreamDeleted {
+                        stream: owner.to_owned(),
+                    }));
+                }
+            }
+        }
         // Idempotency: an id seen before must come with identical content, and a batch is
         // either entirely new or entirely a repeat.
         let mut repeats = Vec::new();
@@ -451,7 +495,8 @@ impl Writer {
                 .unwrap_or_else(|| index.stream_next_version(stream))
         };
         if expected != ExpectedVersion::Any {
-            let length = stream_length(flush, &events[0].stream);
+            let checked = condition.as_deref().unwrap_or(&events[0].stream);
+            let length = stream_length(flush, checked);
             let current = length.checked_sub(1);
             let matches = match expected {
                 ExpectedVersion::NoStream => current.is_none(),
@@ -459,7 +504,7 @@ impl Writer {
                 ExpectedVersion::Any => true,
             };
             if !matches {
-                let stream = events[0].stream.clone();
+                let stream = checked.to_owned();
                 return done(Err(Error::WrongExpectedVersion {
                     stream,
                     expected,
@@ -496,6 +541,12 @@ impl Writer {
             flush
                 .entries
                 .push((*event.id.as_bytes(), offset, event.stream.clone()));
+            if let Some(owner) = stream_of_metastream(&event.stream) {
+                flush.lifecycle.insert(
+                    owner.to_owned(),
+                    Retention::of_record(&event.event_type, &event.data),
+                );
+            }
             placed.push(Placed {
                 id: event.id,
                 stream: event.stream.clone(),
@@ -600,6 +651,15 @@ impl Writer {
             for (id, offset, stream) in &flush.entries {
                 index.push(*id, *offset, stream);
             }
+            // Under the index's write lock: a reader seeing these events sees their lifecycle.
+            let mut catalog = self.shared.catalog.write().expect("catalog lock poisoned");
+            for stream in flush.stream_lengths.keys() {
+                catalog.add_name(stream);
+            }
+            for (stream, retention) in &flush.lifecycle {
+                catalog.set_retention(stream, *retention);
+            }
+            drop(catalog);
             index
                 .segments
                 .last_mut()

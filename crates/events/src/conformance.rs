@@ -19,8 +19,8 @@ use tokio::spawn;
 use uuid::Uuid;
 
 use crate::{
-    Error, EventStore, ExpectedVersion, Filter, FilterTarget, ListStreams, NewEvent, ReadAll,
-    ReadStream, Start,
+    DeleteMode, Error, EventStore, ExpectedVersion, Filter, FilterTarget, ListStreams, NewEvent,
+    ReadAll, ReadStream, Start, StreamMetadata,
 };
 
 /// One test per check, each on a fresh store from `$fresh` (an `async fn() -> (S, Guard)`).
@@ -45,6 +45,10 @@ macro_rules! conformance_tests {
             stream_state_and_stats_follow_appends,
             streams_are_listed_in_name_order_with_a_prefix,
             concurrent_appends_get_distinct_gap_free_positions,
+            a_soft_deleted_stream_reads_as_none_and_its_versions_continue,
+            a_tombstoned_stream_refuses_reads_appends_and_metadata,
+            metadata_hides_dead_events_from_stream_and_all_reads_and_subscriptions,
+            invalid_metadata_and_deletes_of_nothing_are_refused,
         );
     };
     (@each $fresh:path; $($check:ident),* $(,)?) => {
@@ -615,4 +619,232 @@ pub async fn concurrent_appends_get_distinct_gap_free_positions<S: EventStore>(s
         .unwrap();
     let positions: Vec<_> = page.events.iter().map(|e| e.position).collect();
     assert_eq!(positions, (0..total).collect::<Vec<_>>());
+}
+
+fn stream_positions(events: &[crate::RecordedEvent], stream: &str) -> Vec<u64> {
+    events
+        .iter()
+        .filter(|e| e.stream == stream)
+        .map(|e| e.version)
+        .collect()
+}
+
+/// A soft delete hides the stream (reads, state, listing, `$all`); appending again recreates
+/// it and its versions continue after the last one it had.
+pub async fn a_soft_deleted_stream_reads_as_none_and_its_versions_continue<S: EventStore>(
+    store: S,
+) {
+    for n in 0..3 {
+        append_one(&store, "gone", &n.to_string()).await;
+    }
+    append_one(&store, "kept", "0").await;
+    let mismatch = store
+        .delete_stream("gone", ExpectedVersion::Exact(1), DeleteMode::Soft)
+        .await;
+    assert!(
+        matches!(
+            mismatch,
+            Err(Error::WrongExpectedVersion {
+                current: Some(2),
+                ..
+            })
+        ),
+        "{mismatch:?}"
+    );
+    store
+        .delete_stream("gone", ExpectedVersion::Exact(2), DeleteMode::Soft)
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .read_stream("gone", ReadStream::forward(0, 10))
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(store.stream_state("gone").await.unwrap(), None);
+    let all = store.read_all(ReadAll::forward(0, 100)).await.unwrap();
+    assert!(stream_positions(&all.events, "gone").is_empty());
+    let back = store
+        .read_all(ReadAll::backward(Start::End, 100))
+        .await
+        .unwrap();
+    assert!(stream_positions(&back.events, "gone").is_empty());
+    let listed = store
+        .list_streams(ListStreams {
+            limit: 10,
+            ..ListStreams::default()
+        })
+        .await
+        .unwrap();
+    let names: Vec<_> = listed.streams.iter().map(|s| s.stream.as_str()).collect();
+    assert_eq!(names, vec!["kept"]);
+
+    let appended = store
+        .append(vec![event("gone", "T", "3")], ExpectedVersion::Any)
+        .await
+        .unwrap();
+    assert_eq!(appended.events[0].version, 3);
+    let page = store
+        .read_stream("gone", ReadStream::forward(0, 10))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(stream_positions(&page.events, "gone"), vec![3]);
+    let state = store.stream_state("gone").await.unwrap().unwrap();
+    assert_eq!(
+        (state.version, state.first_version, state.events),
+        (3, 3, 1)
+    );
+}
+
+/// A tombstone is final: reads, appends, metadata and deletes answer
+/// [`Error::StreamDeleted`], and the stream's events are gone from `$all`.
+pub async fn a_tombstoned_stream_refuses_reads_appends_and_metadata<S: EventStore>(store: S) {
+    append_one(&store, "dead", "0").await;
+    append_one(&store, "dead", "1").await;
+    store
+        .delete_stream("dead", ExpectedVersion::Any, DeleteMode::Hard)
+        .await
+        .unwrap();
+    let deleted = |result: &Result<_, Error>| matches!(result, Err(Error::StreamDeleted { .. }));
+    assert!(deleted(
+        &store
+            .read_stream("dead", ReadStream::forward(0, 10))
+            .await
+            .map(|_| ())
+    ));
+    assert!(deleted(&store.stream_state("dead").await.map(|_| ())));
+    assert!(deleted(&store.stream_metadata("dead").await.map(|_| ())));
+    assert!(deleted(
+        &store
+            .append(vec![event("dead", "T", "2")], ExpectedVersion::Any)
+            .await
+            .map(|_| ())
+    ));
+    assert!(deleted(
+        &store
+            .set_stream_metadata("dead", ExpectedVersion::Any, StreamMetadata::default())
+            .await
+    ));
+    assert!(deleted(
+        &store
+            .delete_stream("dead", ExpectedVersion::Any, DeleteMode::Soft)
+            .await
+    ));
+    let all = store.read_all(ReadAll::forward(0, 100)).await.unwrap();
+    assert!(stream_positions(&all.events, "dead").is_empty());
+}
+
+/// `max_count` and `truncate_before` hide events at once from stream reads (both ways),
+/// `$all` (both ways) and new subscriptions; `$all` then has holes.
+pub async fn metadata_hides_dead_events_from_stream_and_all_reads_and_subscriptions<
+    S: EventStore,
+>(
+    store: S,
+) {
+    for n in 0..5 {
+        append_one(&store, "s", &n.to_string()).await;
+    }
+    append_one(&store, "other", "x").await;
+    let metadata = StreamMetadata {
+        max_count: Some(2),
+        custom: Some(br#"{"owner":"ops"}"#.to_vec()),
+        ..StreamMetadata::default()
+    };
+    store
+        .set_stream_metadata("s", ExpectedVersion::NoStream, metadata.clone())
+        .await
+        .unwrap();
+    let read = store.stream_metadata("s").await.unwrap().unwrap();
+    assert_eq!(read, metadata);
+    let forward = store
+        .read_stream("s", ReadStream::forward(0, 10))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(stream_positions(&forward.events, "s"), vec![3, 4]);
+    let backward = store
+        .read_stream("s", ReadStream::backward(Start::End, 10))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(stream_positions(&backward.events, "s"), vec![4, 3]);
+    assert_eq!(backward.next, None);
+    let all = store.read_all(ReadAll::forward(0, 100)).await.unwrap();
+    assert_eq!(stream_positions(&all.events, "s"), vec![3, 4]);
+    let positions: Vec<_> = all.events.iter().map(|e| e.position).collect();
+    assert!(positions.windows(2).all(|w| w[0] < w[1]));
+    assert_eq!(positions[0], 3, "positions 0..3 are holes now");
+    let back = store
+        .read_all(ReadAll::backward(Start::End, 100))
+        .await
+        .unwrap();
+    assert_eq!(stream_positions(&back.events, "s"), vec![4, 3]);
+    let mut subscription = store.subscribe(0, None);
+    assert_eq!(subscription.next().await.unwrap().position, 3);
+    let state = store.stream_state("s").await.unwrap().unwrap();
+    assert_eq!(
+        (state.version, state.first_version, state.events),
+        (4, 3, 2)
+    );
+
+    // A second write replaces the first (metadata version 0 now).
+    let stale = store
+        .set_stream_metadata("s", ExpectedVersion::NoStream, StreamMetadata::default())
+        .await;
+    assert!(
+        matches!(stale, Err(Error::WrongExpectedVersion { .. })),
+        "{stale:?}"
+    );
+    let truncate = StreamMetadata {
+        truncate_before: Some(1),
+        ..StreamMetadata::default()
+    };
+    store
+        .set_stream_metadata("s", ExpectedVersion::Exact(0), truncate)
+        .await
+        .unwrap();
+    let forward = store
+        .read_stream("s", ReadStream::forward(0, 10))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(stream_positions(&forward.events, "s"), vec![1, 2, 3, 4]);
+}
+
+/// Invalid metadata stores nothing; deleting a stream that has no events is "not found";
+/// appending to a metastream directly is refused.
+pub async fn invalid_metadata_and_deletes_of_nothing_are_refused<S: EventStore>(store: S) {
+    append_one(&store, "s", "0").await;
+    let invalid = StreamMetadata {
+        max_count: Some(0),
+        ..StreamMetadata::default()
+    };
+    let result = store
+        .set_stream_metadata("s", ExpectedVersion::Any, invalid)
+        .await;
+    assert!(
+        matches!(result, Err(Error::InvalidMetadata(_))),
+        "{result:?}"
+    );
+    assert_eq!(
+        store.stream_metadata("s").await.unwrap(),
+        Some(StreamMetadata::default())
+    );
+    assert_eq!(store.stream_metadata("nothing").await.unwrap(), None);
+    for mode in [DeleteMode::Soft, DeleteMode::Hard] {
+        let result = store
+            .delete_stream("nothing", ExpectedVersion::Any, mode)
+            .await;
+        assert!(
+            matches!(result, Err(Error::StreamNotFound { .. })),
+            "{result:?}"
+        );
+    }
+    let result = store
+        .append(vec![event("$$s", "$metadata", "{}")], ExpectedVersion::Any)
+        .await;
+    assert!(matches!(result, Err(Error::InvalidAppend(_))), "{result:?}");
+    assert_eq!(store.head().await.unwrap(), 1);
 }

@@ -49,6 +49,25 @@ pub enum Error {
         id: Uuid,
     },
 
+    /// The stream has no events, or is soft-deleted (a delete of it found nothing).
+    #[error("stream {stream:?} does not exist")]
+    StreamNotFound {
+        /// The stream.
+        stream: String,
+    },
+
+    /// The stream is tombstoned: it can never be read or written again.
+    #[error("stream {stream:?} is deleted for good (tombstoned)")]
+    StreamDeleted {
+        /// The stream.
+        stream: String,
+    },
+
+    /// Stream metadata is malformed (not an object, a negative or zero limit, a custom key
+    /// starting with `$`); nothing was stored.
+    #[error("invalid stream metadata: {0}")]
+    InvalidMetadata(String),
+
     /// A read request is malformed (for example an invalid filter).
     #[error("invalid read: {0}")]
     InvalidRead(String),

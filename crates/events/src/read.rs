@@ -1,6 +1,6 @@
 //! Read requests and what they answer: pages of `$all` and of one stream, filters, stream
-//! listings and state, store statistics; and the placeholders the lifecycle fills in
-//! ([`StreamMetadata`], [`DeleteMode`]).
+//! listings and state, store statistics; and the lifecycle's [`StreamMetadata`] and
+//! [`DeleteMode`].
 
 use crate::error::{Error, Result};
 use crate::event::RecordedEvent;
@@ -241,11 +241,12 @@ pub struct StreamState {
     pub stream: String,
     /// Its last version.
     pub version: u64,
-    /// Its first readable version (0 until the lifecycle truncates streams).
+    /// Its first readable version (above 0 once truncated, soft-deleted and re-appended,
+    /// or past `max_count`/`max_age_seconds`); `version + 1` when nothing is readable.
     pub first_version: u64,
-    /// Readable events.
+    /// Readable events (`version + 1 - first_version`).
     pub events: u64,
-    /// Position of its last event.
+    /// Position of its last event (perhaps a dead one).
     pub last_position: u64,
     /// When its last event was recorded, microseconds since the Unix epoch.
     pub updated_at_micros: i64,
@@ -262,21 +263,123 @@ pub struct Stats {
     pub writable: bool,
 }
 
-/// Stream metadata (KurrentDB's `$maxAge`, `$maxCount`, `$tb`, custom): a placeholder the
-/// lifecycle issue fills in; no backend stores it yet.
+/// Stream metadata (KurrentDB's `$maxAge`, `$maxCount`, `$tb` and custom keys).
+///
+/// Stored as KurrentDB stores it: an event of type `$metadata` in the stream's metastream
+/// `$$<stream>`, whose data is one JSON object holding `$maxAge` (seconds), `$maxCount`,
+/// `$tb` and the custom keys at its top level ([`StreamMetadata::to_json`],
+/// [`StreamMetadata::from_json`]). A soft delete is such a record with `$tb` past the last
+/// version; a tombstone is a `$streamDeleted` event in the metastream.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct StreamMetadata {
-    /// Events older than this disappear from reads.
+    /// Events older than this disappear from reads (at least 1).
     pub max_age_seconds: Option<u64>,
-    /// Only the newest N events stay readable.
+    /// Only the newest N events stay readable (at least 1).
     pub max_count: Option<u64>,
     /// Versions below this are not readable.
     pub truncate_before: Option<u64>,
-    /// Any JSON object, bytes as given.
+    /// A JSON object of custom keys (none may start with `$`). It round-trips as JSON (the
+    /// same keys and values), not byte for byte: it is merged into KurrentDB's object.
     pub custom: Option<Vec<u8>>,
 }
 
-/// How a stream is deleted (the lifecycle issue).
+/// The KurrentDB keys of stream metadata.
+const MAX_AGE_KEY: &str = "$maxAge";
+const MAX_COUNT_KEY: &str = "$maxCount";
+const TRUNCATE_BEFORE_KEY: &str = "$tb";
+
+impl StreamMetadata {
+    /// Checks the limits (at least 1) and the custom object (an object, no `$` key).
+    pub fn validate(&self) -> Result<()> {
+        if self.max_age_seconds == Some(0) {
+            return Err(Error::InvalidMetadata(
+                "max_age_seconds must be at least 1".into(),
+            ));
+        }
+        if self.max_count == Some(0) {
+            return Err(Error::InvalidMetadata(
+                "max_count must be at least 1".into(),
+            ));
+        }
+        if self.truncate_before.is_some_and(|tb| tb > i64::MAX as u64) {
+            return Err(Error::InvalidMetadata(
+                "truncate_before is too large".into(),
+            ));
+        }
+        self.custom_object().map(|_| ())
+    }
+
+    fn custom_object(&self) -> Result<serde_json::Map<String, serde_json::Value>> {
+        let Some(custom) = &self.custom else {
+            return Ok(serde_json::Map::new());
+        };
+        match serde_json::from_slice(custom) {
+            Ok(serde_json::Value::Object(object)) => {
+                if let Some(key) = object.keys().find(|key| key.starts_with('$')) {
+                    return Err(Error::InvalidMetadata(format!(
+                        "custom key {key:?} starts with `$`, which is reserved for the store"
+                    )));
+                }
+                Ok(object)
+            }
+            Ok(_) => Err(Error::InvalidMetadata(
+                "custom must be a JSON object".into(),
+            )),
+            Err(e) => Err(Error::InvalidMetadata(format!("custom is not JSON: {e}"))),
+        }
+    }
+
+    /// KurrentDB's JSON of this metadata (validated first).
+    pub fn to_json(&self) -> Result<Vec<u8>> {
+        self.validate()?;
+        let mut object = self.custom_object()?;
+        let mut put = |key: &str, value: Option<u64>| {
+            if let Some(value) = value {
+                object.insert(key.to_owned(), value.into());
+            }
+        };
+        put(MAX_AGE_KEY, self.max_age_seconds);
+        put(MAX_COUNT_KEY, self.max_count);
+        put(TRUNCATE_BEFORE_KEY, self.truncate_before);
+        Ok(serde_json::to_vec(&object).expect("a JSON map serializes"))
+    }
+
+    /// Metadata from KurrentDB's JSON. Keys starting with `$` other than the three known
+    /// ones (`$acl`, `$cacheControl`...) are dropped; everything else is custom.
+    pub fn from_json(bytes: &[u8]) -> Result<StreamMetadata> {
+        let object = match serde_json::from_slice(bytes) {
+            Ok(serde_json::Value::Object(object)) => object,
+            Ok(_) => {
+                return Err(Error::InvalidMetadata(
+                    "metadata must be a JSON object".into(),
+                ));
+            }
+            Err(e) => return Err(Error::InvalidMetadata(format!("metadata is not JSON: {e}"))),
+        };
+        let number = |key: &str| match object.get(key) {
+            None | Some(serde_json::Value::Null) => Ok(None),
+            Some(value) => value.as_u64().map(Some).ok_or_else(|| {
+                Error::InvalidMetadata(format!("{key} must be a non-negative integer"))
+            }),
+        };
+        let custom: serde_json::Map<String, serde_json::Value> = object
+            .iter()
+            .filter(|(key, _)| !key.starts_with('$'))
+            .map(|(key, value)| (key.clone(), value.clone()))
+            .collect();
+        let metadata = StreamMetadata {
+            max_age_seconds: number(MAX_AGE_KEY)?,
+            max_count: number(MAX_COUNT_KEY)?,
+            truncate_before: number(TRUNCATE_BEFORE_KEY)?,
+            custom: (!custom.is_empty())
+                .then(|| serde_json::to_vec(&custom).expect("a JSON map serializes")),
+        };
+        metadata.validate()?;
+        Ok(metadata)
+    }
+}
+
+/// How a stream is deleted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DeleteMode {
     /// Reads answer "not found"; appending again recreates it, versions continue.
@@ -300,6 +403,37 @@ mod tests {
             metadata: None,
             recorded_at_micros: 0,
         }
+    }
+
+    #[test]
+    fn metadata_round_trips_through_kurrentdb_json_and_rejects_what_is_invalid() {
+        let metadata = StreamMetadata {
+            max_age_seconds: Some(60),
+            max_count: Some(5),
+            truncate_before: Some(2),
+            custom: Some(br#"{"owner":"ops"}"#.to_vec()),
+        };
+        let json = metadata.to_json().unwrap();
+        let value: serde_json::Value = serde_json::from_slice(&json).unwrap();
+        assert_eq!(
+            value,
+            serde_json::json!({"$maxAge": 60, "$maxCount": 5, "$tb": 2, "owner": "ops"})
+        );
+        assert_eq!(StreamMetadata::from_json(&json).unwrap(), metadata);
+        let bad = |m: StreamMetadata| matches!(m.validate(), Err(Error::InvalidMetadata(_)));
+        assert!(bad(StreamMetadata {
+            max_count: Some(0),
+            ..StreamMetadata::default()
+        }));
+        assert!(bad(StreamMetadata {
+            custom: Some(br#"{"$acl":1}"#.to_vec()),
+            ..StreamMetadata::default()
+        }));
+        assert!(bad(StreamMetadata {
+            custom: Some(b"[1]".to_vec()),
+            ..StreamMetadata::default()
+        }));
+        assert!(StreamMetadata::from_json(br#"{"$maxCount":-1}"#).is_err());
     }
 
     #[test]

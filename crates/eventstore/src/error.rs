@@ -105,10 +105,24 @@ impl ApiError {
                 E::ScavengeRunning { id } => {
                     Problem::conflict(error.to_string()).with("scavenge_id", id.to_string())
                 }
-                E::Unsupported { .. } => Problem::new(
+                E::InvalidMetadata(reason) => Problem::new(
+                    axum::http::StatusCode::BAD_REQUEST,
+                    "invalid-metadata",
+                    reason.clone(),
+                ),
+                E::StreamNotFound { stream } => {
+                    Problem::not_found(format!("stream {stream:?} does not exist"))
+                }
+                E::StreamDeleted { stream } => Problem::new(
+                    axum::http::StatusCode::GONE,
+                    "stream-deleted",
+                    format!("stream {stream:?} is deleted for good (tombstoned); it can never be read or written again"),
+                )
+                .with("stream", stream.clone()),
+                E::Unsupported { operation, backend } => Problem::new(
                     axum::http::StatusCode::NOT_IMPLEMENTED,
-                    "not-implemented",
-                    error.to_string(),
+                    "unsupported",
+                    format!("{operation} is not supported by the {backend} backend"),
                 ),
                 error => {
                     tracing::error!(error = %error, "event store failure");

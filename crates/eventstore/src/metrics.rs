@@ -15,18 +15,26 @@ pub enum Route {
     ReadAll,
     ReadStream,
     Subscribe,
+    ListStreams,
+    StreamState,
+    DeleteStream,
+    StreamMetadata,
     /// `/admin/...` (scavenge).
     Admin,
 }
 
 impl Route {
-    const ALL: [Route; 7] = [
+    const ALL: [Route; 11] = [
         Route::Append,
         Route::StreamAppend,
         Route::GetEvent,
         Route::ReadAll,
         Route::ReadStream,
         Route::Subscribe,
+        Route::ListStreams,
+        Route::StreamState,
+        Route::DeleteStream,
+        Route::StreamMetadata,
         Route::Admin,
     ];
 
@@ -38,6 +46,10 @@ impl Route {
             Route::ReadAll => "read_all",
             Route::ReadStream => "read_stream",
             Route::Subscribe => "subscribe",
+            Route::ListStreams => "list_streams",
+            Route::StreamState => "stream_state",
+            Route::DeleteStream => "delete_stream",
+            Route::StreamMetadata => "stream_metadata",
             Route::Admin => "admin",
         }
     }
@@ -48,7 +60,9 @@ impl Route {
 }
 
 /// Status codes counted individually; anything else counts as `other`.
-const STATUSES: [u16; 11] = [200, 201, 400, 401, 404, 409, 413, 415, 500, 503, 0];
+const STATUSES: [u16; 13] = [
+    200, 201, 204, 400, 401, 404, 409, 410, 413, 415, 500, 503, 0,
+];
 
 /// Latency buckets, upper bounds in microseconds.
 const LATENCY_BUCKETS_MICROS: [u64; 14] = [

@@ -233,6 +233,100 @@ pub struct StreamPage {
     pub next: Option<u64>,
 }
 
+/// One stream's state, as listed (`GET /streams`) and read (`GET /streams/{stream}`, which
+/// adds `metadata`).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct StreamBody {
+    #[schema(example = "orders-42")]
+    pub stream: String,
+    /// The version of its last event.
+    pub version: u64,
+    /// Its first readable version (above 0 once truncated, deleted and re-appended, or past
+    /// `max_count`/`max_age_seconds`).
+    pub first_version: u64,
+    /// Readable events.
+    pub events: u64,
+    /// The position of its last event.
+    pub last_position: u64,
+    /// When its last event was recorded (RFC 3339, UTC, microseconds).
+    #[schema(example = "2026-11-27T10:00:00.123456Z")]
+    pub updated_at: String,
+    /// Its metadata (`GET /streams/{stream}` only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<MetadataBody>,
+}
+
+impl From<events::StreamState> for StreamBody {
+    fn from(state: events::StreamState) -> Self {
+        StreamBody {
+            stream: state.stream,
+            version: state.version,
+            first_version: state.first_version,
+            events: state.events,
+            last_position: state.last_position,
+            updated_at: rfc3339_micros(state.updated_at_micros),
+            metadata: None,
+        }
+    }
+}
+
+/// A page of streams in byte order of name.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct StreamListBody {
+    pub streams: Vec<StreamBody>,
+    /// Pass as `after` for the next page; `null` when nothing follows.
+    pub next: Option<String>,
+}
+
+/// Stream metadata (KurrentDB's `$maxAge`, `$maxCount`, `$tb` and custom keys). `PUT`
+/// replaces all of it: an omitted field is cleared.
+#[derive(Debug, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MetadataBody {
+    /// Events older than this many seconds disappear from reads (at least 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1)]
+    pub max_age_seconds: Option<u64>,
+    /// Only the newest N events stay readable (at least 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1)]
+    pub max_count: Option<u64>,
+    /// Versions below this are not readable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub truncate_before: Option<u64>,
+    /// Any JSON object; its keys may not start with `$`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub custom: Option<serde_json::Map<String, serde_json::Value>>,
+}
+
+impl From<MetadataBody> for events::StreamMetadata {
+    fn from(body: MetadataBody) -> Self {
+        events::StreamMetadata {
+            max_age_seconds: body.max_age_seconds,
+            max_count: body.max_count,
+            truncate_before: body.truncate_before,
+            custom: body
+                .custom
+                .map(|object| serde_json::to_vec(&object).expect("a JSON map serializes")),
+        }
+    }
+}
+
+impl From<events::StreamMetadata> for MetadataBody {
+    fn from(metadata: events::StreamMetadata) -> Self {
+        MetadataBody {
+            max_age_seconds: metadata.max_age_seconds,
+            max_count: metadata.max_count,
+            truncate_before: metadata.truncate_before,
+            // The backends only hand back objects they validated when storing them.
+            custom: metadata
+                .custom
+                .and_then(|bytes| serde_json::from_slice(&bytes).ok()),
+        }
+    }
+}
+
 pub use web::time::rfc3339_micros;
 
 #[cfg(test)]

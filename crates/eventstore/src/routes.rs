@@ -11,7 +11,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use events::{EventStore, ExpectedVersion, ReadAll, ReadStream};
+use events::{DeleteMode, EventStore, ExpectedVersion, ListStreams, ReadAll, ReadStream, Start};
 use serde::Deserialize;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{IntoParams, Modify, OpenApi};
@@ -23,8 +23,8 @@ use crate::access::readable;
 use crate::error::ApiError;
 use crate::metrics::Route;
 use crate::model::{
-    AppendRequest, AppendResponse, DEFAULT_STREAM, EventBody, LogPage, NewEventBody,
-    PAGE_LIMIT_DEFAULT, PAGE_LIMIT_MAX, PlacedBody, StreamPage,
+    AppendRequest, AppendResponse, DEFAULT_STREAM, EventBody, LogPage, MetadataBody, NewEventBody,
+    PAGE_LIMIT_DEFAULT, PAGE_LIMIT_MAX, PlacedBody, StreamBody, StreamListBody, StreamPage,
 };
 use crate::service::EventStoreService;
 use crate::subscribe;
@@ -37,6 +37,12 @@ pub(crate) fn router(service: EventStoreService) -> Router {
         .route(
             "/streams/{stream}/events",
             post(append_to_stream).get(read_stream),
+        )
+        .route("/streams", get(list_streams))
+        .route("/streams/{stream}", get(stream_state).delete(delete_stream))
+        .route(
+            "/streams/{stream}/metadata",
+            get(get_metadata).put(put_metadata),
         )
         .route("/subscribe", get(subscribe::subscribe))
         .route("/admin/scavenge", post(crate::admin::start_scavenge))
@@ -73,11 +79,26 @@ pub(crate) struct AppendQuery {
     expected_version: Option<String>,
 }
 
+/// Which way a read goes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum ReadDirection {
+    /// Oldest first (the default).
+    #[default]
+    Forward,
+    /// Newest first.
+    Backward,
+}
+
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub(crate) struct ReadAllQuery {
-    /// Exclusive: read events after this position (omitted: from the start).
+    /// Forward only. Exclusive: read events after this position (omitted: from the start).
     after: Option<u64>,
+    /// Backward only. Exclusive: read events before this position (omitted: from the end).
+    before: Option<u64>,
+    /// `forward` (default, oldest first) or `backward` (newest first).
+    direction: Option<ReadDirection>,
     /// Page size, default 100, capped at 1000.
     #[param(minimum = 1)]
     limit: Option<usize>,
@@ -86,11 +107,46 @@ pub(crate) struct ReadAllQuery {
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub(crate) struct ReadStreamQuery {
-    /// Inclusive: the first version to read (default 0).
+    /// Inclusive: the first version to read (forward: default 0; backward: default the last
+    /// version).
     from_version: Option<u64>,
+    /// `forward` (default, oldest first) or `backward` (newest first).
+    direction: Option<ReadDirection>,
     /// Page size, default 100, capped at 1000.
     #[param(minimum = 1)]
     limit: Option<usize>,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct ListStreamsQuery {
+    /// Only streams whose name starts with this (metastreams `$$...` only when it starts with
+    /// `$$`).
+    prefix: Option<String>,
+    /// Exclusive: streams whose name sorts after this one (byte order).
+    after: Option<String>,
+    /// Page size, default 100, capped at 1000.
+    #[param(minimum = 1)]
+    limit: Option<usize>,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct DeleteQuery {
+    /// `any` (default) or the version the stream's last event must have (`none` never
+    /// matches a stream that exists).
+    expected_version: Option<String>,
+    /// `true`: a tombstone (the name can never be written or read again); default `false`,
+    /// a soft delete (appending again recreates the stream, versions continue).
+    hard: Option<bool>,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct MetadataQuery {
+    /// `any` (default), `none` or the version the metadata stream (`$$<stream>`, one event
+    /// per change) must be at: KurrentDB's expected version of a metadata write.
+    expected_version: Option<String>,
 }
 
 fn parse_expected_version(raw: Option<&str>) -> Result<ExpectedVersion, ApiError> {
@@ -306,12 +362,15 @@ async fn get_event(
     service.finish(Route::GetEvent, started, result)
 }
 
-/// Read the whole log forward.
+/// Read the whole log, forward (`after`) or backward (`direction=backward`, `before`).
+///
+/// Dead events (deleted, truncated, past `max_count` or `max_age_seconds`) are skipped:
+/// positions are strictly increasing, with holes where dead events were.
 #[utoipa::path(
     get, path = "/events", tag = "events",
     params(ReadAllQuery),
     responses(
-        (status = 200, description = "A page of events in position order", body = LogPage),
+        (status = 200, description = "A page of events in position order (newest first when backward); `next` is the next `after` (forward) or `before` (backward)", body = LogPage),
         (status = 400, description = "A bad query parameter", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "Missing or unknown bearer token (EVENTS_TOKEN, EVENTS_TOKENS_FILE)", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "The token lacks the scope (`missing_scope`) for this stream", body = Problem, content_type = "application/problem+json"),
@@ -328,16 +387,49 @@ async fn read_all(
     let result = async {
         let params = query(params)?;
         let limit = page_limit(params.limit)?;
-        let from = match params.after {
-            Some(after) => after.saturating_add(1),
-            None => 0,
+        let backward = params.direction.unwrap_or_default() == ReadDirection::Backward;
+        let request = if backward {
+            if params.after.is_some() {
+                return Err(ApiError::BadRequest(
+                    "`after` is for forward reads; a backward read takes `before`".into(),
+                ));
+            }
+            match params.before {
+                Some(0) => None,
+                Some(before) => Some(ReadAll::backward(Start::At(before - 1), limit)),
+                None => Some(ReadAll::backward(Start::End, limit)),
+            }
+        } else {
+            if params.before.is_some() {
+                return Err(ApiError::BadRequest(
+                    "`before` is for backward reads (`direction=backward`)".into(),
+                ));
+            }
+            let from = match params.after {
+                Some(after) => after.saturating_add(1),
+                None => 0,
+            };
+            Some(ReadAll::forward(from, limit))
         };
         let store = service.ready_backend()?;
+        let Some(request) = request else {
+            // Nothing is before position 0.
+            return Ok(axum::Json(LogPage {
+                events: Vec::new(),
+                next: None,
+            })
+            .into_response());
+        };
         let page = store
-            .read_all(ReadAll::forward(from, limit).within(crate::PAGE_MAX_BYTES))
+            .read_all(request.within(crate::PAGE_MAX_BYTES))
             .await?;
-        // The contract's `next` is where the next page starts; HTTP's is the exclusive `after`.
-        let next = page.next.map(|start| start - 1);
+        // The contract's `next` is where the next page starts (inclusive); HTTP's is the
+        // exclusive `after` (forward) or `before` (backward).
+        let next = if backward {
+            page.next.map(|start| start + 1)
+        } else {
+            page.next.map(|start| start - 1)
+        };
         // `next` moves past events the token may not read, so paging goes on.
         let events = readable(&access, page.events, |event| &event.stream)
             .into_iter()
@@ -349,16 +441,17 @@ async fn read_all(
     service.finish(Route::ReadAll, started, result)
 }
 
-/// Read one stream forward.
+/// Read one stream, forward or backward (`direction=backward`).
 #[utoipa::path(
     get, path = "/streams/{stream}/events", tag = "events",
     params(("stream" = String, Path, description = "The stream name"), ReadStreamQuery),
     responses(
-        (status = 200, description = "A page of the stream's events in version order", body = StreamPage),
+        (status = 200, description = "A page of the stream's live events in version order (newest first when backward); `next` is the next `from_version`", body = StreamPage),
         (status = 400, description = "A bad query parameter", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "Missing or unknown bearer token (EVENTS_TOKEN, EVENTS_TOKENS_FILE)", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "The token lacks the scope (`missing_scope`) for this stream", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "The stream has no events", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "The stream has no events or is soft-deleted", body = Problem, content_type = "application/problem+json"),
+        (status = 410, description = "The stream is tombstoned (`/problems/stream-deleted`)", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "The log is still opening", body = Problem, content_type = "application/problem+json"),
     ),
     security((), ("events_token" = []))
@@ -375,13 +468,15 @@ async fn read_stream(
         access.check_read(&stream)?;
         let params = query(params)?;
         let limit = page_limit(params.limit)?;
-        let from = params.from_version.unwrap_or(0);
+        let request = match params.direction.unwrap_or_default() {
+            ReadDirection::Forward => ReadStream::forward(params.from_version.unwrap_or(0), limit),
+            ReadDirection::Backward => {
+                ReadStream::backward(params.from_version.map_or(Start::End, Start::At), limit)
+            }
+        };
         let store = service.ready_backend()?;
         let page = store
-            .read_stream(
-                &stream,
-                ReadStream::forward(from, limit).within(crate::PAGE_MAX_BYTES),
-            )
+            .read_stream(&stream, request.within(crate::PAGE_MAX_BYTES))
             .await?
             .ok_or_else(|| ApiError::NotFound(format!("stream {stream:?} has no events")))?;
         let next = page.next;
@@ -394,6 +489,211 @@ async fn read_stream(
     }
     .await;
     service.finish(Route::ReadStream, started, result)
+}
+
+/// List live streams in byte order of name.
+#[utoipa::path(
+    get, path = "/streams", tag = "streams",
+    params(ListStreamsQuery),
+    responses(
+        (status = 200, description = "A page of live streams (deleted ones are left out); `next` is the next `after`", body = StreamListBody),
+        (status = 400, description = "A bad query parameter", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Missing or unknown bearer token (EVENTS_TOKEN, EVENTS_TOKENS_FILE)", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The log is still opening", body = Problem, content_type = "application/problem+json"),
+    ),
+    security((), ("events_token" = []))
+)]
+async fn list_streams(
+    State(service): State<EventStoreService>,
+    access: Access,
+    params: Result<Query<ListStreamsQuery>, QueryRejection>,
+) -> Response {
+    let started = Instant::now();
+    let result = async {
+        let params = query(params)?;
+        let limit = page_limit(params.limit)?;
+        let store = service.ready_backend()?;
+        let list = store
+            .list_streams(ListStreams {
+                prefix: params.prefix,
+                after: params.after,
+                limit,
+            })
+            .await?;
+        // `next` moves past streams the token may not read, so paging goes on.
+        let streams = readable(&access, list.streams, |state| &state.stream)
+            .into_iter()
+            .map(StreamBody::from)
+            .collect();
+        Ok(axum::Json(StreamListBody {
+            streams,
+            next: list.next,
+        })
+        .into_response())
+    }
+    .await;
+    service.finish(Route::ListStreams, started, result)
+}
+
+/// One stream's state and metadata.
+#[utoipa::path(
+    get, path = "/streams/{stream}", tag = "streams",
+    params(("stream" = String, Path, description = "The stream name")),
+    responses(
+        (status = 200, description = "The stream's state, with its metadata", body = StreamBody),
+        (status = 401, description = "Missing or unknown bearer token (EVENTS_TOKEN, EVENTS_TOKENS_FILE)", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "The token lacks the scope (`missing_scope`) for this stream", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "The stream has no events or is soft-deleted", body = Problem, content_type = "application/problem+json"),
+        (status = 410, description = "The stream is tombstoned (`/problems/stream-deleted`)", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The log is still opening", body = Problem, content_type = "application/problem+json"),
+    ),
+    security((), ("events_token" = []))
+)]
+async fn stream_state(
+    State(service): State<EventStoreService>,
+    access: Access,
+    stream: Result<Path<String>, PathRejection>,
+) -> Response {
+    let started = Instant::now();
+    let result = async {
+        let stream = path(stream)?;
+        access.check_read(&stream)?;
+        let store = service.ready_backend()?;
+        let state = store
+            .stream_state(&stream)
+            .await?
+            .ok_or_else(|| ApiError::NotFound(format!("stream {stream:?} has no events")))?;
+        let metadata = store.stream_metadata(&stream).await?.unwrap_or_default();
+        let mut body = StreamBody::from(state);
+        body.metadata = Some(MetadataBody::from(metadata));
+        Ok(axum::Json(body).into_response())
+    }
+    .await;
+    service.finish(Route::StreamState, started, result)
+}
+
+/// Delete a stream: softly (reads answer 404, appending again recreates it with versions
+/// continuing), or for good with `hard=true` (a tombstone: 410 forever).
+#[utoipa::path(
+    delete, path = "/streams/{stream}", tag = "streams",
+    params(("stream" = String, Path, description = "The stream name"), DeleteQuery),
+    responses(
+        (status = 204, description = "Deleted (the delete is a record of the log)"),
+        (status = 400, description = "A bad query parameter", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Missing or unknown bearer token (EVENTS_TOKEN, EVENTS_TOKENS_FILE)", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "The token lacks the `admin` scope for this stream", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "The stream has no events or is already soft-deleted", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Wrong expected version (`current_version` says the stream's version)", body = Problem, content_type = "application/problem+json"),
+        (status = 410, description = "The stream is tombstoned already (`/problems/stream-deleted`)", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The log cannot write or is still opening", body = Problem, content_type = "application/problem+json"),
+    ),
+    security((), ("events_token" = []))
+)]
+async fn delete_stream(
+    State(service): State<EventStoreService>,
+    access: Access,
+    stream: Result<Path<String>, PathRejection>,
+    params: Result<Query<DeleteQuery>, QueryRejection>,
+) -> Response {
+    let started = Instant::now();
+    let result = async {
+        let stream = path(stream)?;
+        let params = query(params)?;
+        let expected = parse_expected_version(params.expected_version.as_deref())?;
+        access.check_admin_stream(&stream)?;
+        let mode = if params.hard.unwrap_or(false) {
+            DeleteMode::Hard
+        } else {
+            DeleteMode::Soft
+        };
+        let store = service.ready_backend()?;
+        store.delete_stream(&stream, expected, mode).await?;
+        Ok(StatusCode::NO_CONTENT.into_response())
+    }
+    .await;
+    service.finish(Route::DeleteStream, started, result)
+}
+
+/// A stream's metadata (`{}` when none was set).
+#[utoipa::path(
+    get, path = "/streams/{stream}/metadata", tag = "streams",
+    params(("stream" = String, Path, description = "The stream name")),
+    responses(
+        (status = 200, description = "The metadata", body = MetadataBody),
+        (status = 401, description = "Missing or unknown bearer token (EVENTS_TOKEN, EVENTS_TOKENS_FILE)", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "The token lacks the scope (`missing_scope`) for this stream", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "Neither the stream nor metadata of it exists", body = Problem, content_type = "application/problem+json"),
+        (status = 410, description = "The stream is tombstoned (`/problems/stream-deleted`)", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The log is still opening", body = Problem, content_type = "application/problem+json"),
+    ),
+    security((), ("events_token" = []))
+)]
+async fn get_metadata(
+    State(service): State<EventStoreService>,
+    access: Access,
+    stream: Result<Path<String>, PathRejection>,
+) -> Response {
+    let started = Instant::now();
+    let result = async {
+        let stream = path(stream)?;
+        access.check_read(&stream)?;
+        let store = service.ready_backend()?;
+        let metadata = store
+            .stream_metadata(&stream)
+            .await?
+            .ok_or_else(|| ApiError::NotFound(format!("stream {stream:?} has no events")))?;
+        Ok(axum::Json(MetadataBody::from(metadata)).into_response())
+    }
+    .await;
+    service.finish(Route::StreamMetadata, started, result)
+}
+
+/// Replace a stream's metadata (recorded as a `$metadata` event of `$$<stream>`); dead
+/// events vanish from reads at once.
+#[utoipa::path(
+    put, path = "/streams/{stream}/metadata", tag = "streams",
+    params(("stream" = String, Path, description = "The stream name"), MetadataQuery),
+    request_body(content = MetadataBody, content_type = "application/json"),
+    responses(
+        (status = 200, description = "The metadata as stored", body = MetadataBody),
+        (status = 400, description = "Invalid metadata (`/problems/invalid-metadata`) or a bad query parameter", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Missing or unknown bearer token (EVENTS_TOKEN, EVENTS_TOKENS_FILE)", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "The token lacks the `admin` scope for this stream", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Wrong expected version of the metadata stream", body = Problem, content_type = "application/problem+json"),
+        (status = 410, description = "The stream is tombstoned (`/problems/stream-deleted`)", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Not application/json", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The log cannot write or is still opening", body = Problem, content_type = "application/problem+json"),
+    ),
+    security((), ("events_token" = []))
+)]
+async fn put_metadata(
+    State(service): State<EventStoreService>,
+    access: Access,
+    stream: Result<Path<String>, PathRejection>,
+    params: Result<Query<MetadataQuery>, QueryRejection>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let started = Instant::now();
+    let result = async {
+        let stream = path(stream)?;
+        let expected = parse_expected_version(query(params)?.expected_version.as_deref())?;
+        access.check_admin_stream(&stream)?;
+        let body = json_body(&headers, body)?;
+        let metadata: MetadataBody = serde_json::from_slice(&body).map_err(|e| {
+            ApiError::Store(events::Error::InvalidMetadata(format!(
+                "the body is not stream metadata: {e}"
+            )))
+        })?;
+        let metadata = events::StreamMetadata::from(metadata);
+        let store = service.ready_backend()?;
+        store
+            .set_stream_metadata(&stream, expected, metadata.clone())
+            .await?;
+        Ok(axum::Json(MetadataBody::from(metadata)).into_response())
+    }
+    .await;
+    service.finish(Route::StreamMetadata, started, result)
 }
 
 struct BearerSecurity;
@@ -416,11 +716,11 @@ impl Modify for BearerSecurity {
 #[derive(OpenApi)]
 #[openapi(
     info(title = "Logbook event store", description = "Append-only JSON event log over HTTP."),
-    paths(append, read_all, get_event, append_to_stream, read_stream, subscribe::subscribe),
+    paths(append, read_all, get_event, append_to_stream, read_stream, subscribe::subscribe, list_streams, stream_state, delete_stream, get_metadata, put_metadata),
     paths(crate::admin::start_scavenge, crate::admin::scavenge_status),
-    components(schemas(Problem, NewEventBody, AppendRequest, AppendResponse, PlacedBody, EventBody, LogPage, StreamPage)),
+    components(schemas(Problem, NewEventBody, AppendRequest, AppendResponse, PlacedBody, EventBody, LogPage, StreamPage, StreamBody, StreamListBody, MetadataBody, ReadDirection)),
     components(schemas(crate::admin::ScavengeStarted, crate::admin::ScavengeBody)),
     modifiers(&BearerSecurity),
-    tags((name = "events", description = "The event store"), (name = "admin", description = "Store-wide administration (scavenge)"))
+    tags((name = "events", description = "The event store"), (name = "streams", description = "Streams: listing, state, delete, tombstone, metadata and retention"), (name = "admin", description = "Store-wide administration (scavenge)"))
 )]
 pub(crate) struct ApiDoc;

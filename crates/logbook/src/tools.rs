@@ -41,6 +41,28 @@ pub fn repair(dir: &Path) -> ExitCode {
     }
 }
 
+/// Scavenges a stopped store and prints what it removed; exit 2 when it fails (the store is
+/// left whole: see `eventlog::scavenge`).
+pub fn scavenge(dir: &Path) -> ExitCode {
+    if !dir.is_dir() {
+        eprintln!(
+            "logbook events scavenge: {} is not a directory",
+            dir.display()
+        );
+        return ExitCode::from(2);
+    }
+    match eventlog::scavenge::scavenge_offline(dir) {
+        Ok(report) => {
+            print!("{report}");
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("logbook events scavenge: {error}");
+            ExitCode::from(2)
+        }
+    }
+}
+
 /// Copies `<data_dir>/events` to `<to>/events` beside a running server (see
 /// [`eventlog::backup`]); exit 2 when it fails (a partial copy stays in `<to>/events.partial`
 /// and is replaced by the next attempt).

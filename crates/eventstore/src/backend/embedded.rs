@@ -13,16 +13,24 @@
 
 use std::sync::Arc;
 
+use eventlog::lifecycle::{
+    METADATA_EVENT_TYPE, METASTREAM_PREFIX, TOMBSTONE_EVENT_TYPE, metastream_of,
+};
 use events::{
-    AllPage, Appended, Direction, Error, EventStore, ExpectedVersion, FILTER_SCAN_MAX_EVENTS,
-    Filter, ListStreams, NewEvent, Placed, ReadAll, ReadStream, RecordedEvent, Result,
-    ScavengeState, ScavengeStatus, Start, Stats, StreamList, StreamPage, StreamState,
+    AllPage, Appended, DeleteMode, Direction, Error, EventStore, ExpectedVersion,
+    FILTER_SCAN_MAX_EVENTS, ListStreams, NewEvent, Placed, ReadAll, ReadStream, RecordedEvent,
+    Result, ScavengeState, ScavengeStatus, Start, Stats, StreamList, StreamMetadata, StreamPage,
+    StreamState,
 };
 use tokio::sync::watch;
 use uuid::Uuid;
 
 /// Events read from the engine at once while a filtered or backward read scans.
 const SCAN_CHUNK_EVENTS: usize = 64;
+/// Most streams a listing answers at once.
+const LIST_LIMIT_MAX: usize = 1000;
+/// Most names a listing examines per page (deleted streams are skipped).
+const LIST_SCAN_MAX_STREAMS: usize = 4096;
 
 /// Upper bound on a scavenge's disk traffic (bytes read plus written per second), so that it
 /// leaves the disk to appends and reads.
@@ -55,12 +63,14 @@ impl Scavenges {
     }
 }
 
-/// Which events a scavenge may remove: the lifecycle's answer (deleted, tombstoned, truncated,
-/// expired, surplus events).
-// TODO(lifecycle): answer from the engine's liveness question once it lands; until then no
-// event is dead and a scavenge rewrites nothing.
-fn liveness(_store: &eventlog::Store) -> impl eventlog::scavenge::Liveness + Send + 'static {
-    |_: &eventlog::scavenge::Candidate<'_>| false
+/// Which events a scavenge may remove: the lifecycle's answer (deleted, tombstoned,
+/// truncated, expired, surplus events, and metastream records but the last), from a snapshot
+/// taken when the scavenge starts (events appended later read as live).
+fn is_dead(store: &eventlog::Store) -> impl eventlog::scavenge::IsDead + Send + 'static {
+    let liveness = store.liveness();
+    move |event: &eventlog::scavenge::Candidate<'_>| {
+        !liveness.is_live(event.stream, event.version, event.recorded_at_micros)
+    }
 }
 
 impl Embedded {
@@ -163,21 +173,7 @@ impl Embedded {
                     Start::End => head,
                     Start::At(position) => position,
                 };
-                match &request.filter {
-                    None if from < head => {
-                        let limit = request
-                            .limit
-                            .min(usize::try_from(head - from).unwrap_or(usize::MAX));
-                        let events = store
-                            .read_all_within(from, limit, request.max_bytes)
-                            .map_err(map_error)?;
-                        // No event at or after `from`: the rest up to the head is holes.
-                        let end = events.last().map_or(head, |e| e.position + 1);
-                        (events, (end < head).then_some(end))
-                    }
-                    None => (Vec::new(), None),
-                    Some(filter) => Self::scan_forward(store, from, head, request, filter)?,
-                }
+                Self::scan_forward(store, from, head, request)?
             }
             Direction::Backward => Self::scan_backward(store, head, request)?,
         };
@@ -188,30 +184,45 @@ impl Embedded {
         })
     }
 
+    /// Forward from `from` below `head`: live events that the filter (if any) admits. Without
+    /// a filter and without dead events this is one read of the whole page; dead events and
+    /// a filter make it read on, up to [`FILTER_SCAN_MAX_EVENTS`] examined.
     fn scan_forward(
         store: &eventlog::Store,
         from: u64,
         head: u64,
         request: &ReadAll,
-        filter: &Filter,
     ) -> Result<(Vec<eventlog::RecordedEvent>, Option<u64>)> {
         let mut found = Vec::new();
         let mut position = from;
         let mut scanned = 0usize;
         let mut used = 0usize;
-        'scan: while position < head && scanned < FILTER_SCAN_MAX_EVENTS {
-            let chunk =
-                SCAN_CHUNK_EVENTS.min(usize::try_from(head - position).unwrap_or(usize::MAX));
-            let events = store
-                .read_all_within(position, chunk, request.max_bytes.max(1))
+        let scan_max = FILTER_SCAN_MAX_EVENTS.max(request.limit);
+        'scan: while position < head && scanned < scan_max && found.len() < request.limit {
+            let wanted = match request.filter {
+                None => request.limit - found.len(),
+                Some(_) => SCAN_CHUNK_EVENTS,
+            };
+            let chunk = wanted.min(usize::try_from(head - position).unwrap_or(usize::MAX));
+            let budget = request.max_bytes.saturating_sub(used).max(1);
+            let mut events = store
+                .read_all_within(position, chunk, budget)
                 .map_err(map_error)?;
-            if events.is_empty() {
+            let Some(last) = events.last() else {
+                // Nothing at or after `position`: the rest up to the head is holes (scavenged).
+                position = head;
                 break;
-            }
+            };
+            let end = last.position + 1;
+            scanned += events.len();
+            store.retain_live(&mut events);
             for event in events {
                 position = event.position + 1;
-                scanned += 1;
-                if filter.matches(&from_engine_event_ref(&event)) {
+                let admitted = request
+                    .filter
+                    .as_ref()
+                    .is_none_or(|filter| filter.matches(&from_engine_event_ref(&event)));
+                if admitted {
                     used = used.saturating_add(engine_size(&event));
                     found.push(event);
                     if found.len() >= request.limit || used >= request.max_bytes {
@@ -219,6 +230,7 @@ impl Embedded {
                     }
                 }
             }
+            position = end;
         }
         Ok((found, (position < head).then_some(position)))
     }
@@ -241,20 +253,19 @@ impl Embedded {
         let mut bottom = top + 1;
         let mut scanned = 0usize;
         let mut used = 0usize;
-        'scan: while bottom > 0 && found.len() < request.limit {
-            if request.filter.is_some() && scanned >= FILTER_SCAN_MAX_EVENTS {
-                break;
-            }
+        let scan_max = FILTER_SCAN_MAX_EVENTS.max(request.limit);
+        'scan: while bottom > 0 && found.len() < request.limit && scanned < scan_max {
             let chunk = (SCAN_CHUNK_EVENTS as u64).min(bottom);
-            let floor = bottom - chunk;
             let mut events = store
-                .read_all_within(floor, chunk as usize, usize::MAX)
+                .read_all_within(bottom - chunk, chunk as usize, usize::MAX)
                 .map_err(map_error)?;
             // Positions may have holes (a scavenge): the read can run past `bottom`.
             events.retain(|event| event.position < bottom);
+            scanned += events.len();
+            let first = bottom - chunk;
+            store.retain_live(&mut events);
             for event in events.into_iter().rev() {
                 bottom = event.position;
-                scanned += 1;
                 let admitted = request
                     .filter
                     .as_ref()
@@ -267,10 +278,32 @@ impl Embedded {
                     }
                 }
             }
-            // Everything from `floor` up was examined (what was not read is holes).
-            bottom = floor;
+            // Everything from `first` up was examined (what was not read is holes).
+            bottom = first;
         }
         Ok((found, bottom.checked_sub(1)))
+    }
+
+    /// The state of a stream's lifecycle for a read: `Err` when tombstoned, `None` when it
+    /// has no events or is soft-deleted, else its last and first live versions.
+    fn live_range(store: &eventlog::Store, stream: &str) -> Result<Option<(u64, u64)>> {
+        let retention = store.retention(stream);
+        if retention.is_some_and(|r| r.tombstoned) {
+            return Err(Error::StreamDeleted {
+                stream: stream.to_owned(),
+            });
+        }
+        let Some(last_version) = store.stream_version(stream) else {
+            return Ok(None);
+        };
+        if retention.is_some_and(|r| r.deletes_through(last_version)) {
+            return Ok(None);
+        }
+        let first = store
+            .first_live_version(stream)
+            .map_err(map_error)?
+            .unwrap_or(0);
+        Ok(Some((last_version, first)))
     }
 
     fn read_stream_blocking(
@@ -278,7 +311,7 @@ impl Embedded {
         stream: &str,
         request: &ReadStream,
     ) -> Result<Option<StreamPage>> {
-        let Some(last_version) = store.stream_version(stream) else {
+        let Some((last_version, first_live)) = Self::live_range(store, stream)? else {
             return Ok(None);
         };
         let (events, next) = match request.direction {
@@ -287,8 +320,9 @@ impl Embedded {
                     Start::Beginning => 0,
                     Start::End => last_version,
                     Start::At(version) => version,
-                };
-                let events = store
+                }
+                .max(first_live);
+                let mut events = store
                     .read_stream_within(stream, from, request.limit, request.max_bytes)
                     .map_err(map_error)?
                     .unwrap_or_default();
@@ -296,6 +330,7 @@ impl Embedded {
                     .last()
                     .map(|event| event.version + 1)
                     .filter(|&next| next <= last_version);
+                store.retain_live(&mut events);
                 (events, next)
             }
             Direction::Backward => {
@@ -305,17 +340,20 @@ impl Embedded {
                     Start::At(version) => version.min(last_version),
                 };
                 let mut found = Vec::new();
+                // Versions from `first_live` below `bottom` are still to be read.
                 let mut bottom = top + 1;
                 let mut used = 0usize;
-                'scan: while bottom > 0 && found.len() < request.limit {
-                    let chunk = (SCAN_CHUNK_EVENTS as u64).min(bottom);
-                    let events = store
+                'scan: while bottom > first_live && found.len() < request.limit {
+                    let chunk = (SCAN_CHUNK_EVENTS as u64).min(bottom - first_live);
+                    let mut events = store
                         .read_stream_within(stream, bottom - chunk, chunk as usize, usize::MAX)
                         .map_err(map_error)?
                         .unwrap_or_default();
                     if events.is_empty() {
                         break;
                     }
+                    let first = bottom - chunk;
+                    store.retain_live(&mut events);
                     for event in events.into_iter().rev() {
                         bottom = event.version;
                         used = used.saturating_add(engine_size(&event));
@@ -324,8 +362,10 @@ impl Embedded {
                             break 'scan;
                         }
                     }
+                    bottom = first;
                 }
-                (found, bottom.checked_sub(1))
+                let next = bottom.checked_sub(1).filter(|&next| next >= first_live);
+                (found, next)
             }
         };
         Ok(Some(StreamPage {
@@ -333,6 +373,96 @@ impl Embedded {
             next,
             last_version,
         }))
+    }
+
+    fn stream_state_blocking(store: &eventlog::Store, stream: &str) -> Result<Option<StreamState>> {
+        let Some((version, first_version)) = Self::live_range(store, stream)? else {
+            return Ok(None);
+        };
+        let last = store
+            .read_stream_within(stream, version, 1, usize::MAX)
+            .map_err(map_error)?
+            .and_then(|events| events.into_iter().next());
+        Ok(last.map(|last| StreamState {
+            stream: stream.to_owned(),
+            version,
+            first_version,
+            events: (version + 1).saturating_sub(first_version),
+            last_position: last.position,
+            updated_at_micros: last.recorded_at_micros,
+        }))
+    }
+
+    /// Live streams in byte order: names from the engine's catalog, deleted ones skipped
+    /// (at most [`LIST_SCAN_MAX_STREAMS`] names examined per page, so a run of deleted
+    /// streams cannot make one request a scan of them all).
+    fn list_streams_blocking(store: &eventlog::Store, request: &ListStreams) -> Result<StreamList> {
+        let limit = request.limit.clamp(1, LIST_LIMIT_MAX);
+        let prefix = request.prefix.as_deref().unwrap_or("");
+        let mut after = request.after.clone();
+        let mut streams: Vec<StreamState> = Vec::new();
+        let mut examined = 0usize;
+        loop {
+            let names = store.stream_names(prefix, after.as_deref(), limit + 1);
+            let exhausted = names.len() <= limit;
+            for name in names {
+                examined += 1;
+                match Self::stream_state_blocking(store, &name) {
+                    Ok(Some(state)) => {
+                        if streams.len() == limit {
+                            // A live stream follows the page: there is a next one.
+                            let next = streams.last().map(|s| s.stream.clone());
+                            return Ok(StreamList { streams, next });
+                        }
+                        streams.push(state);
+                    }
+                    Ok(None) | Err(Error::StreamDeleted { .. }) => {}
+                    Err(error) => return Err(error),
+                }
+                after = Some(name);
+                if examined >= LIST_SCAN_MAX_STREAMS {
+                    return Ok(StreamList {
+                        streams,
+                        next: after,
+                    });
+                }
+            }
+            if exhausted {
+                return Ok(StreamList {
+                    streams,
+                    next: None,
+                });
+            }
+        }
+    }
+
+    /// The metadata of `stream`: its metastream's last `$metadata` record; the default when
+    /// there is none but the stream exists; `None` when neither exists.
+    fn metadata_blocking(store: &eventlog::Store, stream: &str) -> Result<Option<StreamMetadata>> {
+        if store.retention(stream).is_some_and(|r| r.tombstoned) {
+            return Err(Error::StreamDeleted {
+                stream: stream.to_owned(),
+            });
+        }
+        let metastream = metastream_of(stream);
+        let last = match store.stream_version(&metastream) {
+            Some(version) => store
+                .read_stream_within(&metastream, version, 1, usize::MAX)
+                .map_err(map_error)?
+                .and_then(|events| events.into_iter().next()),
+            None => None,
+        };
+        match last {
+            Some(record) if record.event_type == METADATA_EVENT_TYPE => {
+                StreamMetadata::from_json(&record.data)
+                    .map(Some)
+                    .map_err(|e| Error::Corrupt {
+                        reason: format!("stored metadata of {stream:?}: {e}"),
+                    })
+            }
+            _ if store.stream_version(stream).is_some() => Ok(Some(StreamMetadata::default())),
+            _ => Ok(None),
+        }
     }
 
     /// Runs a read on the blocking pool (pages are many `pread`s).
@@ -353,6 +483,7 @@ impl EventStore for Embedded {
     }
 
     async fn append(&self, events: Vec<NewEvent>, expected: ExpectedVersion) -> Result<Appended> {
+        refuse_metastreams(&events)?;
         let engine_expected = match expected {
             ExpectedVersion::Any => eventlog::ExpectedVersion::Any,
             ExpectedVersion::NoStream => eventlog::ExpectedVersion::NoStream,
@@ -368,10 +499,13 @@ impl EventStore for Embedded {
 
     async fn get(&self, id: Uuid) -> Result<Option<RecordedEvent>> {
         // One pread of a page-cache-resident record: cheaper inline than a blocking-pool hop.
-        self.store
-            .get(id)
-            .map(|event| event.map(from_engine_event))
-            .map_err(map_error)
+        let event = self.store.get(id).map_err(map_error)?;
+        Ok(event
+            .filter(|e| {
+                self.store
+                    .is_live(&e.stream, e.version, e.recorded_at_micros)
+            })
+            .map(from_engine_event))
     }
 
     async fn read_all(&self, request: ReadAll) -> Result<AllPage> {
@@ -387,30 +521,122 @@ impl EventStore for Embedded {
 
     async fn stream_state(&self, stream: &str) -> Result<Option<StreamState>> {
         let stream = stream.to_owned();
-        self.blocking(move |store| {
-            let Some(version) = store.stream_version(&stream) else {
-                return Ok(None);
-            };
-            let last = store
-                .read_stream_within(&stream, version, 1, usize::MAX)
-                .map_err(map_error)?
-                .and_then(|events| events.into_iter().next());
-            Ok(last.map(|last| StreamState {
-                stream: stream.clone(),
-                version,
-                first_version: 0,
-                events: version + 1,
-                last_position: last.position,
-                updated_at_micros: last.recorded_at_micros,
-            }))
-        })
-        .await
+        self.blocking(move |store| Self::stream_state_blocking(store, &stream))
+            .await
     }
 
-    async fn list_streams(&self, _request: ListStreams) -> Result<StreamList> {
-        // The engine's index has no ordered view of stream names yet (it comes with the
-        // lifecycle issue, which reworks that index).
-        Err(self.unsupported("list streams"))
+    async fn list_streams(&self, request: ListStreams) -> Result<StreamList> {
+        self.blocking(move |store| Self::list_streams_blocking(store, &request))
+            .await
+    }
+
+    async fn stream_metadata(&self, stream: &str) -> Result<Option<StreamMetadata>> {
+        let stream = stream.to_owned();
+        self.blocking(move |store| Self::metadata_blocking(store, &stream))
+            .await
+    }
+
+    async fn set_stream_metadata(
+        &self,
+        stream: &str,
+        expected: ExpectedVersion,
+        metadata: StreamMetadata,
+    ) -> Result<()> {
+        let data = metadata.to_json()?;
+        let metastream = metastream_of(stream);
+        let expected = match expected {
+            ExpectedVersion::Any => eventlog::ExpectedVersion::Any,
+            ExpectedVersion::NoStream => eventlog::ExpectedVersion::NoStream,
+            ExpectedVersion::Exact(version) => eventlog::ExpectedVersion::Exact(version),
+            ExpectedVersion::StreamExists => match self.store.stream_version(&metastream) {
+                Some(version) => eventlog::ExpectedVersion::Exact(version),
+                None => {
+                    return Err(Error::WrongExpectedVersion {
+                        stream: metastream,
+                        expected,
+                        current: None,
+                    });
+                }
+            },
+        };
+        let record = lifecycle_record(&metastream, METADATA_EVENT_TYPE, data);
+        self.submit(vec![record], expected)
+            .await
+            .map(|_| ())
+            .map_err(map_error)
+    }
+
+    async fn delete_stream(
+        &self,
+        stream: &str,
+        expected: ExpectedVersion,
+        mode: DeleteMode,
+    ) -> Result<()> {
+        loop {
+            let retention = self.store.retention(stream);
+            if retention.is_some_and(|r| r.tombstoned) {
+                return Err(Error::StreamDeleted {
+                    stream: stream.to_owned(),
+                });
+            }
+            let current = self.store.stream_version(stream);
+            let Some(version) = current else {
+                return Err(Error::StreamNotFound {
+                    stream: stream.to_owned(),
+                });
+            };
+            // A soft-deleted stream can still be tombstoned, not deleted again.
+            if mode == DeleteMode::Soft && retention.is_some_and(|r| r.deletes_through(version)) {
+                return Err(Error::StreamNotFound {
+                    stream: stream.to_owned(),
+                });
+            }
+            let condition = match expected {
+                ExpectedVersion::Any | ExpectedVersion::StreamExists => version,
+                ExpectedVersion::Exact(wanted) => wanted,
+                ExpectedVersion::NoStream => {
+                    return Err(Error::WrongExpectedVersion {
+                        stream: stream.to_owned(),
+                        expected,
+                        current,
+                    });
+                }
+            };
+            let record = match mode {
+                DeleteMode::Soft => {
+                    // KurrentDB's soft delete: the metadata as it is, with `$tb` past the end.
+                    let mut metadata = self.stream_metadata(stream).await?.unwrap_or_default();
+                    metadata.truncate_before = Some(condition.saturating_add(1));
+                    lifecycle_record(
+                        &metastream_of(stream),
+                        METADATA_EVENT_TYPE,
+                        metadata.to_json()?,
+                    )
+                }
+                DeleteMode::Hard => {
+                    lifecycle_record(&metastream_of(stream), TOMBSTONE_EVENT_TYPE, b"{}".to_vec())
+                }
+            };
+            let (sender, receiver) = tokio::sync::oneshot::channel();
+            self.store.submit_lifecycle(
+                stream,
+                record,
+                eventlog::ExpectedVersion::Exact(condition),
+                move |result| {
+                    let _ = sender.send(result);
+                },
+            );
+            match receiver.await.unwrap_or(Err(eventlog::Error::Closed)) {
+                Ok(_) => return Ok(()),
+                // The stream grew in between and any version was admitted: go again.
+                Err(eventlog::Error::WrongExpectedVersion { .. })
+                    if !matches!(expected, ExpectedVersion::Exact(_)) =>
+                {
+                    continue;
+                }
+                Err(error) => return Err(map_error(error)),
+            }
+        }
     }
 
     async fn head(&self) -> Result<u64> {
@@ -465,7 +691,7 @@ impl EventStore for Embedded {
                 let mut scavenges = scavenges.lock().expect("scavenges lock");
                 scavenges.update(id, |status| copy(status, p));
             };
-            let outcome = store.scavenge(&liveness(&store), options, &progress);
+            let outcome = store.scavenge(&is_dead(&store), options, &progress);
             let mut scavenges = scavenges.lock().expect("scavenges lock");
             scavenges.running = None;
             scavenges.update(id, |status| match outcome {
@@ -511,6 +737,31 @@ impl EventStore for Embedded {
             streams: stats.streams,
             writable: stats.writable,
         })
+    }
+}
+
+/// Metastreams (`$$<stream>`) are written only by the lifecycle operations, which validate
+/// what they write: an ordinary append to one is refused.
+pub(crate) fn refuse_metastreams(events: &[NewEvent]) -> Result<()> {
+    match events
+        .iter()
+        .find(|event| event.stream.starts_with(METASTREAM_PREFIX))
+    {
+        Some(event) => Err(Error::InvalidAppend(format!(
+            "stream {:?} is a metadata stream: set metadata with PUT /streams/{{stream}}/metadata",
+            event.stream
+        ))),
+        None => Ok(()),
+    }
+}
+
+fn lifecycle_record(metastream: &str, event_type: &str, data: Vec<u8>) -> eventlog::NewEvent {
+    eventlog::NewEvent {
+        id: Uuid::now_v7(),
+        stream: metastream.to_owned(),
+        event_type: event_type.to_owned(),
+        data,
+        metadata: None,
     }
 }
 
@@ -611,6 +862,7 @@ pub fn map_error(error: eventlog::Error) -> Error {
             current,
         },
         E::IdConflict { id } => Error::IdConflict { id },
+        E::StreamDeleted { stream } => Error::StreamDeleted { stream },
         error @ E::Corrupt { .. } => Error::Corrupt {
             reason: error.to_string(),
         },

@@ -10,8 +10,9 @@ pub mod embedded;
 pub mod postgres;
 
 use events::{
-    AllPage, Appended, EventStore, ExpectedVersion, ListStreams, NewEvent, ReadAll, ReadStream,
-    RecordedEvent, Result, ScavengeStatus, Stats, StreamList, StreamPage, StreamState,
+    AllPage, Appended, DeleteMode, EventStore, ExpectedVersion, ListStreams, NewEvent, ReadAll,
+    ReadStream, RecordedEvent, Result, ScavengeStatus, Stats, StreamList, StreamMetadata,
+    StreamPage, StreamState,
 };
 use uuid::Uuid;
 
@@ -76,6 +77,28 @@ impl EventStore for Backend {
 
     async fn stats(&self) -> Result<Stats> {
         delegate!(self, b => b.stats().await)
+    }
+
+    async fn stream_metadata(&self, stream: &str) -> Result<Option<StreamMetadata>> {
+        delegate!(self, b => b.stream_metadata(stream).await)
+    }
+
+    async fn set_stream_metadata(
+        &self,
+        stream: &str,
+        expected: ExpectedVersion,
+        metadata: StreamMetadata,
+    ) -> Result<()> {
+        delegate!(self, b => b.set_stream_metadata(stream, expected, metadata).await)
+    }
+
+    async fn delete_stream(
+        &self,
+        stream: &str,
+        expected: ExpectedVersion,
+        mode: DeleteMode,
+    ) -> Result<()> {
+        delegate!(self, b => b.delete_stream(stream, expected, mode).await)
     }
 
     async fn scavenge(&self) -> Result<Uuid> {

@@ -27,10 +27,13 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use eventlog::lifecycle::{
+    METADATA_EVENT_TYPE, METASTREAM_PREFIX, Retention, TOMBSTONE_EVENT_TYPE, metastream_of,
+};
 use events::{
-    AllPage, Appended, Direction, Error, EventStore, ExpectedVersion, FILTER_SCAN_MAX_EVENTS,
-    Filter, Limits, ListStreams, NewEvent, Placed, ReadAll, ReadStream, RecordedEvent, Result,
-    Start, Stats, StreamList, StreamPage, StreamState,
+    AllPage, Appended, DeleteMode, Direction, Error, EventStore, ExpectedVersion,
+    FILTER_SCAN_MAX_EVENTS, Filter, Limits, ListStreams, NewEvent, Placed, ReadAll, ReadStream,
+    RecordedEvent, Result, Start, Stats, StreamList, StreamMetadata, StreamPage, StreamState,
 };
 use sqlx::migrate::{Migration, MigrationType, Migrator};
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions, PgRow};
@@ -59,13 +62,22 @@ const SCAN_CHUNK_EVENTS: i64 = 256;
 /// [`SCHEMA`], apart from the teams service's).
 fn migrator() -> Migrator {
     Migrator {
-        migrations: Cow::Owned(vec![Migration::new(
-            1,
-            Cow::Borrowed("events"),
-            MigrationType::Simple,
-            Cow::Borrowed(include_str!("../../migrations/0001_events.sql")),
-            false,
-        )]),
+        migrations: Cow::Owned(vec![
+            Migration::new(
+                1,
+                Cow::Borrowed("events"),
+                MigrationType::Simple,
+                Cow::Borrowed(include_str!("../../migrations/0001_events.sql")),
+                false,
+            ),
+            Migration::new(
+                2,
+                Cow::Borrowed("lifecycle"),
+                MigrationType::Simple,
+                Cow::Borrowed(include_str!("../../migrations/0002_lifecycle.sql")),
+                false,
+            ),
+        ]),
         ..Migrator::DEFAULT
     }
 }
@@ -208,6 +220,7 @@ impl Postgres {
         &self,
         events: &[NewEvent],
         expected: ExpectedVersion,
+        condition: Option<&str>,
     ) -> Result<Option<Appended>> {
         let count = events.len() as i64;
         let mut tx = self.inner.pool.begin().await.map_err(|e| write_error(&e))?;
@@ -221,26 +234,46 @@ impl Postgres {
         .await
         .map_err(|e| write_error(&e))?;
         let mut names: Vec<&str> = events.iter().map(|e| e.stream.as_str()).collect();
+        // The owners of metastreams (a tombstone refuses their metadata too) and the stream
+        // a lifecycle record is conditional on.
+        names.extend(
+            events
+                .iter()
+                .filter_map(|e| e.stream.strip_prefix(METASTREAM_PREFIX)),
+        );
+        names.extend(condition);
         names.sort_unstable();
         names.dedup();
         // A statement after the lock: its snapshot holds every append committed before.
-        let rows = sqlx::query("SELECT name, version FROM streams WHERE name = ANY($1)")
-            .bind(&names)
-            .fetch_all(&mut *tx)
-            .await
-            .map_err(|e| write_error(&e))?;
-        let mut versions: std::collections::HashMap<String, Option<u64>> = names
+        let rows = sqlx::query(
+            "SELECT n.name, s.version, coalesce(l.tombstoned, false)              FROM UNNEST($1::text[]) AS n(name)              LEFT JOIN streams s ON s.name = n.name              LEFT JOIN stream_lifecycle l ON l.name = n.name",
+        )
+        .bind(&names)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(|e| write_error(&e))?;
+        let mut versions: std::collections::HashMap<String, Option<u64>> = events
             .iter()
-            .map(|name| ((*name).to_owned(), None))
+            .map(|event| (event.stream.clone(), None))
             .collect();
+        let mut known: std::collections::HashMap<String, Option<u64>> = Default::default();
         for row in rows {
             let name: String = row.get(0);
-            let version: i64 = row.get(1);
-            versions.insert(name, Some(version as u64));
+            let version: Option<i64> = row.get(1);
+            let tombstoned: bool = row.get(2);
+            if tombstoned {
+                let _ = tx.rollback().await;
+                return Err(Error::StreamDeleted { stream: name });
+            }
+            let version = version.map(|v| v as u64);
+            if let Some(entry) = versions.get_mut(&name) {
+                *entry = version;
+            }
+            known.insert(name, version);
         }
         if expected != ExpectedVersion::Any {
-            let stream = &events[0].stream;
-            let current = versions.get(stream).copied().flatten();
+            let stream = condition.unwrap_or(&events[0].stream);
+            let current = known.get(stream).copied().flatten();
             if !expected.admits(current) {
                 let _ = tx.rollback().await;
                 // Repeats are answered before the expectation is checked (as the engine
@@ -249,7 +282,7 @@ impl Postgres {
                     return Ok(Some(appended));
                 }
                 return Err(Error::WrongExpectedVersion {
-                    stream: stream.clone(),
+                    stream: stream.to_owned(),
                     expected,
                     current,
                 });
@@ -324,6 +357,23 @@ impl Postgres {
                 return Ok(None);
             }
             Err(error) => return Err(write_error(&error)),
+        }
+        for event in events {
+            if let Some(owner) = event.stream.strip_prefix(METASTREAM_PREFIX) {
+                let retention = Retention::of_record(&event.event_type, &event.data);
+                let as_i64 = |value: Option<u64>| value.map(|v| v.min(i64::MAX as u64) as i64);
+                sqlx::query(
+                    "INSERT INTO stream_lifecycle                        (name, truncate_before, max_count, max_age_seconds, tombstoned)                      VALUES ($1, $2, $3, $4, $5)                      ON CONFLICT (name) DO UPDATE SET truncate_before = EXCLUDED.truncate_before,                        max_count = EXCLUDED.max_count, max_age_seconds = EXCLUDED.max_age_seconds,                        tombstoned = EXCLUDED.tombstoned",
+                )
+                .bind(owner)
+                .bind(as_i64(retention.truncate_before))
+                .bind(as_i64(retention.max_count))
+                .bind(as_i64(retention.max_age_seconds))
+                .bind(retention.tombstoned)
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| write_error(&e))?;
+            }
         }
         tx.commit().await.map_err(|e| write_error(&e))?;
         self.publish_head(head);
@@ -400,7 +450,7 @@ impl Postgres {
                      + coalesce(octet_length(metadata), 0)) OVER w \
                  - (octet_length(stream) + octet_length(event_type) + octet_length(data) \
                      + coalesce(octet_length(metadata), 0)) AS before_bytes \
-               FROM events WHERE {condition} \
+               FROM live_events WHERE {condition} \
                WINDOW w AS (ORDER BY {order}) ORDER BY {order} LIMIT $2 \
              ) page ORDER BY {order}"
         );
@@ -448,7 +498,7 @@ impl Postgres {
         'scan: while scanned < FILTER_SCAN_MAX_EVENTS {
             // Names and types first; data only for the events that match.
             let rows = sqlx::query(&format!(
-                "SELECT position, stream, event_type FROM events WHERE {condition} \
+                "SELECT position, stream, event_type FROM live_events WHERE {condition} \
                  ORDER BY {order} LIMIT $2"
             ))
             .bind(cursor)
@@ -535,8 +585,9 @@ impl EventStore for Postgres {
         events::check_append(&events, expected, &self.inner.limits)?;
         // A stored id rolls the insert back; then the batch is a repeat or a conflict. A
         // repeat's original can only vanish if it was never committed, so this loop ends.
+        super::embedded::refuse_metastreams(&events)?;
         loop {
-            if let Some(appended) = self.insert(&events, expected).await? {
+            if let Some(appended) = self.insert(&events, expected, None).await? {
                 return Ok(appended);
             }
             if let Some(appended) = self.repeat(&events).await? {
@@ -547,7 +598,7 @@ impl EventStore for Postgres {
 
     async fn get(&self, id: Uuid) -> Result<Option<RecordedEvent>> {
         let row = sqlx::query(&format!(
-            "SELECT {EVENT_COLUMNS} FROM events WHERE id = $1::text::uuid"
+            "SELECT {EVENT_COLUMNS} FROM live_events WHERE id = $1::text::uuid"
         ))
         .bind(id.to_string())
         .fetch_optional(&self.inner.pool)
@@ -670,41 +721,169 @@ impl EventStore for Postgres {
     }
 
     async fn stream_state(&self, stream: &str) -> Result<Option<StreamState>> {
-        let row = sqlx::query(
-            "SELECT name, version, last_position, updated_at_micros FROM streams WHERE name = $1",
-        )
-        .bind(stream)
-        .fetch_optional(&self.inner.pool)
-        .await
-        .map_err(|e| read_error(&e))?;
-        Ok(row.as_ref().map(decode_stream))
+        let row = sqlx::query(&format!("{STREAM_SELECT} WHERE s.name = $1"))
+            .bind(stream)
+            .fetch_optional(&self.inner.pool)
+            .await
+            .map_err(|e| read_error(&e))?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        let (state, tombstoned, soft_deleted) = decode_stream(&row);
+        if tombstoned {
+            return Err(Error::StreamDeleted {
+                stream: stream.to_owned(),
+            });
+        }
+        Ok((!soft_deleted).then_some(state))
     }
 
     async fn list_streams(&self, request: ListStreams) -> Result<StreamList> {
         let limit = request.limit.clamp(1, 10_000) as i64;
+        let with_metastreams = request
+            .prefix
+            .as_deref()
+            .is_some_and(|prefix| prefix.starts_with(METASTREAM_PREFIX));
         let pattern = request
             .prefix
             .as_deref()
             .map(|prefix| format!("{}%", escape_like(prefix)));
-        let rows = sqlx::query(
-            "SELECT name, version, last_position, updated_at_micros FROM streams \
-             WHERE ($1::text IS NULL OR name LIKE $1 ESCAPE '\\') \
-               AND ($2::text IS NULL OR name > $2) \
-             ORDER BY name LIMIT $3",
-        )
+        // Deleted streams (soft or tombstoned) and metastreams are left out.
+        let rows = sqlx::query(&format!(
+            "{STREAM_SELECT} \
+             WHERE ($1::text IS NULL OR s.name LIKE $1 ESCAPE '\\') \
+               AND ($2::text IS NULL OR s.name > $2) \
+               AND ($4::boolean OR s.name NOT LIKE '$$%') \
+               AND (l.name IS NULL OR (NOT l.tombstoned AND coalesce(l.truncate_before, 0) <= s.version)) \
+             ORDER BY s.name LIMIT $3"
+        ))
         .bind(pattern)
         .bind(request.after)
         .bind(limit + 1)
+        .bind(with_metastreams)
         .fetch_all(&self.inner.pool)
         .await
         .map_err(|e| read_error(&e))?;
-        let mut streams: Vec<StreamState> = rows.iter().map(decode_stream).collect();
+        let mut streams: Vec<StreamState> = rows.iter().map(|row| decode_stream(row).0).collect();
         let more = streams.len() as i64 > limit;
         streams.truncate(limit as usize);
         let next = more
             .then(|| streams.last().map(|s| s.stream.clone()))
             .flatten();
         Ok(StreamList { streams, next })
+    }
+
+    async fn stream_metadata(&self, stream: &str) -> Result<Option<StreamMetadata>> {
+        let row = sqlx::query(
+            "SELECT coalesce((SELECT tombstoned FROM stream_lifecycle WHERE name = $1), false), \
+               (SELECT event_type FROM events WHERE stream = $2 ORDER BY version DESC LIMIT 1), \
+               (SELECT data FROM events WHERE stream = $2 ORDER BY version DESC LIMIT 1), \
+               EXISTS (SELECT 1 FROM streams WHERE name = $1)",
+        )
+        .bind(stream)
+        .bind(metastream_of(stream))
+        .fetch_one(&self.inner.pool)
+        .await
+        .map_err(|e| read_error(&e))?;
+        if row.get::<bool, _>(0) {
+            return Err(Error::StreamDeleted {
+                stream: stream.to_owned(),
+            });
+        }
+        let event_type: Option<String> = row.get(1);
+        let data: Option<Vec<u8>> = row.get(2);
+        match (event_type.as_deref(), data) {
+            (Some(METADATA_EVENT_TYPE), Some(data)) => StreamMetadata::from_json(&data)
+                .map(Some)
+                .map_err(|e| Error::Corrupt {
+                    reason: format!("stored metadata of {stream:?}: {e}"),
+                }),
+            _ if row.get::<bool, _>(3) => Ok(Some(StreamMetadata::default())),
+            _ => Ok(None),
+        }
+    }
+
+    async fn set_stream_metadata(
+        &self,
+        stream: &str,
+        expected: ExpectedVersion,
+        metadata: StreamMetadata,
+    ) -> Result<()> {
+        let record = NewEvent::json(
+            metastream_of(stream),
+            METADATA_EVENT_TYPE,
+            metadata.to_json()?,
+        );
+        self.insert(&[record], expected, None).await.map(|_| ())
+    }
+
+    async fn delete_stream(
+        &self,
+        stream: &str,
+        expected: ExpectedVersion,
+        mode: DeleteMode,
+    ) -> Result<()> {
+        loop {
+            let row = sqlx::query(&format!("{STREAM_SELECT} WHERE s.name = $1"))
+                .bind(stream)
+                .fetch_optional(&self.inner.pool)
+                .await
+                .map_err(|e| read_error(&e))?;
+            let not_found = || Error::StreamNotFound {
+                stream: stream.to_owned(),
+            };
+            let Some(row) = row else {
+                return Err(not_found());
+            };
+            let (state, tombstoned, soft_deleted) = decode_stream(&row);
+            if tombstoned {
+                return Err(Error::StreamDeleted {
+                    stream: stream.to_owned(),
+                });
+            }
+            // A soft-deleted stream can still be tombstoned, not deleted again.
+            if soft_deleted && mode == DeleteMode::Soft {
+                return Err(not_found());
+            }
+            let condition = match expected {
+                ExpectedVersion::Any | ExpectedVersion::StreamExists => state.version,
+                ExpectedVersion::Exact(wanted) => wanted,
+                ExpectedVersion::NoStream => {
+                    return Err(Error::WrongExpectedVersion {
+                        stream: stream.to_owned(),
+                        expected,
+                        current: Some(state.version),
+                    });
+                }
+            };
+            let record = match mode {
+                DeleteMode::Soft => {
+                    let mut metadata = self.stream_metadata(stream).await?.unwrap_or_default();
+                    metadata.truncate_before = Some(condition.saturating_add(1));
+                    NewEvent::json(
+                        metastream_of(stream),
+                        METADATA_EVENT_TYPE,
+                        metadata.to_json()?,
+                    )
+                }
+                DeleteMode::Hard => {
+                    NewEvent::json(metastream_of(stream), TOMBSTONE_EVENT_TYPE, b"{}".to_vec())
+                }
+            };
+            match self
+                .insert(&[record], ExpectedVersion::Exact(condition), Some(stream))
+                .await
+            {
+                Ok(_) => return Ok(()),
+                // The stream grew in between and any version was admitted: go again.
+                Err(Error::WrongExpectedVersion { .. })
+                    if !matches!(expected, ExpectedVersion::Exact(_)) =>
+                {
+                    continue;
+                }
+                Err(error) => return Err(error),
+            }
+        }
     }
 
     async fn head(&self) -> Result<u64> {
@@ -870,16 +1049,29 @@ fn decode_event(row: &PgRow) -> Result<RecordedEvent> {
     })
 }
 
-fn decode_stream(row: &PgRow) -> StreamState {
+/// A stream's row with its lifecycle and first live version, as [`decode_stream`] reads it.
+const STREAM_SELECT: &str = "SELECT s.name, s.version, s.last_position, s.updated_at_micros, \
+     coalesce(l.tombstoned, false), l.truncate_before, \
+     (SELECT min(v.version) FROM live_events v WHERE v.stream = s.name) \
+     FROM streams s LEFT JOIN stream_lifecycle l ON l.name = s.name";
+
+/// The state, whether tombstoned, whether soft-deleted (`$tb` past the last version).
+fn decode_stream(row: &PgRow) -> (StreamState, bool, bool) {
     let version = row.get::<i64, _>(1) as u64;
-    StreamState {
+    let tombstoned: bool = row.get(4);
+    let truncate_before: Option<i64> = row.get(5);
+    let first_live: Option<i64> = row.get(6);
+    let first_version = first_live.map_or(version + 1, |v| v as u64);
+    let state = StreamState {
         stream: row.get(0),
         version,
-        first_version: 0,
-        events: version + 1,
+        first_version,
+        events: (version + 1).saturating_sub(first_version),
         last_position: row.get::<i64, _>(2) as u64,
         updated_at_micros: row.get(3),
-    }
+    };
+    let soft_deleted = truncate_before.is_some_and(|tb| tb as u64 > version);
+    (state, tombstoned, soft_deleted)
 }
 
 fn escape_like(value: &str) -> String {
