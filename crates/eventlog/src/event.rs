@@ -35,7 +35,7 @@ pub struct RecordedEvent {
     pub stream: String,
     /// 0-based index within the stream.
     pub version: u64,
-    /// Global position: gap-free, from 0.
+    /// Global position: strictly increasing from 0 (holes where a scavenge removed events).
     pub position: u64,
     pub event_type: String,
     pub data: Vec<u8>,

@@ -44,7 +44,10 @@
 //!   `fdatasync`ed; events are visible to readers only then.
 //! - A batch is atomic: all of it becomes durable and visible, or none (also across a crash:
 //!   a half-written batch is discarded whole on recovery).
-//! - Positions are gap-free from 0; versions are gap-free from 0 within a stream.
+//! - Positions are strictly increasing from 0, assigned gap-free at append time; a scavenge
+//!   later leaves holes where it removed dead events and never moves a live event. Versions
+//!   are consecutive within a stream; a scavenge removes only a stream's oldest (a stream's
+//!   first live version may then be above 0).
 //! - Offsets are `u64` bytes; data is stored and returned byte-exactly.
 //! - A torn tail is cut off at open and kept in a side file; damage before the tail makes open
 //!   fail with [`Error::Corrupt`] naming file and offset. Reads verify checksums and never

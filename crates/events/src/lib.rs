@@ -31,7 +31,8 @@
 //! - An append is atomic (all of a batch or nothing), durable when acknowledged, and visible
 //!   to readers only once durable.
 //! - Positions are strictly increasing and gap-free from 0 at append time and become visible
-//!   in position order: no reader sees position N+1 while N is not yet visible.
+//!   in position order: no reader sees position N+1 while N is not yet visible. Reads skip
+//!   dead events, and a scavenge removes them for good: `$all` then has holes.
 //! - Versions are gap-free from 0 within a stream; an expected version is checked atomically
 //!   with the append.
 //! - Idempotency by event id is permanent: a repeat with identical content answers the
