@@ -33,7 +33,7 @@ fn env_u64(name: &str, default: u64) -> u64 {
 }
 
 fn event(i: u64) -> NewEvent {
-    let dead = i % 2 == 0;
+    let dead = i.is_multiple_of(2);
     let mut data = format!("{{\"n\":{i},\"pad\":\"");
     while data.len() < 300 {
         data.push('x');
