@@ -440,11 +440,13 @@ impl Store {
     ) -> Result<Vec<RecordedEvent>> {
         let mut events = Vec::with_capacity(limit.min(1024));
         let mut used = 0usize;
-        let mut slot = None;
+        // The next position to read. Not a slot: the lock is released between spans, and a
+        // scavenge swapping a segment in meanwhile renumbers the slots (never the positions).
+        let mut position = from;
         while events.len() < limit && (events.is_empty() || used < max_bytes) {
             let index = self.index();
             // Positions may have holes (a scavenge removed dead events): count live events.
-            let from_slot = *slot.get_or_insert_with(|| index.slot_at_or_after(from));
+            let from_slot = index.slot_at_or_after(position);
             let end = index
                 .live()
                 .min(from_slot.saturating_add(limit - events.len()));
@@ -455,7 +457,7 @@ impl Store {
             let (location, to) = index.span(from_slot, end, budget).expect("slot below live");
             read_span(&index, &location, from_slot, to, &mut events)?;
             used = used.saturating_add(location.len);
-            slot = Some(to);
+            position = index.position_of_slot(to - 1) + 1;
         }
         Ok(events)
     }

@@ -716,10 +716,8 @@ impl Modify for BearerSecurity {
 #[derive(OpenApi)]
 #[openapi(
     info(title = "Logbook event store", description = "Append-only JSON event log over HTTP."),
-    paths(append, read_all, get_event, append_to_stream, read_stream, subscribe::subscribe, list_streams, stream_state, delete_stream, get_metadata, put_metadata),
-    paths(crate::admin::start_scavenge, crate::admin::scavenge_status),
-    components(schemas(Problem, NewEventBody, AppendRequest, AppendResponse, PlacedBody, EventBody, LogPage, StreamPage, StreamBody, StreamListBody, MetadataBody, ReadDirection)),
-    components(schemas(crate::admin::ScavengeStarted, crate::admin::ScavengeBody)),
+    paths(append, read_all, get_event, append_to_stream, read_stream, subscribe::subscribe, list_streams, stream_state, delete_stream, get_metadata, put_metadata, crate::admin::start_scavenge, crate::admin::scavenge_status),
+    components(schemas(Problem, NewEventBody, AppendRequest, AppendResponse, PlacedBody, EventBody, LogPage, StreamPage, StreamBody, StreamListBody, MetadataBody, ReadDirection, crate::admin::ScavengeStarted, crate::admin::ScavengeBody)),
     modifiers(&BearerSecurity),
     tags((name = "events", description = "The event store"), (name = "streams", description = "Streams: listing, state, delete, tombstone, metadata and retention"), (name = "admin", description = "Store-wide administration (scavenge)"))
 )]
