@@ -254,6 +254,21 @@ impl Index {
         })
     }
 
+    /// Makes the next version of a stream without live events at least `version`: a stream
+    /// whose events a scavenge all removed, whose lifecycle record (`$tb`) says where its
+    /// versions continue. A stream with live events keeps its versions.
+    pub fn raise_next_version(&mut self, stream: &str, version: u64) {
+        if self.stream(stream).is_some_and(|p| !p.is_empty())
+            || self.stream_next_version(stream) >= version
+        {
+            return;
+        }
+        if !self.streams.contains_key(stream) {
+            self.streams.insert(stream.into(), Vec::new());
+        }
+        self.first_versions.insert(stream.into(), version);
+    }
+
     /// Forgets every event from position `len` on, and sets the last segment's visible length
     /// (the writer cutting off what a failed fsync may never make durable). O(events): the id
     /// table is rebuilt.

@@ -197,7 +197,7 @@ impl Store {
         active.file = Arc::clone(&file);
         let len = active.visible_len;
         report.events = index.len();
-        let catalog = build_catalog(&index)?;
+        let catalog = build_catalog(&mut index)?;
         let shared = Arc::new(Shared {
             dir,
             options,
@@ -790,18 +790,25 @@ fn live_in(
 
 /// The catalog of a freshly scanned index: every name, and the retention the last record of
 /// each metastream states (one read per metastream).
-fn build_catalog(index: &Index) -> Result<Catalog> {
+fn build_catalog(index: &mut Index) -> Result<Catalog> {
     let mut catalog = Catalog::default();
+    let mut floors = Vec::new();
     for number in 0..index.stream_count() {
         let (name, positions) = index.stream_at(number).expect("number below count");
         catalog.add_name(name);
         if let (Some(owner), Some(&last)) = (stream_of_metastream(name), positions.last()) {
             let record = read_at(index, last)?;
-            catalog.set_retention(
-                owner,
-                Retention::of_record(&record.event_type, &record.data),
-            );
+            let retention = Retention::of_record(&record.event_type, &record.data);
+            if let Some(truncate_before) = retention.truncate_before {
+                floors.push((owner.to_owned(), truncate_before));
+            }
+            catalog.set_retention(owner, retention);
         }
+    }
+    // A soft-deleted stream whose every event a scavenge removed is gone from the segments;
+    // its lifecycle record still says where its versions continue.
+    for (stream, truncate_before) in floors {
+        index.raise_next_version(&stream, truncate_before);
     }
     Ok(catalog)
 }

@@ -193,3 +193,57 @@ async fn scavenge_needs_an_admin_token_for_every_stream() {
     .await;
     assert_eq!(status, 202);
 }
+
+#[tokio::test]
+async fn a_soft_deleted_stream_scavenged_away_continues_its_versions_after_a_full_replay() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = spawn(dir.path()).await;
+    for n in 0..3 {
+        append(&server, "cart", &format!(r#"{{"n":{n}}}"#)).await;
+    }
+    let (status, _, _) = json(
+        server
+            .client
+            .delete(server.url("/streams/cart"))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 204);
+    let (status, _, started) = json(
+        server
+            .client
+            .post(server.url("/admin/scavenge?seal=true"))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 202);
+    let done = wait_done(&server, started["id"].as_str().unwrap()).await;
+    assert_eq!(done["events_removed"], 3, "{done}");
+    let dir_path = server.dir.clone();
+    server.stop().await;
+    // No checkpoint: the next open replays the log, which no longer holds the stream's events.
+    std::fs::remove_file(dir_path.join(eventlog::CHECKPOINT_FILE)).unwrap();
+    let server = spawn(&dir_path).await;
+    let (status, _, placed) = json(
+        server
+            .post_json(
+                "/streams/cart/events",
+                r#"{"type":"T","data":{"again":true}}"#,
+            )
+            .await,
+    )
+    .await;
+    assert_eq!(status, 201, "{placed}");
+    assert_eq!(
+        placed["version"], 3,
+        "versions continue after a soft delete"
+    );
+    let (status, _, page) = json(server.get("/streams/cart/events").await).await;
+    assert_eq!(status, 200, "{page}");
+    assert_eq!(page["events"].as_array().unwrap().len(), 1, "{page}");
+    server.stop().await;
+}
