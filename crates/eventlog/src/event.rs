@@ -35,7 +35,8 @@ pub struct RecordedEvent {
     pub stream: String,
     /// 0-based index within the stream.
     pub version: u64,
-    /// Global position: strictly increasing from 0 (holes where a scavenge removed events).
+    /// Global position: strictly increasing from 0 (handed out consecutively; reads that skip
+    /// dead events see holes, and a scavenge removes dead events for good).
     pub position: u64,
     pub event_type: String,
     pub data: Vec<u8>,

@@ -44,10 +44,13 @@
 //!   `fdatasync`ed; events are visible to readers only then.
 //! - A batch is atomic: all of it becomes durable and visible, or none (also across a crash:
 //!   a half-written batch is discarded whole on recovery).
-//! - Positions are strictly increasing from 0, assigned gap-free at append time; a scavenge
-//!   later leaves holes where it removed dead events and never moves a live event. Versions
-//!   are consecutive within a stream; a scavenge removes only a stream's oldest (a stream's
-//!   first live version may then be above 0).
+//! - Positions are strictly increasing, with holes where dead events were: the writer hands
+//!   them out consecutively from 0, and reads that skip dead events ([`Store::retain_live`],
+//!   [`lifecycle`]) see holes; a [`scavenge`] removes dead events from sealed segments for
+//!   good and never moves a live one. Versions are gap-free within a stream; a scavenge
+//!   removes only a stream's oldest events (its first version may then be above 0).
+//! - Lifecycle records (metadata, soft delete, tombstone) are events of metastreams: the index
+//!   rebuilt from the log or a checkpoint knows them; a tombstone is final.
 //! - Offsets are `u64` bytes; data is stored and returned byte-exactly.
 //! - A torn tail is cut off at open and kept in a side file; damage before the tail makes open
 //!   fail with [`Error::Corrupt`] naming file and offset. Reads verify checksums and never

@@ -16,7 +16,7 @@
 //! Only the last event of a metastream counts (a metastream is implicitly `$maxCount` 1, as in
 //! KurrentDB); a tombstone is final: the writer refuses anything after it, in the stream and in
 //! its metastream. Because these are events of the log, the index rebuilt from the log or from
-//! a checkpoint knows them: [`Catalog::build`] reads them back at open.
+//! a checkpoint knows them: the store reads them back at open (`store::build_catalog`).
 //!
 //! # Liveness
 //! An event is *dead* when its stream is tombstoned, its version is below `$tb`, it is not
@@ -181,6 +181,11 @@ impl Catalog {
     /// Whether `stream` is tombstoned.
     pub fn is_tombstoned(&self, stream: &str) -> bool {
         self.retention(stream).is_some_and(|r| r.tombstoned)
+    }
+
+    /// Every stream with retention, and its retention.
+    pub fn retentions(&self) -> impl Iterator<Item = (&str, Retention)> + '_ {
+        self.retention.iter().map(|(name, r)| (&**name, *r))
     }
 
     /// Whether no stream has any retention (reads then skip liveness checks).

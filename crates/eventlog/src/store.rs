@@ -305,13 +305,15 @@ impl Store {
     /// Queues a lifecycle record of `stream` (an event of its metastream, `$$<stream>`, of
     /// type [`METADATA_EVENT_TYPE`](crate::lifecycle::METADATA_EVENT_TYPE) or
     /// [`TOMBSTONE_EVENT_TYPE`](crate::lifecycle::TOMBSTONE_EVENT_TYPE)), appended only if
-    /// `stream` itself is at `expected`, checked atomically with the append (as
-    /// [`Store::submit`] answers).
+    /// `stream` itself is at `expected` and the metastream at `metastream_expected` (so a
+    /// record built from the metastream's last one overwrites no concurrent change), both
+    /// checked atomically with the append (answered as [`Store::submit`] answers).
     pub fn submit_lifecycle(
         &self,
         stream: &str,
         record: NewEvent,
         expected: ExpectedVersion,
+        metastream_expected: ExpectedVersion,
         done: impl FnOnce(Result<Appended>) + Send + 'static,
     ) {
         if record.stream != metastream_of(stream) {
@@ -320,14 +322,19 @@ impl Store {
                 metastream_of(stream)
             ))));
         }
-        self.submit_conditional(vec![record], expected, Some(stream.to_owned()), done);
+        self.submit_conditional(
+            vec![record],
+            metastream_expected,
+            Some((stream.to_owned(), expected)),
+            done,
+        );
     }
 
     fn submit_conditional(
         &self,
         events: Vec<NewEvent>,
         expected: ExpectedVersion,
-        condition: Option<String>,
+        condition: Option<(String, ExpectedVersion)>,
         done: impl FnOnce(Result<Appended>) + Send + 'static,
     ) {
         if let Err(e) = self.check_append(&events, expected) {
@@ -563,19 +570,20 @@ impl Store {
         let index = self.index();
         let catalog = self.catalog();
         let mut liveness = Liveness::new(now_micros());
-        for name in (0..index.stream_count()).filter_map(|n| index.stream_at(n).map(|s| s.0)) {
-            // A stream whose every event a scavenge removed has a version but no positions.
-            let Some(last_version) = index.stream_version(name) else {
-                continue;
-            };
-            if is_metastream(name) {
-                let only_last = Retention {
-                    max_count: Some(1),
-                    ..Retention::default()
-                };
-                liveness.insert(name, only_last, last_version);
-            } else if let Some(retention) = catalog.retention(name) {
-                liveness.insert(name, retention, last_version);
+        // Only streams with retention and metastreams have cut-offs: the catalog knows both
+        // without a walk of every stream.
+        for (stream, retention) in catalog.retentions() {
+            if let Some(last_version) = index.stream_version(stream) {
+                liveness.insert(stream, retention, last_version);
+            }
+        }
+        let only_last = Retention {
+            max_count: Some(1),
+            ..Retention::default()
+        };
+        for metastream in catalog.names_from(METASTREAM_PREFIX, None) {
+            if let Some(last_version) = index.stream_version(metastream) {
+                liveness.insert(metastream, only_last, last_version);
             }
         }
         liveness
@@ -632,6 +640,12 @@ impl Store {
             .take(limit)
             .map(str::to_owned)
             .collect()
+    }
+
+    /// Approximate heap bytes of the catalog (sorted names and per-stream retention),
+    /// beside [`StoreStats::index_heap_bytes`].
+    pub fn catalog_heap_bytes(&self) -> u64 {
+        self.catalog().heap_bytes() as u64
     }
 
     /// Number of visible events: the position the next event will get.

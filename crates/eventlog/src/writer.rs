@@ -34,9 +34,9 @@ pub enum Command {
     Append {
         events: Vec<NewEvent>,
         expected: ExpectedVersion,
-        /// The stream `expected` is about, when not the events' own (a lifecycle record of a
-        /// stream goes to its metastream but is conditional on the stream's version).
-        condition: Option<String>,
+        /// A second condition, on another stream (a lifecycle record goes to the metastream,
+        /// `expected` being the metastream's version, and is conditional on the stream's).
+        condition: Option<(String, ExpectedVersion)>,
         done: Done,
     },
     Checkpoint {
@@ -107,7 +107,7 @@ pub struct Writer {
 struct Pending {
     events: Vec<NewEvent>,
     expected: ExpectedVersion,
-    condition: Option<String>,
+    condition: Option<(String, ExpectedVersion)>,
     done: Done,
 }
 
@@ -413,7 +413,7 @@ impl Writer {
         &self,
         flush: &mut Flush,
         events: Vec<NewEvent>,
-        (expected, condition): (ExpectedVersion, Option<String>),
+        (expected, condition): (ExpectedVersion, Option<(String, ExpectedVersion)>),
         done: Done,
     ) {
         let index = self.shared.index.read().expect("index lock poisoned");
@@ -494,19 +494,20 @@ impl Writer {
                 .copied()
                 .unwrap_or_else(|| index.stream_next_version(stream))
         };
-        if expected != ExpectedVersion::Any {
-            let checked = condition.as_deref().unwrap_or(&events[0].stream);
-            let length = stream_length(flush, checked);
-            let current = length.checked_sub(1);
+        let own = Some((events[0].stream.as_str(), expected));
+        let other = condition
+            .as_ref()
+            .map(|(stream, expected)| (stream.as_str(), *expected));
+        for (checked, expected) in own.into_iter().chain(other) {
+            let current = stream_length(flush, checked).checked_sub(1);
             let matches = match expected {
                 ExpectedVersion::NoStream => current.is_none(),
                 ExpectedVersion::Exact(version) => current == Some(version),
                 ExpectedVersion::Any => true,
             };
             if !matches {
-                let stream = checked.to_owned();
                 return done(Err(Error::WrongExpectedVersion {
-                    stream,
+                    stream: checked.to_owned(),
                     expected,
                     current,
                 }));

@@ -35,9 +35,15 @@ fn lifecycle(
     expected: ExpectedVersion,
 ) -> Result<(), Error> {
     let (sender, receiver) = std::sync::mpsc::channel();
-    store.submit_lifecycle(stream, record, expected, move |result| {
-        let _ = sender.send(result);
-    });
+    store.submit_lifecycle(
+        stream,
+        record,
+        expected,
+        ExpectedVersion::Any,
+        move |result| {
+            let _ = sender.send(result);
+        },
+    );
     receiver.recv().unwrap().map(|_| ())
 }
 
@@ -163,5 +169,22 @@ fn a_lifecycle_record_is_conditional_on_the_streams_own_version() {
         ExpectedVersion::Any,
     );
     assert!(matches!(misplaced, Err(Error::InvalidAppend(_))));
+    // The metastream's own version is a second condition (a record built from its last
+    // one must not overwrite a change made in between).
+    let (sender, receiver) = std::sync::mpsc::channel();
+    store.submit_lifecycle(
+        "s",
+        record("s", METADATA_EVENT_TYPE, r#"{"$tb":1}"#),
+        ExpectedVersion::Exact(0),
+        ExpectedVersion::Exact(0),
+        move |result| {
+            let _ = sender.send(result);
+        },
+    );
+    let stale_metadata = receiver.recv().unwrap();
+    assert!(
+        matches!(&stale_metadata, Err(Error::WrongExpectedVersion { stream, current: None, .. }) if stream == "$$s"),
+        "{stale_metadata:?}"
+    );
     assert_eq!(store.head(), 1);
 }

@@ -49,6 +49,7 @@ macro_rules! conformance_tests {
             a_tombstoned_stream_refuses_reads_appends_and_metadata,
             metadata_hides_dead_events_from_stream_and_all_reads_and_subscriptions,
             invalid_metadata_and_deletes_of_nothing_are_refused,
+            events_older_than_max_age_vanish_from_reads,
         );
     };
     (@each $fresh:path; $($check:ident),* $(,)?) => {
@@ -847,4 +848,41 @@ pub async fn invalid_metadata_and_deletes_of_nothing_are_refused<S: EventStore>(
         .await;
     assert!(matches!(result, Err(Error::InvalidAppend(_))), "{result:?}");
     assert_eq!(store.head().await.unwrap(), 1);
+}
+
+/// `max_age_seconds` hides events once they are older, without any write: the check awaits
+/// the condition (at most 30 s) instead of sleeping a fixed time.
+pub async fn events_older_than_max_age_vanish_from_reads<S: EventStore>(store: S) {
+    append_one(&store, "aged", "0").await;
+    let metadata = StreamMetadata {
+        max_age_seconds: Some(1),
+        ..StreamMetadata::default()
+    };
+    store
+        .set_stream_metadata("aged", ExpectedVersion::Any, metadata)
+        .await
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let page = store
+            .read_stream("aged", ReadStream::forward(0, 10))
+            .await
+            .unwrap()
+            .expect("an expired stream still exists");
+        if page.events.is_empty() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the event never expired"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let all = store.read_all(ReadAll::forward(0, 100)).await.unwrap();
+    assert!(stream_positions(&all.events, "aged").is_empty());
+    let state = store.stream_state("aged").await.unwrap().unwrap();
+    assert_eq!(
+        (state.version, state.events, state.first_version),
+        (0, 0, 1)
+    );
 }

@@ -30,10 +30,16 @@
 //! # Guarantees every backend gives
 //! - An append is atomic (all of a batch or nothing), durable when acknowledged, and visible
 //!   to readers only once durable.
-//! - Positions are strictly increasing and gap-free from 0 at append time and become visible
-//!   in position order: no reader sees position N+1 while N is not yet visible. Reads skip
-//!   dead events, and a scavenge removes them for good: `$all` then has holes.
-//! - Versions are gap-free from 0 within a stream; an expected version is checked atomically
+//! - Positions are strictly increasing, with holes where dead events were: an append takes the
+//!   positions right after the last one, and they become visible in position order (no
+//!   reader sees position N+1 while N is not yet visible); reads skip dead events (deleted,
+//!   truncated, past `max_count` or `max_age_seconds`), so `$all` has holes once streams are
+//!   deleted or retention applies; a scavenge (embedded engine) then removes their bytes.
+//! - Deletes, tombstones and metadata are records of the log (events of the metastream
+//!   `$$<stream>`, KurrentDB's representation): a backend rebuilt from its log knows them; a
+//!   tombstone is final ([`Error::StreamDeleted`], also after a restart).
+//! - Versions are gap-free from 0 within a stream (a soft delete does not reset them: a
+//!   re-append continues after the last version); an expected version is checked atomically
 //!   with the append.
 //! - Idempotency by event id is permanent: a repeat with identical content answers the
 //!   original placement, with other content [`Error::IdConflict`].

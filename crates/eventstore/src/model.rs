@@ -133,7 +133,7 @@ pub struct PlacedBody {
     pub stream: String,
     /// 0-based index within the stream.
     pub version: u64,
-    /// Global position, strictly increasing from 0 (with holes where events were deleted).
+    /// Global position: strictly increasing, with holes where dead events were.
     pub position: u64,
 }
 
@@ -164,7 +164,7 @@ pub struct EventBody {
     pub stream: String,
     /// 0-based index within the stream.
     pub version: u64,
-    /// Global position, strictly increasing from 0 (with holes where events were deleted).
+    /// Global position: strictly increasing, with holes where dead events were.
     pub position: u64,
     #[serde(rename = "type")]
     #[schema(example = "OrderPlaced")]

@@ -351,6 +351,12 @@ fn the_openapi_document_describes_the_stream_routes_and_their_problems() {
             "get",
             &["200", "404", "410"][..],
         ),
+        (
+            "/streams/{stream}/events",
+            "post",
+            &["201", "409", "410"][..],
+        ),
+        ("/events", "post", &["201", "410"][..]),
     ] {
         let responses = &paths[path][method]["responses"];
         for status in statuses {

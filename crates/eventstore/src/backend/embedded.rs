@@ -602,6 +602,15 @@ impl EventStore for Embedded {
                     });
                 }
             };
+            // The metastream's version before its last record is read: a metadata write in
+            // between fails the condition, and the delete goes again.
+            let metastream_expected = match self.store.stream_version(&metastream_of(stream)) {
+                Some(version) if mode == DeleteMode::Soft => {
+                    eventlog::ExpectedVersion::Exact(version)
+                }
+                None if mode == DeleteMode::Soft => eventlog::ExpectedVersion::NoStream,
+                _ => eventlog::ExpectedVersion::Any,
+            };
             let record = match mode {
                 DeleteMode::Soft => {
                     // KurrentDB's soft delete: the metadata as it is, with `$tb` past the end.
@@ -622,16 +631,18 @@ impl EventStore for Embedded {
                 stream,
                 record,
                 eventlog::ExpectedVersion::Exact(condition),
+                metastream_expected,
                 move |result| {
                     let _ = sender.send(result);
                 },
             );
             match receiver.await.unwrap_or(Err(eventlog::Error::Closed)) {
                 Ok(_) => return Ok(()),
-                // The stream grew in between and any version was admitted: go again.
-                Err(eventlog::Error::WrongExpectedVersion { .. })
-                    if !matches!(expected, ExpectedVersion::Exact(_)) =>
-                {
+                // The metadata changed in between, or the stream grew and any version was
+                // admitted: go again.
+                Err(eventlog::Error::WrongExpectedVersion {
+                    stream: checked, ..
+                }) if checked != stream || !matches!(expected, ExpectedVersion::Exact(_)) => {
                     continue;
                 }
                 Err(error) => return Err(map_error(error)),

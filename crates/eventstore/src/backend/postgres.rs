@@ -220,7 +220,7 @@ impl Postgres {
         &self,
         events: &[NewEvent],
         expected: ExpectedVersion,
-        condition: Option<&str>,
+        condition: Option<(&str, ExpectedVersion)>,
     ) -> Result<Option<Appended>> {
         let count = events.len() as i64;
         let mut tx = self.inner.pool.begin().await.map_err(|e| write_error(&e))?;
@@ -241,7 +241,7 @@ impl Postgres {
                 .iter()
                 .filter_map(|e| e.stream.strip_prefix(METASTREAM_PREFIX)),
         );
-        names.extend(condition);
+        names.extend(condition.map(|(stream, _)| stream));
         names.sort_unstable();
         names.dedup();
         // A statement after the lock: its snapshot holds every append committed before.
@@ -271,8 +271,9 @@ impl Postgres {
             }
             known.insert(name, version);
         }
-        if expected != ExpectedVersion::Any {
-            let stream = condition.unwrap_or(&events[0].stream);
+        // The events' own stream at `expected`, and the condition's stream at its own.
+        let own = Some((events[0].stream.as_str(), expected));
+        for (stream, expected) in own.into_iter().chain(condition) {
             let current = known.get(stream).copied().flatten();
             if !expected.admits(current) {
                 let _ = tx.rollback().await;
@@ -856,6 +857,22 @@ impl EventStore for Postgres {
                     });
                 }
             };
+            // The metastream's version before its last record is read: a metadata write in
+            // between fails the condition, and the delete goes again.
+            let metastream_expected = match mode {
+                DeleteMode::Soft => {
+                    let version: Option<i64> =
+                        sqlx::query_scalar("SELECT version FROM streams WHERE name = $1")
+                            .bind(metastream_of(stream))
+                            .fetch_optional(&self.inner.pool)
+                            .await
+                            .map_err(|e| read_error(&e))?;
+                    version.map_or(ExpectedVersion::NoStream, |v| {
+                        ExpectedVersion::Exact(v as u64)
+                    })
+                }
+                DeleteMode::Hard => ExpectedVersion::Any,
+            };
             let record = match mode {
                 DeleteMode::Soft => {
                     let mut metadata = self.stream_metadata(stream).await?.unwrap_or_default();
@@ -871,14 +888,19 @@ impl EventStore for Postgres {
                 }
             };
             match self
-                .insert(&[record], ExpectedVersion::Exact(condition), Some(stream))
+                .insert(
+                    &[record],
+                    metastream_expected,
+                    Some((stream, ExpectedVersion::Exact(condition))),
+                )
                 .await
             {
                 Ok(_) => return Ok(()),
-                // The stream grew in between and any version was admitted: go again.
-                Err(Error::WrongExpectedVersion { .. })
-                    if !matches!(expected, ExpectedVersion::Exact(_)) =>
-                {
+                // The metadata changed in between, or the stream grew and any version was
+                // admitted: go again.
+                Err(Error::WrongExpectedVersion {
+                    stream: checked, ..
+                }) if checked != stream || !matches!(expected, ExpectedVersion::Exact(_)) => {
                     continue;
                 }
                 Err(error) => return Err(error),

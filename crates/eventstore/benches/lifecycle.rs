@@ -1,0 +1,191 @@
+//! Lifecycle benchmark: reads of `$all` (forward, pages of 1000, through the seam of the
+//! embedded backend) on a store whose extra streams are all deleted, against the same store
+//! without deletions; and the index bytes per stream that a deletion or metadata costs.
+//!
+//! ```sh
+//! cargo bench -p eventstore --bench lifecycle                        # 200k live events
+//! BENCH_EVENTS=20000 BENCH_DELETED_STREAMS=2000 cargo bench -p eventstore --bench lifecycle
+//! ```
+//!
+//! Both stores hold the same live events (`BENCH_EVENTS` over 1,000 streams); the second also
+//! holds `BENCH_DELETED_STREAMS` streams of `BENCH_DELETED_EVENTS_EACH` events each,
+//! interleaved with the live ones and then soft-deleted (half) or tombstoned (half). The
+//! target (issue 11) is a full `$all` read within 1.5x of the store without deletions.
+//! Measure on an idle machine: figures from a loaded one say nothing.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use events::{DeleteMode, EventStore, ExpectedVersion, NewEvent, ReadAll, StreamMetadata};
+use eventstore::backend::Embedded;
+
+fn env_u64(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn payload(i: u64) -> Vec<u8> {
+    let mut data = format!("{{\"order\":{i},\"items\":[");
+    while data.len() < 280 {
+        data.push_str("{\"sku\":\"ab-12\",\"qty\":1},");
+    }
+    data.push_str("{\"sku\":\"end\",\"qty\":0}]}");
+    data.into_bytes()
+}
+
+async fn open(dir: &Path) -> Embedded {
+    let options = eventlog::Options {
+        durability: eventlog::Durability::Never,
+        ..eventlog::Options::default()
+    };
+    Embedded::open(dir.to_path_buf(), options, |_| {})
+        .await
+        .expect("the store opens")
+}
+
+/// Appends the live events, and with `deleted_streams > 0` that many dead streams
+/// interleaved, then deletes them. Answers the index + catalog heap bytes before and after
+/// the deletions.
+async fn build(store: &Embedded, events: u64, deleted_streams: u64, each: u64) -> (u64, u64) {
+    let dead_total = deleted_streams * each;
+    let total = events + dead_total;
+    let every = if dead_total == 0 {
+        u64::MAX
+    } else {
+        total / dead_total.max(1)
+    };
+    let mut batch = Vec::with_capacity(100);
+    let (mut live, mut dead) = (0u64, 0u64);
+    for i in 0..total {
+        let stream = if i % every == 0 && dead < dead_total {
+            dead += 1;
+            format!("dead-{}", dead % deleted_streams)
+        } else {
+            live += 1;
+            format!("orders-{}", live % 1000)
+        };
+        batch.push(NewEvent::json(stream, "OrderPlaced", payload(i)));
+        if batch.len() == 100 {
+            store
+                .append(std::mem::take(&mut batch), ExpectedVersion::Any)
+                .await
+                .unwrap();
+        }
+    }
+    if !batch.is_empty() {
+        store.append(batch, ExpectedVersion::Any).await.unwrap();
+    }
+    let heap = |store: &Embedded| {
+        store.engine().stats().index_heap_bytes + store.engine().catalog_heap_bytes()
+    };
+    let before = heap(store);
+    for n in 0..deleted_streams {
+        let stream = format!("dead-{n}");
+        let mode = if n % 2 == 0 {
+            DeleteMode::Soft
+        } else {
+            DeleteMode::Hard
+        };
+        store
+            .delete_stream(&stream, ExpectedVersion::Any, mode)
+            .await
+            .unwrap();
+    }
+    (before, heap(store))
+}
+
+/// Reads all of `$all` forward in pages of 1000: (elapsed, live events read outside
+/// metastreams; the last lifecycle record of each metastream is live in `$all` too).
+async fn read_all(store: &Embedded) -> (Duration, u64) {
+    let started = Instant::now();
+    let mut start = 0;
+    let mut read = 0u64;
+    loop {
+        let page = store.read_all(ReadAll::forward(start, 1000)).await.unwrap();
+        read += page
+            .events
+            .iter()
+            .filter(|e| !e.stream.starts_with("$$"))
+            .count() as u64;
+        match page.next {
+            Some(next) => start = next,
+            None => break,
+        }
+    }
+    (started.elapsed(), read)
+}
+
+async fn best_of(store: &Embedded, runs: u32) -> (Duration, u64) {
+    let mut best = (Duration::MAX, 0);
+    for _ in 0..runs {
+        let run = read_all(store).await;
+        if run.0 < best.0 {
+            best = run;
+        }
+    }
+    best
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let events = env_u64("BENCH_EVENTS", 200_000);
+    let deleted_streams = env_u64("BENCH_DELETED_STREAMS", 20_000).max(1);
+    let each = env_u64("BENCH_DELETED_EVENTS_EACH", 2);
+    let runs = env_u64("BENCH_RUNS", 3) as u32;
+    let root = tempfile::tempdir().unwrap();
+
+    let plain = open(&root.path().join("plain")).await;
+    build(&plain, events, 0, 0).await;
+    let (plain_time, plain_read) = best_of(&plain, runs).await;
+    plain.close().await;
+
+    let deleted = open(&root.path().join("deleted")).await;
+    let (before, after) = build(&deleted, events, deleted_streams, each).await;
+    let (deleted_time, deleted_read) = best_of(&deleted, runs).await;
+    assert_eq!(
+        plain_read, deleted_read,
+        "both stores serve the same live events"
+    );
+
+    // Metadata on streams that stay live: what a retention setting costs per stream.
+    let heap = |store: &Embedded| {
+        store.engine().stats().index_heap_bytes + store.engine().catalog_heap_bytes()
+    };
+    let before_metadata = heap(&deleted);
+    for n in 0..1000 {
+        let metadata = StreamMetadata {
+            max_count: Some(1_000_000),
+            ..StreamMetadata::default()
+        };
+        deleted
+            .set_stream_metadata(&format!("orders-{n}"), ExpectedVersion::Any, metadata)
+            .await
+            .unwrap();
+    }
+    let metadata_bytes = (heap(&deleted) - before_metadata) / 1000;
+    deleted.close().await;
+
+    println!("$all forward, pages of 1000, best of {runs}:");
+    println!(
+        "  no deletions:        {:>8.1} ms for {plain_read} events ({:.0} events/s)",
+        plain_time.as_secs_f64() * 1e3,
+        plain_read as f64 / plain_time.as_secs_f64()
+    );
+    println!(
+        "  {deleted_streams} deleted streams ({} dead events): {:>8.1} ms for {deleted_read} live events ({:.0} events/s)",
+        deleted_streams * each,
+        deleted_time.as_secs_f64() * 1e3,
+        deleted_read as f64 / deleted_time.as_secs_f64()
+    );
+    println!(
+        "  ratio: {:.2} (target: at most 1.5)",
+        deleted_time.as_secs_f64() / plain_time.as_secs_f64()
+    );
+    println!(
+        "index + catalog heap per deleted stream (its lifecycle record, metastream entry and retention): {} bytes",
+        after.saturating_sub(before) / deleted_streams
+    );
+    println!("index + catalog heap per stream given metadata: {metadata_bytes} bytes");
+}
