@@ -1,7 +1,8 @@
 //! Scavenge: rewriting sealed segments without their dead events, and erasing side files.
 //!
-//! Which events are dead is not the engine's business: the caller passes a [`Liveness`]
-//! question (the service answers it from deletes, tombstones and stream metadata). The
+//! Which events are dead is the caller's question, an [`IsDead`] (the embedded backend and
+//! `logbook events scavenge` answer it from the lifecycle snapshot [`crate::Store::liveness`];
+//! tests pass a synthetic one). The
 //! engine removes an event only when the question says it is dead **and** every earlier
 //! version of its stream is removed too: deleted, truncated, expired and surplus events are
 //! always a stream's oldest, and keeping a stream's remaining versions contiguous keeps the
