@@ -24,6 +24,9 @@ use crate::vfs::{FileHandle, Vfs};
 pub const CHECKPOINT_FILE: &str = "index.ckpt";
 const CHECKPOINT_TMP_FILE: &str = "index.ckpt.tmp";
 const MAGIC: [u8; 8] = *b"LBCKPT02";
+/// The magic of a checkpoint of an index with holes (after a scavenge): the same layout plus
+/// the head, the explicit positions of the first slots, and each stream's first version.
+const MAGIC_WITH_HOLES: [u8; 8] = *b"LBCKPT03";
 /// Values converted per chunk when (de)serializing integer arrays.
 const CHUNK_VALUES: usize = 64 * 1024;
 
@@ -74,7 +77,12 @@ impl<W: Write> CrcWriter<W> {
 /// those bytes durable.
 #[derive(Debug, Clone)]
 pub struct Cut {
+    /// Live events covered (slots).
     events: u64,
+    /// The next position at the cut.
+    head: u64,
+    /// The index's generation (see [`Index::generation`]) at the cut.
+    generation: u64,
     segments: Vec<(u64, u64)>,
     seed: u64,
     slots: usize,
@@ -85,7 +93,9 @@ impl Cut {
     /// Everything `index` holds now.
     pub fn of(index: &Index) -> Cut {
         Cut {
-            events: index.len(),
+            events: index.live() as u64,
+            head: index.len(),
+            generation: index.generation(),
             segments: index
                 .segments
                 .iter()
@@ -109,17 +119,32 @@ pub fn write_temporary(vfs: &dyn Vfs, dir: &Path, index: &RwLock<Index>, cut: &C
     let tmp = dir.join(CHECKPOINT_TMP_FILE);
     let read = || index.read().expect("index lock");
     let events = cut.events as usize;
+    // Only a scavenge changes what is below the cut, and it holds the checkpoint lock, which
+    // the caller holds now: the cut is stale only if a scavenge swapped a segment in before.
+    let holes = {
+        let index = read();
+        if index.generation() != cut.generation {
+            return Err(Error::io(
+                &tmp,
+                io::Error::other("a scavenge changed the index after the cut; not written"),
+            ));
+        }
+        index.has_holes()
+    };
     let written = (|| -> io::Result<()> {
         let file = vfs.create_truncate(&tmp)?;
         let mut out = CrcWriter {
             inner: BufWriter::with_capacity(1 << 20, Sequential { file, offset: 0 }),
             crc: 0,
         };
-        out.put(&MAGIC)?;
+        out.put(if holes { &MAGIC_WITH_HOLES } else { &MAGIC })?;
         out.put(&cut.events.to_le_bytes())?;
         out.put(&cut.seed.to_le_bytes())?;
         out.put(&(cut.slots as u64).to_le_bytes())?;
         out.put(&(cut.segments.len() as u32).to_le_bytes())?;
+        if holes {
+            out.put(&cut.head.to_le_bytes())?;
+        }
         for (first_position, covered) in &cut.segments {
             out.put(&first_position.to_le_bytes())?;
             out.put(&covered.to_le_bytes())?;
@@ -164,6 +189,20 @@ pub fn write_temporary(vfs: &dyn Vfs, dir: &Path, index: &RwLock<Index>, cut: &C
             }
             out.put(&bytes)?;
         }
+        if holes {
+            // Explicit positions of the first slots (below the cut: appends only add dense
+            // slots, and a scavenge cannot run meanwhile).
+            let sparse_len = read().sparse().0.len().min(events);
+            out.put(&(sparse_len as u64).to_le_bytes())?;
+            for start in (0..sparse_len).step_by(STRETCH_VALUES) {
+                let end = (start + STRETCH_VALUES).min(sparse_len);
+                bytes.clear();
+                read().sparse().0[start..end]
+                    .iter()
+                    .for_each(|v| bytes.extend_from_slice(&v.to_le_bytes()));
+                out.put(&bytes)?;
+            }
+        }
         out.put(&(cut.streams as u64).to_le_bytes())?;
         // Streams in creation order; each one's positions below the cut (later streams, and
         // later events of these, are past it).
@@ -175,10 +214,13 @@ pub fn write_temporary(vfs: &dyn Vfs, dir: &Path, index: &RwLock<Index>, cut: &C
                 let mut budget = STRETCH_VALUES;
                 while stream < cut.streams && budget > 0 {
                     let (name, positions) = index.stream_at(stream).expect("streams only grow");
-                    let covered = positions.partition_point(|&p| p < cut.events);
+                    let covered = positions.partition_point(|&p| p < cut.head);
                     if from == 0 {
                         bytes.extend_from_slice(&(name.len() as u16).to_le_bytes());
                         bytes.extend_from_slice(name.as_bytes());
+                        if holes {
+                            bytes.extend_from_slice(&index.first_version(name).to_le_bytes());
+                        }
                         bytes.extend_from_slice(&(covered as u64).to_le_bytes());
                     }
                     let to = covered.min(from + budget);
@@ -366,13 +408,16 @@ fn load_checked(
         crc: 0,
         remaining,
     };
-    if reader.array::<8>()? != MAGIC {
-        return Err("not a checkpoint of this format".into());
-    }
+    let holes = match reader.array::<8>()? {
+        MAGIC => false,
+        MAGIC_WITH_HOLES => true,
+        _ => return Err("not a checkpoint of this format".into()),
+    };
     let events = reader.u64()?;
     let seed = reader.u64()?;
     let slot_count = reader.u64()?;
     let segment_count = reader.u32()? as usize;
+    let head = if holes { reader.u64()? } else { events };
     if segment_count == 0 || segment_count > segments.len() {
         return Err(format!(
             "checkpoint covers {segment_count} segments, the log has {}",
@@ -389,15 +434,23 @@ fn load_checked(
     let offsets = reader.u32s(count)?;
     let slot_count = reader.expect(slot_count, 8)?;
     let slots = reader.u64s(slot_count)?;
+    let sparse = if holes {
+        let sparse_len = reader.u64()?;
+        let sparse_len = reader.expect(sparse_len, 8)?;
+        reader.u64s(sparse_len)?
+    } else {
+        Vec::new()
+    };
     let stream_count = reader.u64()?;
     let mut streams = Vec::new();
     for _ in 0..stream_count {
         let name_len = reader.u16()? as usize;
         let mut name = vec![0u8; name_len];
         reader.fill(&mut name)?;
+        let first_version = if holes { reader.u64()? } else { 0 };
         let positions = reader.u64()?;
         let positions = reader.expect(positions, 8)?;
-        streams.push((name, reader.u64s(positions)?));
+        streams.push((name, first_version, reader.u64s(positions)?));
     }
     if reader.remaining != 0 {
         return Err("checkpoint has trailing bytes".into());
@@ -410,13 +463,26 @@ fn load_checked(
     if u32::from_le_bytes(trailer) != reader.crc {
         return Err("checkpoint checksum mismatch".into());
     }
+    // The positions of the slots: explicit for the first `sparse.len()`, then consecutive up
+    // to the head.
+    let dense_events = events.checked_sub(sparse.len() as u64);
+    let dense_base = dense_events.and_then(|dense| head.checked_sub(dense));
+    let Some(dense_base) = dense_base.filter(|&base| {
+        sparse.windows(2).all(|w| w[0] < w[1]) && sparse.last().is_none_or(|&p| p < base)
+    }) else {
+        return Err("checkpoint positions out of order".into());
+    };
+    let position_of = |slot: u64| match sparse.get(slot as usize) {
+        Some(&position) => position,
+        None => dense_base + (slot - sparse.len() as u64),
+    };
     let step = (events / CLAIM_SAMPLES).max(1);
     let mut samples: Vec<(u64, [u8; 16])> = (0..events)
         .step_by(step as usize)
-        .map(|p| (p, ids[p as usize]))
+        .map(|slot| (position_of(slot), ids[slot as usize]))
         .collect();
     if events > 0 {
-        samples.push((events - 1, ids[events as usize - 1]));
+        samples.push((position_of(events - 1), ids[events as usize - 1]));
     }
     *claim = Some(Claim {
         events,
@@ -428,7 +494,7 @@ fn load_checked(
         || covered.windows(2).any(|w| w[0].0 >= w[1].0)
         || covered
             .iter()
-            .any(|s| s.0 > events || s.1 < SEGMENT_HEADER_LEN)
+            .any(|s| s.0 > head || s.1 < SEGMENT_HEADER_LEN)
     {
         return Err("checkpoint segments out of order".into());
     }
@@ -462,11 +528,12 @@ fn load_checked(
     // what is covered: reads compute record lengths from them.
     let mut segment = 0usize;
     let mut previous: Option<u32> = None;
-    for (position, &offset) in offsets.iter().enumerate() {
+    for (slot, &offset) in offsets.iter().enumerate() {
+        let position = position_of(slot as u64);
         while index
             .segments
             .get(segment + 1)
-            .is_some_and(|s| s.first_position <= position as u64)
+            .is_some_and(|s| s.first_position <= position)
         {
             segment += 1;
             previous = None;
@@ -480,24 +547,27 @@ fn load_checked(
         previous = Some(offset);
     }
     let table = IdTable::from_parts(seed, slots, &ids)?;
-    index.extend_from_checkpoint(ids, offsets, table);
+    let last_position = events.checked_sub(1).map(position_of);
+    index.extend_from_checkpoint(ids, offsets, table, sparse, dense_base);
     let mut positions_seen = 0u64;
-    for (name, positions) in streams {
+    for (name, first_version, positions) in streams {
         let name = String::from_utf8(name).map_err(|_| "stream name is not UTF-8")?;
-        if positions.is_empty()
+        if (positions.is_empty() && first_version == 0)
             || positions.windows(2).any(|w| w[0] >= w[1])
-            || positions.last().is_some_and(|&p| p >= events)
+            || positions.last().is_some_and(|&p| p >= head)
         {
             return Err("stream positions out of order or range".into());
         }
         positions_seen += positions.len() as u64;
-        index.set_stream(name.into_boxed_str(), positions);
+        let name = name.into_boxed_str();
+        index.set_first_version(name.clone(), first_version);
+        index.set_stream(name, positions);
     }
     if positions_seen != events {
         return Err("checkpoint streams do not cover its events exactly".into());
     }
-    if events > 0 {
-        check_last_record(&index, events - 1)?;
+    if let Some(position) = last_position {
+        check_last_record(&index, position)?;
     }
     let segment = segment_count - 1;
     let offset = index.segments[segment].visible_len;

@@ -36,7 +36,7 @@ pub struct RecordedEvent {
     /// 0-based index within the stream.
     pub version: u64,
     /// Global position: strictly increasing from 0 (handed out consecutively; reads that skip
-    /// dead events see holes).
+    /// dead events see holes, and a scavenge removes dead events for good).
     pub position: u64,
     pub event_type: String,
     pub data: Vec<u8>,

@@ -202,20 +202,41 @@ pub fn decode_record(bytes: &[u8]) -> Decoded<'_> {
     })
 }
 
+/// Segment format version of the segments the writer appends to.
+pub const SEGMENT_VERSION: u32 = 1;
+/// Segment format version of a segment a scavenge rewrote: its records are those of the
+/// original segment minus dead events, so positions (and a stream's first version) may skip,
+/// and a batch may be incomplete; each record stands alone (the file was fsynced whole before
+/// it was renamed into place, so it cannot hold a torn write).
+pub const SEGMENT_VERSION_COMPACTED: u32 = 2;
+
 /// The 16-byte header every segment file starts with.
 pub fn segment_header() -> [u8; SEGMENT_HEADER_LEN as usize] {
+    segment_header_of(SEGMENT_VERSION)
+}
+
+/// The 16-byte header of a segment of format `version`.
+pub fn segment_header_of(version: u32) -> [u8; SEGMENT_HEADER_LEN as usize] {
     let mut header = [0u8; SEGMENT_HEADER_LEN as usize];
     header[0..8].copy_from_slice(&SEGMENT_MAGIC);
-    header[8..12].copy_from_slice(&1u32.to_le_bytes());
+    header[8..12].copy_from_slice(&version.to_le_bytes());
     let crc = crc32c::crc32c(&header[0..12]);
     header[12..16].copy_from_slice(&crc.to_le_bytes());
     header
 }
 
+/// The format version of a valid segment header ([`SEGMENT_VERSION`] or
+/// [`SEGMENT_VERSION_COMPACTED`]), `None` when `bytes` is not one.
+pub fn segment_header_version(bytes: &[u8]) -> Option<u32> {
+    let header = bytes.get(..SEGMENT_HEADER_LEN as usize)?;
+    [SEGMENT_VERSION, SEGMENT_VERSION_COMPACTED]
+        .into_iter()
+        .find(|&version| header == segment_header_of(version))
+}
+
 /// Whether `bytes` (at least [`SEGMENT_HEADER_LEN`] long) is a valid segment header.
 pub fn is_valid_segment_header(bytes: &[u8]) -> bool {
-    bytes.len() >= SEGMENT_HEADER_LEN as usize
-        && bytes[..SEGMENT_HEADER_LEN as usize] == segment_header()
+    segment_header_version(bytes).is_some()
 }
 
 /// Why a forward scan stopped.

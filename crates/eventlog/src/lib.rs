@@ -35,6 +35,9 @@
 //! - `writer`: the one writer thread; group commit; segment rolling.
 //! - `store`: [`Store`], the public face.
 //! - [`tools`]: `verify` and `repair`, behind `logbook events verify|repair`.
+//! - [`scavenge`]: rewriting sealed segments without dead events (erasure).
+//! - [`backup`]: a consistent copy of a store beside the process serving it
+//!   (`logbook events backup`).
 //!
 //! # Guarantees
 //! - Under [`Durability::Fsync`] (the default) an append returns only after its bytes are
@@ -43,7 +46,9 @@
 //!   a half-written batch is discarded whole on recovery).
 //! - Positions are strictly increasing, with holes where dead events were: the writer hands
 //!   them out consecutively from 0, and reads that skip dead events ([`Store::retain_live`],
-//!   [`lifecycle`]) see holes. Versions are gap-free from 0 within a stream.
+//!   [`lifecycle`]) see holes; a [`scavenge`] removes dead events from sealed segments for
+//!   good and never moves a live one. Versions are gap-free within a stream; a scavenge
+//!   removes only a stream's oldest events (its first version may then be above 0).
 //! - Lifecycle records (metadata, soft delete, tombstone) are events of metastreams: the index
 //!   rebuilt from the log or a checkpoint knows them; a tombstone is final.
 //! - Offsets are `u64` bytes; data is stored and returned byte-exactly.
@@ -53,6 +58,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod backup;
 mod checkpoint;
 mod error;
 mod event;
@@ -62,6 +68,7 @@ pub mod lifecycle;
 mod options;
 mod prealloc;
 mod recovery;
+pub mod scavenge;
 mod segment;
 pub mod sim;
 mod store;

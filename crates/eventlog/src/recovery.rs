@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 use crate::checkpoint::Claim;
 use crate::error::{Error, Result};
 use crate::format::{
-    Decoded, MAX_RECORD_LEN, RECORD_MAGIC, SEGMENT_HEADER_LEN, ScanStop, decode_record,
-    is_valid_segment_header, read_at_most, scan_records,
+    Decoded, MAX_RECORD_LEN, RECORD_MAGIC, SEGMENT_HEADER_LEN, SEGMENT_VERSION_COMPACTED, ScanStop,
+    decode_record, read_at_most, scan_records, segment_header_version,
 };
 use crate::index::{Index, SegmentEntry};
 use crate::vfs::{Vfs, VfsFile};
@@ -74,6 +74,9 @@ pub fn scan_log(
     let mut replayed_bytes = 0u64;
     let mut last_progress = Instant::now();
     let last = segments.len().saturating_sub(1);
+    // Whether the previous segment was rewritten by a scavenge: the log may then have a hole
+    // between its last event and the next segment's name.
+    let mut after_compacted = false;
     for (number, (first_position, path)) in segments.iter().enumerate().skip(start_segment) {
         let file = vfs.open(path, false).map_err(|e| Error::io(path, e))?;
         let file_len = file.len().map_err(|e| Error::io(path, e))?;
@@ -98,6 +101,9 @@ pub fn scan_log(
                 torn_tail,
             })
         };
+        if !continuing && after_compacted && *first_position > index.len() {
+            index.skip_to(*first_position);
+        }
         if !continuing && *first_position != index.len() {
             let reason = format!(
                 "segment name says it starts at position {first_position}, but the log before it ends at {}",
@@ -122,19 +128,20 @@ pub fn scan_log(
                 replayed_bytes,
             });
         }
-        if !continuing {
-            let mut header = [0u8; SEGMENT_HEADER_LEN as usize];
-            let got = read_at_most(&*file, &mut header, 0).map_err(|e| Error::io(path, e))?;
-            if !is_valid_segment_header(&header[..got]) {
-                let found = damage(0, 0, INVALID_HEADER)?;
-                return Ok(Scan {
-                    index,
-                    damage: Some(found),
-                    replayed_events,
-                    replayed_bytes,
-                });
-            }
+        let mut header = [0u8; SEGMENT_HEADER_LEN as usize];
+        let got = read_at_most(&*file, &mut header, 0).map_err(|e| Error::io(path, e))?;
+        let version = segment_header_version(&header[..got]);
+        if !continuing && version.is_none() {
+            let found = damage(0, 0, INVALID_HEADER)?;
+            return Ok(Scan {
+                index,
+                damage: Some(found),
+                replayed_events,
+                replayed_bytes,
+            });
         }
+        let compacted = version == Some(SEGMENT_VERSION_COMPACTED);
+        after_compacted = compacted;
         if !continuing {
             index.segments.push(SegmentEntry {
                 first_position: *first_position,
@@ -145,13 +152,43 @@ pub fn scan_log(
         }
         // Events of a batch are held back until the batch is whole; their stream names go
         // into one reused buffer, so replay allocates nothing per event.
-        let mut batch: Vec<([u8; 16], u32, std::ops::Range<usize>)> = Vec::new();
+        let mut batch: Vec<([u8; 16], u32, std::ops::Range<usize>, u64)> = Vec::new();
         let mut batch_streams = String::new();
         let mut batch_len = 0u32;
         let mut batch_start = offset;
         let mut batch_end = offset;
         let outcome = scan_records(&*file, offset, file_len, |at, view| {
             let fields = &view.fields;
+            let Ok(offset) = u32::try_from(at) else {
+                return Err("record offset beyond 4 GiB");
+            };
+            if compacted {
+                // A scavenged segment: records stand alone, positions and a stream's first
+                // version may skip (dead events were removed); the rest stays strict.
+                if fields.position < index.len() {
+                    return Err("position out of sequence");
+                }
+                if index.stream(fields.stream).is_some()
+                    && fields.stream_version != index.stream_next_version(fields.stream)
+                {
+                    return Err("stream version out of sequence");
+                }
+                index.push_at(
+                    fields.position,
+                    fields.id,
+                    offset,
+                    fields.stream,
+                    fields.stream_version,
+                );
+                batch_end = at + view.record_len as u64;
+                index
+                    .segments
+                    .last_mut()
+                    .expect("segment pushed above")
+                    .visible_len = batch_end;
+                replayed_events += 1;
+                return Ok(());
+            }
             let expected_position = index.len() + batch.len() as u64;
             if fields.position != expected_position {
                 return Err("position out of sequence");
@@ -165,26 +202,42 @@ pub fn scan_log(
                 return Err("batch events out of sequence");
             }
             batch_len = fields.batch_len;
-            let earlier = index.stream(fields.stream).map_or(0, <[u64]>::len) as u64;
+            // The version this stream's next event must have; a stream not seen before may
+            // start anywhere (a scavenge may have removed all its earlier events).
             let in_batch = batch
                 .iter()
-                .filter(|e| &batch_streams[e.2.clone()] == fields.stream)
-                .count() as u64;
-            if fields.stream_version != earlier + in_batch {
+                .rev()
+                .find(|e| &batch_streams[e.2.clone()] == fields.stream)
+                .map(|e| e.3 + 1);
+            let expected_version = in_batch.or_else(|| {
+                index
+                    .stream(fields.stream)
+                    .map(|_| index.stream_next_version(fields.stream))
+            });
+            if expected_version.is_some_and(|v| v != fields.stream_version) {
                 return Err("stream version out of sequence");
             }
-            let Ok(offset) = u32::try_from(at) else {
-                return Err("record offset beyond 4 GiB");
-            };
             if fields.batch_len == 1 {
-                index.push(fields.id, offset, fields.stream);
+                index.push_at(
+                    fields.position,
+                    fields.id,
+                    offset,
+                    fields.stream,
+                    fields.stream_version,
+                );
             } else {
                 let start = batch_streams.len();
                 batch_streams.push_str(fields.stream);
-                batch.push((fields.id, offset, start..batch_streams.len()));
+                batch.push((
+                    fields.id,
+                    offset,
+                    start..batch_streams.len(),
+                    fields.stream_version,
+                ));
                 if fields.batch_index + 1 == fields.batch_len {
-                    for (id, offset, stream) in batch.drain(..) {
-                        index.push(id, offset, &batch_streams[stream]);
+                    for (id, offset, stream, version) in batch.drain(..) {
+                        let position = index.len();
+                        index.push_at(position, id, offset, &batch_streams[stream], version);
                     }
                     batch_streams.clear();
                 }

@@ -20,6 +20,7 @@ use crate::lifecycle::{
 };
 use crate::options::Options;
 use crate::recovery::{Damage, apply_claim, scan_log};
+use crate::scavenge::{IsDead, ScavengeOptions, ScavengeProgress};
 use crate::segment::{copy_to_side_file, create_segment, fsync_dir, list_segments, written_end};
 use crate::vfs::{LockError, Vfs};
 use crate::writer::{Command, Writer};
@@ -110,8 +111,11 @@ pub(crate) struct Shared {
     pub stopped: AtomicBool,
     /// Set when close begins: no background checkpoint starts after it.
     pub closing: AtomicBool,
-    /// Serializes checkpoint writers (they share the temporary file).
+    /// Serializes checkpoint writers (they share the temporary file), and keeps them out
+    /// while a scavenge swaps a segment in.
     pub checkpoint_lock: Mutex<()>,
+    /// One scavenge at a time.
+    pub scavenge_lock: Mutex<()>,
     /// Events the open replayed from the log (not from a checkpoint).
     pub replayed_at_open: u64,
     pub listeners: RwLock<Vec<Listener>>,
@@ -154,6 +158,7 @@ impl Store {
         let vfs = &*options.storage;
         create_dir_durably(vfs, &dir)?;
         let lock = lock_dir(vfs, &dir)?;
+        crate::scavenge::remove_leftovers(vfs, &dir)?;
         let mut segments = list_segments(vfs, &dir)?;
         if segments.is_empty() {
             let (path, _) = create_segment(vfs, &dir, 0).map_err(|e| Error::io(&dir, e.source))?;
@@ -192,7 +197,7 @@ impl Store {
         active.file = Arc::clone(&file);
         let len = active.visible_len;
         report.events = index.len();
-        let catalog = build_catalog(&index)?;
+        let catalog = build_catalog(&mut index)?;
         let shared = Arc::new(Shared {
             dir,
             options,
@@ -201,6 +206,7 @@ impl Store {
             stopped: AtomicBool::new(false),
             closing: AtomicBool::new(false),
             checkpoint_lock: Mutex::new(()),
+            scavenge_lock: Mutex::new(()),
             replayed_at_open: report.replayed_events,
             listeners: RwLock::new(Vec::new()),
             stats: Stats::default(),
@@ -440,21 +446,25 @@ impl Store {
         max_bytes: usize,
     ) -> Result<Vec<RecordedEvent>> {
         let mut events = Vec::with_capacity(limit.min(1024));
-        let mut position = from;
         let mut used = 0usize;
+        // The next position to read. Not a slot: the lock is released between spans, and a
+        // scavenge swapping a segment in meanwhile renumbers the slots (never the positions).
+        let mut position = from;
         while events.len() < limit && (events.is_empty() || used < max_bytes) {
             let index = self.index();
-            let end = index.len().min(from.saturating_add(limit as u64));
-            if position >= end {
+            // Positions may have holes (a scavenge removed dead events): count live events.
+            let from_slot = index.slot_at_or_after(position);
+            let end = index
+                .live()
+                .min(from_slot.saturating_add(limit - events.len()));
+            if from_slot >= end {
                 break;
             }
             let budget = max_bytes.saturating_sub(used).min(READ_SPAN_MAX_BYTES);
-            let (location, to) = index
-                .span(position, end, budget)
-                .expect("position below len");
-            read_span(&location, position, to, &mut events)?;
+            let (location, to) = index.span(from_slot, end, budget).expect("slot below live");
+            read_span(&index, &location, from_slot, to, &mut events)?;
             used = used.saturating_add(location.len);
-            position = to;
+            position = index.position_of_slot(to - 1) + 1;
         }
         Ok(events)
     }
@@ -483,7 +493,7 @@ impl Store {
         let Some(positions) = index.stream(stream) else {
             return Ok(None);
         };
-        let from = usize::try_from(from_version)
+        let from = usize::try_from(from_version.saturating_sub(index.first_version(stream)))
             .unwrap_or(usize::MAX)
             .min(positions.len());
         let to = from.saturating_add(limit).min(positions.len());
@@ -493,9 +503,12 @@ impl Store {
             if !events.is_empty() && used >= max_bytes {
                 break;
             }
-            let location = index.location(position).expect("position below len");
+            let slot = index
+                .slot_of(position)
+                .expect("a stream's positions are live");
+            let location = index.location_of_slot(slot).expect("slot below live");
             used = used.saturating_add(location.len);
-            read_span(&location, position, position + 1, &mut events)?;
+            read_span(&index, &location, slot, slot + 1, &mut events)?;
         }
         Ok(Some(events))
     }
@@ -581,17 +594,22 @@ impl Store {
     /// by a binary search of the stream (record times increase along a stream).
     pub fn first_live_version(&self, stream: &str) -> Result<Option<u64>> {
         let index = self.index();
-        let Some(positions) = index.stream(stream) else {
+        let (Some(positions), Some(last_version)) =
+            (index.stream(stream), index.stream_version(stream))
+        else {
             return Ok(None);
         };
-        let last_version = positions.len() as u64 - 1;
+        // Versions below this were removed by a scavenge: `positions[0]` holds it.
+        let first_version = index.first_version(stream);
         if is_metastream(stream) {
             return Ok(Some(last_version));
         }
         let Some(retention) = self.catalog().retention(stream) else {
             return Ok(Some(0));
         };
-        let mut low = retention.first_live_version(last_version);
+        let mut low = retention
+            .first_live_version(last_version)
+            .max(first_version);
         if retention.max_age_seconds.is_none() {
             return Ok(Some(low));
         }
@@ -599,7 +617,7 @@ impl Store {
         let mut high = last_version + 1;
         while low < high {
             let middle = low + (high - low) / 2;
-            let event = read_at(&index, positions[middle as usize])?;
+            let event = read_at(&index, positions[(middle - first_version) as usize])?;
             if retention.is_live(middle, last_version, event.recorded_at_micros, now) {
                 high = middle;
             } else {
@@ -658,6 +676,41 @@ impl Store {
             .send(command)
             .map_err(|_| Error::Closed)?;
         receiver.recv().unwrap_or(Err(Error::Closed))
+    }
+
+    /// Seals the active segment now and starts a new one, so that a scavenge can reach the
+    /// events in it (a scavenge never rewrites the active segment). Answers `false` when the
+    /// active segment holds no event (nothing to seal).
+    pub fn seal_active_segment(&self) -> Result<bool> {
+        let (sender, receiver) = mpsc::sync_channel(1);
+        let command = Command::Seal {
+            done: Box::new(move |result| {
+                let _ = sender.send(result);
+            }),
+        };
+        self.handle
+            .sender
+            .send(command)
+            .map_err(|_| Error::Closed)?;
+        receiver.recv().unwrap_or(Err(Error::Closed))
+    }
+
+    /// Rewrites every sealed segment holding an event `is_dead` calls dead without it, and
+    /// swaps the new files in (see [`crate::scavenge`]); calls `progress` after each segment.
+    /// Runs on the calling thread while appends and reads go on; one scavenge at a time (a
+    /// second call waits). Positions of live events never change.
+    pub fn scavenge(
+        &self,
+        is_dead: &dyn IsDead,
+        options: ScavengeOptions,
+        progress: &dyn Fn(&ScavengeProgress),
+    ) -> Result<ScavengeProgress> {
+        if self.handle.closed.load(Ordering::SeqCst) {
+            return Err(Error::Closed);
+        }
+        crate::scavenge::run(&self.handle.shared, is_dead, options, progress, &|| {
+            self.checkpoint()
+        })
     }
 
     /// A summary for metrics and tools.
@@ -751,18 +804,25 @@ fn live_in(
 
 /// The catalog of a freshly scanned index: every name, and the retention the last record of
 /// each metastream states (one read per metastream).
-fn build_catalog(index: &Index) -> Result<Catalog> {
+fn build_catalog(index: &mut Index) -> Result<Catalog> {
     let mut catalog = Catalog::default();
+    let mut floors = Vec::new();
     for number in 0..index.stream_count() {
         let (name, positions) = index.stream_at(number).expect("number below count");
         catalog.add_name(name);
         if let (Some(owner), Some(&last)) = (stream_of_metastream(name), positions.last()) {
             let record = read_at(index, last)?;
-            catalog.set_retention(
-                owner,
-                Retention::of_record(&record.event_type, &record.data),
-            );
+            let retention = Retention::of_record(&record.event_type, &record.data);
+            if let Some(truncate_before) = retention.truncate_before {
+                floors.push((owner.to_owned(), truncate_before));
+            }
+            catalog.set_retention(owner, retention);
         }
+    }
+    // A soft-deleted stream whose every event a scavenge removed is gone from the segments;
+    // its lifecycle record still says where its versions continue.
+    for (stream, truncate_before) in floors {
+        index.raise_next_version(&stream, truncate_before);
     }
     Ok(catalog)
 }
@@ -875,30 +935,31 @@ fn cut_torn_tail(
     })
 }
 
-/// Reads positions `from..` (at most `limit`) of a scanned index (no store open).
+/// Reads up to `limit` live events from position `from` on of a scanned index (no store open).
 pub(crate) fn read_index_range(
     index: &Index,
     from: u64,
     limit: usize,
 ) -> Result<Vec<RecordedEvent>> {
     let mut events = Vec::with_capacity(limit.min(1024));
-    let end = index.len().min(from.saturating_add(limit as u64));
-    let mut position = from;
-    while position < end {
+    let mut slot = index.slot_at_or_after(from);
+    let end = index.live().min(slot.saturating_add(limit));
+    while slot < end {
         let (location, to) = index
-            .span(position, end, READ_SPAN_MAX_BYTES)
-            .expect("position below len");
-        read_span(&location, position, to, &mut events)?;
-        position = to;
+            .span(slot, end, READ_SPAN_MAX_BYTES)
+            .expect("slot below live");
+        read_span(index, &location, slot, to, &mut events)?;
+        slot = to;
     }
     Ok(events)
 }
 
-/// Reads and verifies the record at `position`.
+/// Reads and verifies the record at `position`, which must be live.
 pub(crate) fn read_at(index: &Index, position: u64) -> Result<RecordedEvent> {
-    let location = index.location(position).expect("position below len");
+    let slot = index.slot_of(position).expect("a live position");
+    let location = index.location_of_slot(slot).expect("slot below live");
     let mut events = Vec::with_capacity(1);
-    read_span(&location, position, position + 1, &mut events)?;
+    read_span(index, &location, slot, slot + 1, &mut events)?;
     Ok(events.pop().expect("one event read"))
 }
 
@@ -910,11 +971,12 @@ thread_local! {
 /// Buffers larger than this are not kept between reads.
 const READ_BUFFER_KEEP_BYTES: usize = 1024 * 1024;
 
-/// Reads positions `from..to`, which `location` covers exactly, verifying every record.
+/// Reads slots `from..to`, which `location` covers exactly, verifying every record.
 fn read_span(
+    index: &Index,
     location: &Location<'_>,
-    from: u64,
-    to: u64,
+    from: usize,
+    to: usize,
     out: &mut Vec<RecordedEvent>,
 ) -> Result<()> {
     READ_BUFFER.with(|buffer| {
@@ -922,7 +984,7 @@ fn read_span(
         if buffer.len() < location.len {
             buffer.resize(location.len, 0);
         }
-        let result = decode_span(location, from, to, &mut buffer[..location.len], out);
+        let result = decode_span(index, location, from, to, &mut buffer[..location.len], out);
         if buffer.len() > READ_BUFFER_KEEP_BYTES {
             *buffer = Vec::new();
         }
@@ -931,9 +993,10 @@ fn read_span(
 }
 
 fn decode_span(
+    index: &Index,
     location: &Location<'_>,
-    from: u64,
-    to: u64,
+    from: usize,
+    to: usize,
     bytes: &mut [u8],
     out: &mut Vec<RecordedEvent>,
 ) -> Result<()> {
@@ -948,7 +1011,8 @@ fn decode_span(
         return Err(corrupt(got, "the segment is shorter than the index says"));
     }
     let mut at = 0usize;
-    for position in from..to {
+    for slot in from..to {
+        let position = index.position_of_slot(slot);
         match decode_record(&bytes[at..]) {
             Decoded::Record(view) if view.fields.position == position => {
                 out.push(RecordedEvent::from_fields(&view.fields));

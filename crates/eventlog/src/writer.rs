@@ -42,6 +42,11 @@ pub enum Command {
     Checkpoint {
         done: Box<dyn FnOnce(Result<()>) + Send>,
     },
+    /// Seal the active segment now and start a new one (answers `false` when the active
+    /// segment holds no event, so there is nothing to seal).
+    Seal {
+        done: Box<dyn FnOnce(Result<bool>) + Send>,
+    },
     Shutdown,
 }
 
@@ -250,6 +255,7 @@ impl Writer {
             };
             let mut appends = Vec::new();
             let mut checkpoints = Vec::new();
+            let mut seals = Vec::new();
             let mut shutdown = false;
             let mut queued_bytes = 0usize;
             let mut command = Some(first);
@@ -273,6 +279,7 @@ impl Writer {
                         });
                     }
                     Command::Checkpoint { done } => checkpoints.push(done),
+                    Command::Seal { done } => seals.push(done),
                     Command::Shutdown => shutdown = true,
                 }
                 if shutdown || queued_bytes >= self.shared.options.group_commit_max_bytes {
@@ -283,6 +290,9 @@ impl Writer {
             self.process(appends);
             for done in checkpoints {
                 done(self.write_checkpoint());
+            }
+            for done in seals {
+                done(self.seal());
             }
             if shutdown {
                 break;
@@ -482,7 +492,7 @@ impl Writer {
                 .stream_lengths
                 .get(stream)
                 .copied()
-                .unwrap_or_else(|| index.stream(stream).map_or(0, <[u64]>::len) as u64)
+                .unwrap_or_else(|| index.stream_next_version(stream))
         };
         let own = Some((events[0].stream.as_str(), expected));
         let other = condition
@@ -709,6 +719,17 @@ impl Writer {
     /// Seals the active segment and starts the next one, all or nothing: on failure the
     /// active segment stays active (with the preallocator on it) and no file is left behind,
     /// so that appends resume once the cause (a descriptor limit, a full disk) is gone.
+    /// Seals the active segment on demand (so that a scavenge can reach its events).
+    fn seal(&mut self) -> Result<bool> {
+        if self.stopped() {
+            return Err(Error::WriterStopped);
+        }
+        if self.len_bytes <= SEGMENT_HEADER_LEN {
+            return Ok(false);
+        }
+        self.roll().map(|()| true)
+    }
+
     fn roll(&mut self) -> Result<()> {
         let vfs = Arc::clone(&self.shared.options.storage);
         let dir = self.shared.dir.clone();
@@ -786,8 +807,9 @@ impl Writer {
             return Err(Error::WriterStopped);
         }
         self.sync_now()?;
-        let cut = checkpoint::Cut::of(&self.shared.index.read().expect("index lock"));
+        // The lock first: a scavenge swapping a segment in holds it, and would make the cut stale.
         let _serialized = self.shared.checkpoint_lock.lock().expect("checkpoint lock");
+        let cut = checkpoint::Cut::of(&self.shared.index.read().expect("index lock"));
         let vfs = &*self.shared.options.storage;
         checkpoint::write_temporary(vfs, &self.shared.dir, &self.shared.index, &cut)?;
         checkpoint::install(vfs, &self.shared.dir)?;
@@ -875,7 +897,7 @@ impl Writer {
 /// The version the `entry`-th event of a flush got.
 fn flush_version(index: &Index, flush: &Flush, entry: usize) -> u64 {
     let stream = &flush.entries[entry].2;
-    let before = index.stream(stream).map_or(0, <[u64]>::len) as u64;
+    let before = index.stream_next_version(stream);
     before
         + flush.entries[..entry]
             .iter()

@@ -105,6 +105,13 @@ pub enum Error {
         backend: &'static str,
     },
 
+    /// A scavenge is running already (one at a time); follow it by its id.
+    #[error("scavenge {id} is running; one runs at a time")]
+    ScavengeRunning {
+        /// The running scavenge.
+        id: Uuid,
+    },
+
     /// Any other backend failure.
     #[error("event store failure: {reason}")]
     Internal {

@@ -34,7 +34,7 @@
 //!   positions right after the last one, and they become visible in position order (no
 //!   reader sees position N+1 while N is not yet visible); reads skip dead events (deleted,
 //!   truncated, past `max_count` or `max_age_seconds`), so `$all` has holes once streams are
-//!   deleted or retention applies.
+//!   deleted or retention applies; a scavenge (embedded engine) then removes their bytes.
 //! - Deletes, tombstones and metadata are records of the log (events of the metastream
 //!   `$$<stream>`, KurrentDB's representation): a backend rebuilt from its log knows them; a
 //!   tombstone is final ([`Error::StreamDeleted`], also after a restart).
@@ -50,6 +50,7 @@ pub mod error;
 pub mod event;
 pub mod limits;
 pub mod read;
+pub mod scavenge;
 pub mod store;
 
 #[cfg(feature = "conformance")]
@@ -62,4 +63,5 @@ pub use read::{
     AllPage, DeleteMode, Direction, FILTER_SCAN_MAX_EVENTS, Filter, FilterTarget, ListStreams,
     ReadAll, ReadStream, Start, Stats, StreamList, StreamMetadata, StreamPage, StreamState,
 };
+pub use scavenge::{ScavengeState, ScavengeStatus};
 pub use store::{EventStore, Subscription};

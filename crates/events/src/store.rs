@@ -11,6 +11,7 @@ use crate::read::{
     AllPage, DeleteMode, Direction, Filter, ListStreams, ReadAll, ReadStream, Start, Stats,
     StreamList, StreamMetadata, StreamPage, StreamState,
 };
+use crate::scavenge::ScavengeStatus;
 
 /// The operations every face calls and every backend implements.
 ///
@@ -108,9 +109,24 @@ pub trait EventStore: Clone + Send + Sync + 'static {
     }
 
     /// Starts reclaiming the bytes of dead events; answers an id to follow it by (the
-    /// lifecycle issue).
+    /// lifecycle issue). [`Error::ScavengeRunning`] while one runs.
     fn scavenge(&self) -> impl Future<Output = Result<Uuid>> + Send {
         async move { Err(self.unsupported("scavenge")) }
+    }
+
+    /// The progress of the scavenge with this id (`None`: unknown id).
+    fn scavenge_status(
+        &self,
+        id: Uuid,
+    ) -> impl Future<Output = Result<Option<ScavengeStatus>>> + Send {
+        let _ = id;
+        async move { Err(self.unsupported("scavenge")) }
+    }
+
+    /// Seals the embedded engine's active segment, so that a scavenge reaches its events
+    /// (a scavenge never rewrites the segment being appended to); `false`: nothing to seal.
+    fn seal_active_segment(&self) -> impl Future<Output = Result<bool>> + Send {
+        async move { Err(self.unsupported("seal")) }
     }
 
     /// The [`Error::Unsupported`] of this backend for `operation`.

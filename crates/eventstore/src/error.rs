@@ -102,6 +102,9 @@ impl ApiError {
                         .with_header(header::RETRY_AFTER, HeaderValue::from_static("1"))
                 }
                 E::InvalidRead(reason) => Problem::bad_request(reason.clone()),
+                E::ScavengeRunning { id } => {
+                    Problem::conflict(error.to_string()).with("scavenge_id", id.to_string())
+                }
                 E::InvalidMetadata(reason) => Problem::new(
                     axum::http::StatusCode::BAD_REQUEST,
                     "invalid-metadata",

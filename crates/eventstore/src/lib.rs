@@ -46,6 +46,7 @@
 #![forbid(unsafe_code)]
 
 pub mod access;
+mod admin;
 pub mod backend;
 pub mod config;
 pub mod error;

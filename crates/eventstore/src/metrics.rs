@@ -19,10 +19,12 @@ pub enum Route {
     StreamState,
     DeleteStream,
     StreamMetadata,
+    /// `/admin/...` (scavenge).
+    Admin,
 }
 
 impl Route {
-    const ALL: [Route; 10] = [
+    const ALL: [Route; 11] = [
         Route::Append,
         Route::StreamAppend,
         Route::GetEvent,
@@ -33,6 +35,7 @@ impl Route {
         Route::StreamState,
         Route::DeleteStream,
         Route::StreamMetadata,
+        Route::Admin,
     ];
 
     fn label(self) -> &'static str {
@@ -47,6 +50,7 @@ impl Route {
             Route::StreamState => "stream_state",
             Route::DeleteStream => "delete_stream",
             Route::StreamMetadata => "stream_metadata",
+            Route::Admin => "admin",
         }
     }
 

@@ -45,6 +45,8 @@ pub(crate) fn router(service: EventStoreService) -> Router {
             get(get_metadata).put(put_metadata),
         )
         .route("/subscribe", get(subscribe::subscribe))
+        .route("/admin/scavenge", post(crate::admin::start_scavenge))
+        .route("/admin/scavenge/{id}", get(crate::admin::scavenge_status))
         .layer(DefaultBodyLimit::max(body_limit))
         .route_layer(middleware::from_fn_with_state(
             service.authenticator(),
@@ -716,9 +718,9 @@ impl Modify for BearerSecurity {
 #[derive(OpenApi)]
 #[openapi(
     info(title = "Logbook event store", description = "Append-only JSON event log over HTTP."),
-    paths(append, read_all, get_event, append_to_stream, read_stream, subscribe::subscribe, list_streams, stream_state, delete_stream, get_metadata, put_metadata),
-    components(schemas(Problem, NewEventBody, AppendRequest, AppendResponse, PlacedBody, EventBody, LogPage, StreamPage, StreamBody, StreamListBody, MetadataBody, ReadDirection)),
+    paths(append, read_all, get_event, append_to_stream, read_stream, subscribe::subscribe, list_streams, stream_state, delete_stream, get_metadata, put_metadata, crate::admin::start_scavenge, crate::admin::scavenge_status),
+    components(schemas(Problem, NewEventBody, AppendRequest, AppendResponse, PlacedBody, EventBody, LogPage, StreamPage, StreamBody, StreamListBody, MetadataBody, ReadDirection, crate::admin::ScavengeStarted, crate::admin::ScavengeBody)),
     modifiers(&BearerSecurity, &SseItemSchema),
-    tags((name = "events", description = "The event store"), (name = "streams", description = "Streams: listing, state, delete, tombstone, metadata and retention"))
+    tags((name = "events", description = "The event store"), (name = "streams", description = "Streams: listing, state, delete, tombstone, metadata and retention"), (name = "admin", description = "Store-wide administration (scavenge)"))
 )]
 pub(crate) struct ApiDoc;

@@ -533,6 +533,12 @@ async fn the_openapi_document_lists_every_route_and_its_error_statuses() {
         ),
         ("/streams/{stream}/events", "get", &["200", "404"][..]),
         ("/subscribe", "get", &["200", "400"][..]),
+        (
+            "/admin/scavenge",
+            "post",
+            &["202", "400", "401", "403", "409", "501"][..],
+        ),
+        ("/admin/scavenge/{id}", "get", &["200", "400", "404"][..]),
     ] {
         let responses = &paths[path][method]["responses"];
         for status in statuses {

@@ -203,4 +203,19 @@ pub enum EventsTool {
     Repair { dir: PathBuf },
     /// Print every event as one JSON line (the shape of GET /events/{id}).
     Dump { dir: PathBuf },
+    /// Reclaim the bytes of dead events (deleted, tombstoned, truncated, expired) with the
+    /// server stopped: seals the active segment, rewrites every segment holding a dead event.
+    /// A running server scavenges with `POST /admin/scavenge` instead.
+    Scavenge { dir: PathBuf },
+    /// Copy the event store of a data directory, beside the server using it (no lock taken):
+    /// every event acknowledged before the backup began, whole batches only. Serve
+    /// `--data-dir <to>` to restore it.
+    Backup {
+        /// The data directory the server uses (its event store is `<data-dir>/events`).
+        #[arg(long)]
+        data_dir: PathBuf,
+        /// Where to write the backup (`<to>/events` must not exist yet).
+        #[arg(long)]
+        to: PathBuf,
+    },
 }

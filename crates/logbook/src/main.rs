@@ -12,6 +12,10 @@ fn main() -> ExitCode {
         Command::Events(EventsTool::Verify { dir }) => logbook::tools::verify(&dir),
         Command::Events(EventsTool::Repair { dir }) => logbook::tools::repair(&dir),
         Command::Events(EventsTool::Dump { dir }) => logbook::tools::dump(&dir),
+        Command::Events(EventsTool::Scavenge { dir }) => logbook::tools::scavenge(&dir),
+        Command::Events(EventsTool::Backup { data_dir, to }) => {
+            logbook::tools::backup(&data_dir, &to)
+        }
         Command::Bench(args) => logbook::bench::main(args),
         Command::Tokens(TokensCommand::New {
             name,

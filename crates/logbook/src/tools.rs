@@ -41,6 +41,52 @@ pub fn repair(dir: &Path) -> ExitCode {
     }
 }
 
+/// Scavenges a stopped store and prints what it removed; exit 2 when it fails (the store is
+/// left whole: see `eventlog::scavenge`).
+pub fn scavenge(dir: &Path) -> ExitCode {
+    if !dir.is_dir() {
+        eprintln!(
+            "logbook events scavenge: {} is not a directory",
+            dir.display()
+        );
+        return ExitCode::from(2);
+    }
+    match eventlog::scavenge::scavenge_offline(dir) {
+        Ok(report) => {
+            print!("{report}");
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("logbook events scavenge: {error}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// Copies `<data_dir>/events` to `<to>/events` beside a running server (see
+/// [`eventlog::backup`]); exit 2 when it fails (a partial copy stays in `<to>/events.partial`
+/// and is replaced by the next attempt).
+pub fn backup(data_dir: &Path, to: &Path) -> ExitCode {
+    let source = data_dir.join(eventstore::EVENTS_DIR);
+    let dest = to.join(eventstore::EVENTS_DIR);
+    let result = std::fs::create_dir_all(to)
+        .map_err(|e| eventlog::Error::Io {
+            path: to.to_path_buf(),
+            source: e,
+        })
+        .and_then(|()| eventlog::backup::backup(&source, &dest));
+    match result {
+        Ok(report) => {
+            print!("{report}");
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("logbook events backup: {error}");
+            ExitCode::from(2)
+        }
+    }
+}
+
 /// Prints every event as one JSON line, in position order. Reads the log read-only (no lock,
 /// nothing cut or written), so it works beside a running server; it prints the valid prefix
 /// and says on stderr if damage follows it.

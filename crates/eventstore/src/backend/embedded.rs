@@ -19,7 +19,8 @@ use eventlog::lifecycle::{
 use events::{
     AllPage, Appended, DeleteMode, Direction, Error, EventStore, ExpectedVersion,
     FILTER_SCAN_MAX_EVENTS, ListStreams, NewEvent, Placed, ReadAll, ReadStream, RecordedEvent,
-    Result, Start, Stats, StreamList, StreamMetadata, StreamPage, StreamState,
+    Result, ScavengeState, ScavengeStatus, Start, Stats, StreamList, StreamMetadata, StreamPage,
+    StreamState,
 };
 use tokio::sync::watch;
 use uuid::Uuid;
@@ -31,12 +32,45 @@ const LIST_LIMIT_MAX: usize = 1000;
 /// Most names a listing examines per page (deleted streams are skipped).
 const LIST_SCAN_MAX_STREAMS: usize = 4096;
 
+/// Upper bound on a scavenge's disk traffic (bytes read plus written per second), so that it
+/// leaves the disk to appends and reads.
+pub const SCAVENGE_MAX_BYTES_PER_SECOND: u64 = 512 * 1024 * 1024;
+
+/// Scavenge progress kept for `GET /admin/scavenge/{id}` (the newest ones).
+const SCAVENGE_STATUSES_KEPT: usize = 32;
+
 /// The embedded event log as an [`EventStore`]. Cheap to clone; clones share one engine.
 #[derive(Clone, Debug)]
 pub struct Embedded {
     store: eventlog::Store,
     /// The head (next position), published after every durable commit.
     head: Arc<watch::Sender<u64>>,
+    /// The running scavenge and the last ones' outcomes.
+    scavenges: Arc<std::sync::Mutex<Scavenges>>,
+}
+
+#[derive(Debug, Default)]
+struct Scavenges {
+    running: Option<Uuid>,
+    statuses: std::collections::VecDeque<ScavengeStatus>,
+}
+
+impl Scavenges {
+    fn update(&mut self, id: Uuid, change: impl FnOnce(&mut ScavengeStatus)) {
+        if let Some(status) = self.statuses.iter_mut().find(|s| s.id == id) {
+            change(status);
+        }
+    }
+}
+
+/// Which events a scavenge may remove: the lifecycle's answer (deleted, tombstoned,
+/// truncated, expired, surplus events, and metastream records but the last), from a snapshot
+/// taken when the scavenge starts (events appended later read as live).
+fn is_dead(store: &eventlog::Store) -> impl eventlog::scavenge::IsDead + Send + 'static {
+    let liveness = store.liveness();
+    move |event: &eventlog::scavenge::Candidate<'_>| {
+        !liveness.is_live(event.stream, event.version, event.recorded_at_micros)
+    }
 }
 
 impl Embedded {
@@ -60,7 +94,11 @@ impl Embedded {
             publish.send_replace(commit.head);
         });
         head.send_replace(store.head());
-        Ok(Embedded { store, head })
+        Ok(Embedded {
+            store,
+            head,
+            scavenges: Arc::default(),
+        })
     }
 
     /// The engine (for tools, metrics and tests).
@@ -171,6 +209,8 @@ impl Embedded {
                 .read_all_within(position, chunk, budget)
                 .map_err(map_error)?;
             let Some(last) = events.last() else {
+                // Nothing at or after `position`: the rest up to the head is holes (scavenged).
+                position = head;
                 break;
             };
             let end = last.position + 1;
@@ -219,6 +259,8 @@ impl Embedded {
             let mut events = store
                 .read_all_within(bottom - chunk, chunk as usize, usize::MAX)
                 .map_err(map_error)?;
+            // Positions may have holes (a scavenge): the read can run past `bottom`.
+            events.retain(|event| event.position < bottom);
             scanned += events.len();
             let first = bottom - chunk;
             store.retain_live(&mut events);
@@ -236,6 +278,7 @@ impl Embedded {
                     }
                 }
             }
+            // Everything from `first` up was examined (what was not read is holes).
             bottom = first;
         }
         Ok((found, bottom.checked_sub(1)))
@@ -618,6 +661,84 @@ impl EventStore for Embedded {
         let store = &self.store;
         let _ = head.wait_for(|_| store.head() > position).await;
         Ok(store.head())
+    }
+
+    async fn scavenge(&self) -> Result<Uuid> {
+        let id = Uuid::now_v7();
+        {
+            let mut scavenges = self.scavenges.lock().expect("scavenges lock");
+            if let Some(running) = scavenges.running {
+                return Err(Error::ScavengeRunning { id: running });
+            }
+            scavenges.running = Some(id);
+            if scavenges.statuses.len() >= SCAVENGE_STATUSES_KEPT {
+                scavenges.statuses.pop_front();
+            }
+            scavenges.statuses.push_back(ScavengeStatus {
+                id,
+                state: ScavengeState::Running,
+                segments_total: 0,
+                segments_done: 0,
+                bytes_before: 0,
+                bytes_after: 0,
+                events_removed: 0,
+                error: None,
+            });
+        }
+        let store = self.store.clone();
+        let scavenges = Arc::clone(&self.scavenges);
+        let work = move || {
+            let options = eventlog::scavenge::ScavengeOptions {
+                max_bytes_per_second: SCAVENGE_MAX_BYTES_PER_SECOND,
+            };
+            let copy = |status: &mut ScavengeStatus, p: &eventlog::scavenge::ScavengeProgress| {
+                status.segments_total = p.segments_total;
+                status.segments_done = p.segments_done;
+                status.bytes_before = p.bytes_before;
+                status.bytes_after = p.bytes_after;
+                status.events_removed = p.events_removed;
+            };
+            let progress = |p: &eventlog::scavenge::ScavengeProgress| {
+                let mut scavenges = scavenges.lock().expect("scavenges lock");
+                scavenges.update(id, |status| copy(status, p));
+            };
+            let outcome = store.scavenge(&is_dead(&store), options, &progress);
+            let mut scavenges = scavenges.lock().expect("scavenges lock");
+            scavenges.running = None;
+            scavenges.update(id, |status| match outcome {
+                Ok(report) => {
+                    copy(status, &report);
+                    status.state = ScavengeState::Done;
+                }
+                Err(error) => {
+                    tracing::error!(error = %error, %id, "scavenge failed");
+                    status.state = ScavengeState::Failed;
+                    status.error = Some(error.to_string());
+                }
+            });
+        };
+        if let Err(e) = std::thread::Builder::new()
+            .name("eventlog-scavenge".into())
+            .spawn(work)
+        {
+            let mut scavenges = self.scavenges.lock().expect("scavenges lock");
+            scavenges.running = None;
+            scavenges.statuses.retain(|s| s.id != id);
+            return Err(Error::Internal {
+                reason: format!("could not start the scavenge thread: {e}"),
+            });
+        }
+        Ok(id)
+    }
+
+    async fn scavenge_status(&self, id: Uuid) -> Result<Option<ScavengeStatus>> {
+        let scavenges = self.scavenges.lock().expect("scavenges lock");
+        Ok(scavenges.statuses.iter().find(|s| s.id == id).cloned())
+    }
+
+    async fn seal_active_segment(&self) -> Result<bool> {
+        self.blocking(|store| store.seal_active_segment().map_err(map_error))
+            .await
     }
 
     async fn stats(&self) -> Result<Stats> {

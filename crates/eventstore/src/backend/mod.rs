@@ -11,7 +11,8 @@ pub mod postgres;
 
 use events::{
     AllPage, Appended, DeleteMode, EventStore, ExpectedVersion, ListStreams, NewEvent, ReadAll,
-    ReadStream, RecordedEvent, Result, Stats, StreamList, StreamMetadata, StreamPage, StreamState,
+    ReadStream, RecordedEvent, Result, ScavengeStatus, Stats, StreamList, StreamMetadata,
+    StreamPage, StreamState,
 };
 use uuid::Uuid;
 
@@ -98,6 +99,18 @@ impl EventStore for Backend {
         mode: DeleteMode,
     ) -> Result<()> {
         delegate!(self, b => b.delete_stream(stream, expected, mode).await)
+    }
+
+    async fn scavenge(&self) -> Result<Uuid> {
+        delegate!(self, b => b.scavenge().await)
+    }
+
+    async fn scavenge_status(&self, id: Uuid) -> Result<Option<ScavengeStatus>> {
+        delegate!(self, b => b.scavenge_status(id).await)
+    }
+
+    async fn seal_active_segment(&self) -> Result<bool> {
+        delegate!(self, b => b.seal_active_segment().await)
     }
 }
 

@@ -1,0 +1,167 @@
+//! Scavenge benchmark: a store of which half the bytes are dead (every other stream), all
+//! segments sealed, scavenged with no rate cap; reports MB/s of segment rewritten (bytes of
+//! the segments before, over the scavenge's wall time) and the p50/p99 latency of durable
+//! appends from 16 threads without and during the scavenge.
+//!
+//! Targets (issue 11): at least 200 MB/s; p99 during within 2x of p99 without. Measure on an
+//! idle machine; the figures of a loaded one say nothing.
+//!
+//! ```sh
+//! cargo bench -p eventlog --bench scavenge                         # 2 GB store
+//! BENCH_STORE_BYTES=50000000 BENCH_SECONDS=2 cargo bench -p eventlog --bench scavenge
+//! BENCH_DIR=/path/on/the/disk/to/test cargo bench -p eventlog --bench scavenge
+//! BENCH_MAX_BYTES_PER_SECOND=536870912 ...                         # the server's cap
+//! ```
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use eventlog::scavenge::{Candidate, ScavengeOptions};
+use eventlog::{Durability, ExpectedVersion, NewEvent, Options, Store};
+use uuid::Uuid;
+
+/// Appending threads while latency is measured (the issue's 16 connections).
+const APPENDERS: usize = 16;
+
+fn env_u64(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn event(i: u64) -> NewEvent {
+    let dead = i.is_multiple_of(2);
+    let mut data = format!("{{\"n\":{i},\"pad\":\"");
+    while data.len() < 300 {
+        data.push('x');
+    }
+    data.push_str("\"}");
+    NewEvent {
+        id: Uuid::now_v7(),
+        stream: format!("{}-{}", if dead { "dead" } else { "live" }, i % 1000),
+        event_type: "Benched".into(),
+        data: data.into_bytes(),
+        metadata: None,
+    }
+}
+
+fn options(durability: Durability) -> Options {
+    Options {
+        durability,
+        ..Options::default()
+    }
+}
+
+/// Builds the store fast (no fsync per batch; one at close) and seals it.
+fn build(dir: &Path, bytes: u64) {
+    let store = Store::open(dir, options(Durability::Never)).unwrap();
+    let mut i = 0u64;
+    while store.stats().log_bytes < bytes {
+        let batch: Vec<NewEvent> = (0..500).map(|k| event(i + k)).collect();
+        i += 500;
+        store.append(batch, ExpectedVersion::Any).unwrap();
+    }
+    store.seal_active_segment().unwrap();
+    store.close();
+}
+
+/// Durable single-event appends from `APPENDERS` threads until `stop`; the latencies in µs.
+fn append_latencies(store: &Store, stop: &AtomicBool) -> Vec<u64> {
+    std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..APPENDERS)
+            .map(|t| {
+                scope.spawn(move || {
+                    let mut micros = Vec::new();
+                    let mut n = 0u64;
+                    while !stop.load(Ordering::Relaxed) {
+                        let mut e = event(n);
+                        e.stream = format!("appender-{t}");
+                        let started = Instant::now();
+                        store.append(vec![e], ExpectedVersion::Any).unwrap();
+                        micros.push(started.elapsed().as_micros() as u64);
+                        n += 1;
+                    }
+                    micros
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .flat_map(|w| w.join().unwrap())
+            .collect()
+    })
+}
+
+fn percentile(sorted: &[u64], p: f64) -> u64 {
+    if sorted.is_empty() {
+        return 0;
+    }
+    sorted[((sorted.len() - 1) as f64 * p) as usize]
+}
+
+fn main() {
+    let root = match std::env::var("BENCH_DIR") {
+        Ok(dir) => PathBuf::from(dir),
+        Err(_) => Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/bench-scavenge"),
+    };
+    let bytes = env_u64("BENCH_STORE_BYTES", 2_000_000_000);
+    let seconds = Duration::from_secs(env_u64("BENCH_SECONDS", 5));
+    let max_bytes_per_second = env_u64("BENCH_MAX_BYTES_PER_SECOND", 0);
+    let dir = root.join("store");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    println!("building a {bytes}-byte store in {}", dir.display());
+    build(&dir, bytes);
+
+    let store = Store::open(&dir, options(Durability::Fsync)).unwrap();
+    let stop = AtomicBool::new(false);
+    let mut without = std::thread::scope(|scope| {
+        let measuring = scope.spawn(|| append_latencies(&store, &stop));
+        std::thread::sleep(seconds);
+        stop.store(true, Ordering::Relaxed);
+        measuring.join().unwrap()
+    });
+    without.sort_unstable();
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let is_dead = |e: &Candidate<'_>| e.stream.starts_with("dead-");
+    let (report, elapsed, mut during) = std::thread::scope(|scope| {
+        let measuring = scope.spawn(|| append_latencies(&store, &stop));
+        let started = Instant::now();
+        let report = store
+            .scavenge(
+                &is_dead,
+                ScavengeOptions {
+                    max_bytes_per_second,
+                },
+                &|_| {},
+            )
+            .unwrap();
+        let elapsed = started.elapsed();
+        stop.store(true, Ordering::Relaxed);
+        (report, elapsed, measuring.join().unwrap())
+    });
+    during.sort_unstable();
+    let mb_per_second = report.bytes_before as f64 / 1e6 / elapsed.as_secs_f64();
+    println!(
+        "scavenge: {} segments, {} events removed, {} -> {} bytes in {:.2} s: {mb_per_second:.0} MB/s rewritten (target >= 200)",
+        report.segments_total,
+        report.events_removed,
+        report.bytes_before,
+        report.bytes_after,
+        elapsed.as_secs_f64()
+    );
+    let (p50_without, p99_without) = (percentile(&without, 0.5), percentile(&without, 0.99));
+    let (p50_during, p99_during) = (percentile(&during, 0.5), percentile(&during, 0.99));
+    println!(
+        "durable appends, {APPENDERS} threads: without p50 {p50_without} µs p99 {p99_without} µs ({} appends); during p50 {p50_during} µs p99 {p99_during} µs ({} appends); p99 ratio {:.2} (target <= 2)",
+        without.len(),
+        during.len(),
+        p99_during as f64 / p99_without.max(1) as f64
+    );
+    store.close();
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -1,0 +1,428 @@
+//! Scavenge: rewriting sealed segments without their dead events, and erasing side files.
+//!
+//! Which events are dead is the caller's question, an [`IsDead`] (the embedded backend and
+//! `logbook events scavenge` answer it from the lifecycle snapshot [`crate::Store::liveness`];
+//! tests pass a synthetic one). The
+//! engine removes an event only when the question says it is dead **and** every earlier
+//! version of its stream is removed too: deleted, truncated, expired and surplus events are
+//! always a stream's oldest, and keeping a stream's remaining versions contiguous keeps the
+//! index small (a first version per stream) and recovery strict.
+//!
+//! Per sealed segment that holds a dead event, in position order (the active segment is never
+//! rewritten; [`crate::Store::seal_active_segment`] seals it on demand):
+//! 1. read it and write its live records, byte for byte, into `<segment>.scavenge-tmp` behind
+//!    a header of format [`SEGMENT_VERSION_COMPACTED`], paced to `max_bytes_per_second`;
+//!    fsync it;
+//! 2. under the checkpoint lock: remove `index.ckpt` (fsync the directory), rename the
+//!    temporary file over the segment (fsync the directory), and swap the new file into the
+//!    index under its write lock (offsets of the live events change, positions never do);
+//! 3. at the end, delete torn-tail side files (they hold only bytes that were never
+//!    acknowledged) and write a new checkpoint.
+//!
+//! A crash at any moment leaves either the old segment or the new one under the segment's
+//! name (both hold every live event at its position), no checkpoint or a checkpoint that
+//! describes the files, and maybe a `*.scavenge-tmp` file, which open deletes.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::checkpoint::checkpoint_path;
+use crate::error::{Error, Result};
+use crate::format::{
+    SEGMENT_HEADER_LEN, SEGMENT_VERSION_COMPACTED, ScanStop, read_at_most, scan_records,
+    segment_header_of,
+};
+use crate::segment::fsync_dir;
+use crate::store::Shared;
+use crate::vfs::{FileHandle, Vfs, write_all_at};
+
+/// Suffix of a scavenged segment being written (deleted at open: a crash left it).
+pub const SCAVENGE_TMP_SUFFIX: &str = ".scavenge-tmp";
+
+/// Label of torn-tail side files (`<segment>.torn-<unix seconds>`).
+const TORN_LABEL: &str = ".torn-";
+
+/// Bytes copied per step (memory stays bounded whatever the segment size).
+const COPY_CHUNK_BYTES: usize = 1 << 20;
+
+/// An event as the liveness question sees it.
+#[derive(Debug, Clone, Copy)]
+pub struct Candidate<'a> {
+    pub id: [u8; 16],
+    pub stream: &'a str,
+    pub event_type: &'a str,
+    pub version: u64,
+    pub position: u64,
+    pub recorded_at_micros: i64,
+}
+
+/// The question a scavenge asks of every event of a sealed segment: may it go?
+pub trait IsDead: Sync {
+    /// `true` when the event is dead (deleted, tombstoned, truncated, expired, surplus).
+    fn is_dead(&self, event: &Candidate<'_>) -> bool;
+}
+
+impl<F: Fn(&Candidate<'_>) -> bool + Sync> IsDead for F {
+    fn is_dead(&self, event: &Candidate<'_>) -> bool {
+        self(event)
+    }
+}
+
+/// How a scavenge runs.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ScavengeOptions {
+    /// Upper bound on the bytes a scavenge reads and writes per second, so that it leaves
+    /// the disk to appends and reads (0: no bound).
+    pub max_bytes_per_second: u64,
+}
+
+/// How far a scavenge got (the fields of `GET /admin/scavenge/{id}`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ScavengeProgress {
+    /// Sealed segments when the scavenge began.
+    pub segments_total: u64,
+    pub segments_done: u64,
+    /// Bytes of those segments before, and (of the ones done) after.
+    pub bytes_before: u64,
+    pub bytes_after: u64,
+    pub events_removed: u64,
+    /// Torn-tail side files deleted.
+    pub side_files_removed: u64,
+}
+
+/// One sealed segment as the scavenge saw it.
+struct Sealed {
+    number: usize,
+    path: PathBuf,
+    file: FileHandle,
+    visible_len: u64,
+}
+
+/// What to keep of one segment.
+struct Plan {
+    /// Byte ranges of the live records, in order.
+    keep: Vec<(u64, u64)>,
+    removed: Vec<u64>,
+}
+
+/// Runs a scavenge over the sealed segments of the store behind `shared`. `checkpoint`
+/// writes a new checkpoint at the end (through the writer).
+pub(crate) fn run(
+    shared: &Arc<Shared>,
+    is_dead: &dyn IsDead,
+    options: ScavengeOptions,
+    progress: &dyn Fn(&ScavengeProgress),
+    checkpoint: &dyn Fn() -> Result<()>,
+) -> Result<ScavengeProgress> {
+    let _one_at_a_time = shared.scavenge_lock.lock().expect("scavenge lock");
+    let vfs = &*shared.options.storage;
+    let sealed: Vec<Sealed> = {
+        let index = shared.index.read().expect("index lock");
+        let count = index.segments.len().saturating_sub(1);
+        index.segments[..count]
+            .iter()
+            .enumerate()
+            .map(|(number, s)| Sealed {
+                number,
+                path: s.path.clone(),
+                file: Arc::clone(&s.file),
+                visible_len: s.visible_len,
+            })
+            .collect()
+    };
+    let mut report = ScavengeProgress {
+        segments_total: sealed.len() as u64,
+        bytes_before: sealed.iter().map(|s| s.visible_len).sum(),
+        ..ScavengeProgress::default()
+    };
+    progress(&report);
+    let mut pacer = Pacer::new(options.max_bytes_per_second);
+    // Streams that kept an event: their later events stay, whatever the question says.
+    let mut kept_streams: HashSet<Box<str>> = HashSet::new();
+    for segment in &sealed {
+        let plan = plan(segment, is_dead, &mut kept_streams, &mut pacer)?;
+        if plan.removed.is_empty() {
+            report.bytes_after += segment.visible_len;
+        } else {
+            let (offsets, len) = rewrite(shared, segment, &plan, &mut pacer)?;
+            report.bytes_after += len;
+            report.events_removed += plan.removed.len() as u64;
+            swap(shared, segment, &plan.removed, &offsets, len)?;
+        }
+        report.segments_done += 1;
+        progress(&report);
+    }
+    report.side_files_removed = remove_side_files(vfs, &shared.dir)?;
+    if report.events_removed > 0
+        && let Err(e) = checkpoint()
+    {
+        tracing::warn!(error = %e, "no checkpoint after the scavenge; the next open replays the log");
+    }
+    tracing::info!(
+        segments = report.segments_total,
+        events_removed = report.events_removed,
+        bytes_before = report.bytes_before,
+        bytes_after = report.bytes_after,
+        "scavenge done"
+    );
+    progress(&report);
+    Ok(report)
+}
+
+/// Reads one sealed segment and decides which of its records stay.
+fn plan(
+    segment: &Sealed,
+    is_dead: &dyn IsDead,
+    kept_streams: &mut HashSet<Box<str>>,
+    pacer: &mut Pacer,
+) -> Result<Plan> {
+    let mut plan = Plan {
+        keep: Vec::new(),
+        removed: Vec::new(),
+    };
+    let outcome = scan_records(
+        &*segment.file,
+        SEGMENT_HEADER_LEN,
+        segment.visible_len,
+        |at, view| {
+            let fields = &view.fields;
+            let candidate = Candidate {
+                id: fields.id,
+                stream: fields.stream,
+                event_type: fields.event_type,
+                version: fields.stream_version,
+                position: fields.position,
+                recorded_at_micros: fields.recorded_at_micros,
+            };
+            let end = at + view.record_len as u64;
+            if !kept_streams.contains(fields.stream) && is_dead.is_dead(&candidate) {
+                plan.removed.push(fields.position);
+            } else {
+                if !kept_streams.contains(fields.stream) {
+                    kept_streams.insert(fields.stream.into());
+                }
+                match plan.keep.last_mut() {
+                    Some(last) if last.1 == at => last.1 = end,
+                    _ => plan.keep.push((at, end)),
+                }
+            }
+            Ok(())
+        },
+    )
+    .map_err(|e| Error::io(&segment.path, e))?;
+    pacer.spent(segment.visible_len);
+    if outcome.stop != ScanStop::End || outcome.offset != segment.visible_len {
+        return Err(Error::Corrupt {
+            path: segment.path.clone(),
+            offset: outcome.offset,
+            reason: "a sealed segment does not end at its last record (found by scavenge)".into(),
+        });
+    }
+    Ok(plan)
+}
+
+/// Writes the live records of `segment` into its temporary file and fsyncs it; answers the
+/// new offsets of the live records and the new length.
+fn rewrite(
+    shared: &Shared,
+    segment: &Sealed,
+    plan: &Plan,
+    pacer: &mut Pacer,
+) -> Result<(Vec<u32>, u64)> {
+    let vfs = &*shared.options.storage;
+    let tmp = tmp_path(&segment.path);
+    match vfs.remove(&tmp) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(Error::io(&tmp, e)),
+    }
+    let out = vfs.create_new(&tmp).map_err(|e| Error::io(&tmp, e))?;
+    let write =
+        |bytes: &[u8], at: u64| write_all_at(&*out, bytes, at).map_err(|e| Error::io(&tmp, e));
+    write(&segment_header_of(SEGMENT_VERSION_COMPACTED), 0)?;
+    let mut at = SEGMENT_HEADER_LEN;
+    let mut chunk = vec![0u8; COPY_CHUNK_BYTES];
+    for &(from, to) in &plan.keep {
+        let mut read_from = from;
+        while read_from < to {
+            let want = ((to - read_from) as usize).min(chunk.len());
+            let got = read_at_most(&*segment.file, &mut chunk[..want], read_from)
+                .map_err(|e| Error::io(&segment.path, e))?;
+            if got != want {
+                return Err(Error::Corrupt {
+                    path: segment.path.clone(),
+                    offset: read_from + got as u64,
+                    reason: "a sealed segment is shorter than the index says".into(),
+                });
+            }
+            write(&chunk[..got], at)?;
+            at += got as u64;
+            read_from += got as u64;
+            pacer.spent(got as u64);
+        }
+    }
+    out.sync_data().map_err(|e| Error::io(&tmp, e))?;
+    // The new offsets: each kept record moves back by the bytes removed before it.
+    let mut offsets = Vec::new();
+    let mut scanned = Ok(());
+    let outcome = scan_records(&*out, SEGMENT_HEADER_LEN, at, |offset, _| {
+        match u32::try_from(offset) {
+            Ok(offset) => offsets.push(offset),
+            Err(_) => scanned = Err("record offset beyond 4 GiB"),
+        }
+        Ok(())
+    })
+    .map_err(|e| Error::io(&tmp, e))?;
+    if outcome.stop != ScanStop::End || scanned.is_err() {
+        return Err(Error::Corrupt {
+            path: tmp,
+            offset: outcome.offset,
+            reason: "the scavenged segment does not read back".into(),
+        });
+    }
+    Ok((offsets, at))
+}
+
+/// Swaps the scavenged file in: the checkpoint goes first (it describes the old file), then
+/// the rename, then the index.
+fn swap(
+    shared: &Shared,
+    segment: &Sealed,
+    removed: &[u64],
+    offsets: &[u32],
+    len: u64,
+) -> Result<()> {
+    let vfs = &*shared.options.storage;
+    let _no_checkpoint_meanwhile = shared.checkpoint_lock.lock().expect("checkpoint lock");
+    let checkpoint = checkpoint_path(&shared.dir);
+    match vfs.remove(&checkpoint) {
+        Ok(()) => fsync_dir(vfs, &shared.dir)?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(Error::io(&checkpoint, e)),
+    }
+    let tmp = tmp_path(&segment.path);
+    vfs.rename(&tmp, &segment.path)
+        .map_err(|e| Error::io(&segment.path, e))?;
+    fsync_dir(vfs, &shared.dir)?;
+    let file = vfs
+        .open(&segment.path, false)
+        .map_err(|e| Error::io(&segment.path, e))?;
+    shared.index.write().expect("index lock").replace_segment(
+        segment.number,
+        removed,
+        offsets,
+        file,
+        len,
+    );
+    Ok(())
+}
+
+fn tmp_path(segment: &Path) -> PathBuf {
+    let mut name = segment.as_os_str().to_os_string();
+    name.push(SCAVENGE_TMP_SUFFIX);
+    PathBuf::from(name)
+}
+
+/// Deletes torn-tail side files (bytes cut off at open, never acknowledged) and leftover
+/// temporary scavenge files; answers how many side files went.
+fn remove_side_files(vfs: &dyn Vfs, dir: &Path) -> Result<u64> {
+    let mut removed = 0;
+    for name in vfs.list(dir).map_err(|e| Error::io(dir, e))? {
+        let torn = name.contains(TORN_LABEL);
+        if torn || name.ends_with(SCAVENGE_TMP_SUFFIX) {
+            let path = dir.join(&name);
+            vfs.remove(&path).map_err(|e| Error::io(&path, e))?;
+            removed += u64::from(torn);
+        } else if name.contains(".repair-") {
+            tracing::warn!(
+                file = %name,
+                "a repair side file holds cut log bytes a scavenge cannot erase; delete it once inspected"
+            );
+        }
+    }
+    fsync_dir(vfs, dir)?;
+    Ok(removed)
+}
+
+/// Deletes temporary files a scavenge interrupted by a crash left (at open).
+pub(crate) fn remove_leftovers(vfs: &dyn Vfs, dir: &Path) -> Result<()> {
+    let mut any = false;
+    for name in vfs.list(dir).map_err(|e| Error::io(dir, e))? {
+        if name.ends_with(SCAVENGE_TMP_SUFFIX) {
+            let path = dir.join(&name);
+            vfs.remove(&path).map_err(|e| Error::io(&path, e))?;
+            any = true;
+        }
+    }
+    if any {
+        fsync_dir(vfs, dir)?;
+    }
+    Ok(())
+}
+
+/// Keeps a scavenge at or below a byte rate.
+struct Pacer {
+    max_bytes_per_second: u64,
+    started: Instant,
+    bytes: u64,
+}
+
+impl Pacer {
+    fn new(max_bytes_per_second: u64) -> Pacer {
+        Pacer {
+            max_bytes_per_second,
+            started: Instant::now(),
+            bytes: 0,
+        }
+    }
+
+    /// Counts `bytes` of I/O and sleeps while the run is ahead of its rate.
+    fn spent(&mut self, bytes: u64) {
+        self.bytes += bytes;
+        if self.max_bytes_per_second == 0 {
+            return;
+        }
+        let due = Duration::from_secs_f64(self.bytes as f64 / self.max_bytes_per_second as f64);
+        if let Some(ahead) = due.checked_sub(self.started.elapsed()) {
+            std::thread::sleep(ahead);
+        }
+    }
+}
+
+/// `logbook events scavenge <dir>`: opens the store (so no server may have it open), seals
+/// its active segment, and scavenges every segment with the store's own lifecycle answer (see
+/// [`crate::Store::liveness`]); then closes it, writing a checkpoint.
+pub fn scavenge_offline(dir: impl AsRef<Path>) -> Result<ScavengeProgress> {
+    let store = crate::Store::open(dir, crate::Options::default())?;
+    store.seal_active_segment()?;
+    let liveness = store.liveness();
+    let is_dead = move |event: &Candidate<'_>| {
+        !liveness.is_live(event.stream, event.version, event.recorded_at_micros)
+    };
+    let report = store.scavenge(&is_dead, ScavengeOptions::default(), &|_| {})?;
+    store.close();
+    Ok(report)
+}
+
+impl std::fmt::Display for ScavengeProgress {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(
+            f,
+            "segments: {} of {} scanned",
+            self.segments_done, self.segments_total
+        )?;
+        writeln!(f, "events removed: {}", self.events_removed)?;
+        writeln!(
+            f,
+            "bytes: {} before, {} after",
+            self.bytes_before, self.bytes_after
+        )?;
+        writeln!(
+            f,
+            "torn-tail side files removed: {}",
+            self.side_files_removed
+        )
+    }
+}
