@@ -13,6 +13,7 @@
 
 use std::sync::Arc;
 
+use events::ContentType;
 use events::{
     AllPage, Appended, Direction, Error, EventStore, ExpectedVersion, FILTER_SCAN_MAX_EVENTS,
     Filter, ListStreams, NewEvent, Placed, ReadAll, ReadStream, RecordedEvent, Result, Start,
@@ -402,6 +403,7 @@ fn to_engine(event: NewEvent) -> eventlog::NewEvent {
         event_type: event.event_type,
         data: event.data,
         metadata: event.metadata,
+        binary: event.content_type == ContentType::Binary,
     }
 }
 
@@ -431,6 +433,7 @@ pub fn from_engine_event(event: eventlog::RecordedEvent) -> RecordedEvent {
         event_type: event.event_type,
         data: event.data,
         metadata: event.metadata,
+        content_type: content_type(event.binary),
         recorded_at_micros: event.recorded_at_micros,
     }
 }
@@ -445,7 +448,16 @@ fn from_engine_event_ref(event: &eventlog::RecordedEvent) -> RecordedEvent {
         event_type: event.event_type.clone(),
         data: Vec::new(),
         metadata: None,
+        content_type: content_type(event.binary),
         recorded_at_micros: event.recorded_at_micros,
+    }
+}
+
+fn content_type(binary: bool) -> ContentType {
+    if binary {
+        ContentType::Binary
+    } else {
+        ContentType::Json
     }
 }
 
