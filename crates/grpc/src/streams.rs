@@ -120,6 +120,7 @@ impl<S: EventStore> Streams for StreamsService<S> {
             ));
         };
         let stream = convert::stream_name(options.stream_identifier.as_ref())?;
+        refuse_metastream(&stream)?;
         access.check_append(&stream).map_err(status::denied)?;
         let expected = expected_of_append(options.expected_stream_revision);
         let mut events = Vec::new();
@@ -276,6 +277,18 @@ fn expected_of_append(
     .into()
 }
 
+/// KurrentDB keeps a stream's metadata in the metastream `$$<stream>`. Until the face maps
+/// it onto the store's metadata operations, writing one is refused (rather than stored as an
+/// ordinary event that a client would take for metadata in force).
+fn refuse_metastream(stream: &str) -> Result<(), Status> {
+    if stream.starts_with("$$") {
+        return Err(Status::unimplemented(format!(
+            "stream metadata through {stream:?} is not served yet over gRPC; use PUT /streams/{{stream}}/metadata over HTTP"
+        )));
+    }
+    Ok(())
+}
+
 fn check_bounds<S: EventStore>(face: &Face<S>, count: usize, bytes: usize) -> Result<(), Status> {
     let limits = face.limits();
     if count > limits.max_batch_events as usize {
@@ -407,6 +420,7 @@ async fn batch_step<S: EventStore>(
             Status::invalid_argument("the first message of a batch carries its options")
         })?;
         let stream = convert::stream_name(options.stream_identifier.as_ref())?;
+        refuse_metastream(&stream)?;
         access.check_append(&stream).map_err(status::denied)?;
         use batch_append_req::options::ExpectedStreamPosition as E;
         use batch_append_resp::ExpectedStreamPosition as R;

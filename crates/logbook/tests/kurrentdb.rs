@@ -181,6 +181,7 @@ both_backends!(
     filters_select_by_prefix_and_by_expression,
     a_batch_append_is_atomic_and_reports_a_wrong_expected_version,
     events_cross_faces_both_ways,
+    lifecycle_calls_answer_unimplemented_until_served,
 );
 
 async fn appends_check_each_expected_state_and_report_the_current_revision(backend: Backend) {
@@ -600,4 +601,47 @@ async fn events_cross_faces_both_ways(backend: Backend) {
         serde_json::from_slice::<Value>(&read[0].data).unwrap(),
         json!({"via": "http"})
     );
+}
+
+/// Delete and tombstone reach the store's lifecycle operations, which this branch's backends
+/// do not implement yet; metadata through `$$<stream>` is refused rather than stored as an
+/// ordinary event. Each is `UNIMPLEMENTED`, which the client reports as unsupported.
+async fn lifecycle_calls_answer_unimplemented_until_served(backend: Backend) {
+    let server = Server::start(backend).await;
+    let client = server.client();
+    client
+        .append_to_stream(
+            "doomed",
+            &AppendToStreamOptions::default(),
+            vec![json_event("A", json!({}))],
+        )
+        .await
+        .unwrap();
+    let deleted = client
+        .delete_stream("doomed", &Default::default())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(deleted, kurrentdb::Error::UnsupportedFeature),
+        "{deleted:?}"
+    );
+    let tombstoned = client
+        .tombstone_stream("doomed", &Default::default())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(tombstoned, kurrentdb::Error::UnsupportedFeature),
+        "{tombstoned:?}"
+    );
+    let metadata = kurrentdb::StreamMetadata::builder().max_count(5).build();
+    let set = client
+        .set_stream_metadata("doomed", &AppendToStreamOptions::default(), &metadata)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(set, kurrentdb::Error::UnsupportedFeature),
+        "{set:?}"
+    );
+    let all = all_events(&client, &ReadAllOptions::default()).await;
+    assert_eq!(all.len(), 1, "nothing was stored");
 }
