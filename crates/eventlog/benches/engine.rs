@@ -40,6 +40,7 @@ fn new_event(i: u64) -> NewEvent {
         event_type: "OrderPlaced".into(),
         data: payload(i),
         metadata: None,
+        binary: false,
     }
 }
 

@@ -45,6 +45,7 @@ fn event(i: u64) -> NewEvent {
         event_type: "Benched".into(),
         data: data.into_bytes(),
         metadata: None,
+        binary: false,
     }
 }
 

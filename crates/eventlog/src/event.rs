@@ -16,6 +16,9 @@ pub struct NewEvent {
     pub data: Vec<u8>,
     /// Optional JSON bytes.
     pub metadata: Option<Vec<u8>>,
+    /// `true` when the data is not JSON (its appender said `application/octet-stream` or
+    /// another non-JSON type); the engine stores the bytes the same way either way.
+    pub binary: bool,
 }
 
 impl NewEvent {
@@ -41,6 +44,8 @@ pub struct RecordedEvent {
     pub event_type: String,
     pub data: Vec<u8>,
     pub metadata: Option<Vec<u8>>,
+    /// As [`NewEvent::binary`].
+    pub binary: bool,
     /// When the writer recorded the event, in microseconds since the Unix epoch.
     pub recorded_at_micros: i64,
 }

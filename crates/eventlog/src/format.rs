@@ -25,6 +25,9 @@ pub const SEGMENT_MAGIC: [u8; 8] = *b"LOGBKSEG";
 pub const SEGMENT_HEADER_LEN: u64 = 16;
 
 const FLAG_HAS_METADATA: u8 = 1;
+/// The data is not JSON (its content type is not `application/json`). Records written before
+/// this flag existed have it clear: all their data is JSON.
+const FLAG_BINARY: u8 = 2;
 
 /// The fields of one event as written to disk.
 #[derive(Debug, Clone, Copy)]
@@ -39,6 +42,8 @@ pub struct RecordFields<'a> {
     pub event_type: &'a str,
     pub data: &'a [u8],
     pub metadata: Option<&'a [u8]>,
+    /// The data is not JSON ([`FLAG_BINARY`]).
+    pub binary: bool,
 }
 
 /// A decoded, checksum-verified record borrowing from the bytes it was read from.
@@ -86,11 +91,13 @@ pub fn encode_record(out: &mut Vec<u8>, fields: &RecordFields<'_>) {
     out.extend_from_slice(&(total as u32).to_le_bytes());
     out.extend_from_slice(&[0; 4]); // CRC, filled in below
     out.push(FORMAT_VERSION);
-    out.push(if fields.metadata.is_some() {
-        FLAG_HAS_METADATA
-    } else {
-        0
-    });
+    out.push(
+        if fields.metadata.is_some() {
+            FLAG_HAS_METADATA
+        } else {
+            0
+        } | if fields.binary { FLAG_BINARY } else { 0 },
+    );
     out.extend_from_slice(&(fields.stream.len() as u16).to_le_bytes());
     out.extend_from_slice(&(fields.event_type.len() as u16).to_le_bytes());
     out.extend_from_slice(&[0; 2]);
@@ -153,7 +160,7 @@ pub fn decode_record(bytes: &[u8]) -> Decoded<'_> {
         return Decoded::Invalid("unknown record format version");
     }
     let flags = record[13];
-    if flags & !FLAG_HAS_METADATA != 0 {
+    if flags & !(FLAG_HAS_METADATA | FLAG_BINARY) != 0 {
         return Decoded::Invalid("unknown record flags");
     }
     let stream_len = u16_at(record, 14) as usize;
@@ -197,6 +204,7 @@ pub fn decode_record(bytes: &[u8]) -> Decoded<'_> {
             event_type,
             data,
             metadata: (flags & FLAG_HAS_METADATA != 0).then_some(metadata),
+            binary: flags & FLAG_BINARY != 0,
         },
         record_len: total,
     })
@@ -382,6 +390,7 @@ mod tests {
             event_type: "OrderPlaced",
             data,
             metadata,
+            binary: false,
         }
     }
 
@@ -416,6 +425,32 @@ mod tests {
             panic!()
         };
         assert_eq!(view.fields.metadata, Some(&b""[..]));
+    }
+
+    #[test]
+    fn the_binary_flag_round_trips_and_old_records_read_as_json() {
+        let mut out = Vec::new();
+        let binary = RecordFields {
+            binary: true,
+            ..sample(&[0, 255, 1], Some(b"m"))
+        };
+        encode_record(&mut out, &binary);
+        assert_eq!(out[13], FLAG_HAS_METADATA | FLAG_BINARY);
+        let Decoded::Record(view) = decode_record(&out) else {
+            panic!()
+        };
+        assert!(view.fields.binary);
+        assert_eq!(view.fields.data, &[0, 255, 1]);
+        let mut out = Vec::new();
+        encode_record(&mut out, &sample(b"1", None));
+        assert_eq!(
+            out[13], 0,
+            "a JSON record is laid out as before the flag existed"
+        );
+        let Decoded::Record(view) = decode_record(&out) else {
+            panic!()
+        };
+        assert!(!view.fields.binary);
     }
 
     #[test]

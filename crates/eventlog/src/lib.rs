@@ -14,6 +14,7 @@
 //!     event_type: "OrderPlaced".into(),
 //!     data: r#"{"item":"🔥"}"#.as_bytes().to_vec(),
 //!     metadata: None,
+//!     binary: false,
 //! };
 //! let appended = store.append(vec![event.clone()], ExpectedVersion::NoStream)?;
 //! assert_eq!(appended.events[0].position, 0);

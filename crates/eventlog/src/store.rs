@@ -1036,6 +1036,7 @@ impl RecordedEvent {
             event_type: fields.event_type.to_owned(),
             data: fields.data.to_vec(),
             metadata: fields.metadata.map(<[u8]>::to_vec),
+            binary: fields.binary,
             recorded_at_micros: fields.recorded_at_micros,
         }
     }

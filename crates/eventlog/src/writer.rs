@@ -533,6 +533,7 @@ impl Writer {
                     event_type: &event.event_type,
                     data: &event.data,
                     metadata: event.metadata.as_deref(),
+                    binary: event.binary,
                 },
             );
             let offset = u32::try_from(offset).expect("segment size is validated below 4 GiB");

@@ -34,6 +34,7 @@ fn new_event(thread: usize) -> NewEvent {
         event_type: "Crashed".into(),
         data: data_for(id),
         metadata: None,
+        binary: false,
     }
 }
 

@@ -125,6 +125,7 @@ impl Schedule {
             event_type: "Sim".into(),
             data: format!("{{\"t\":\"{}🔥\\n\"}}", "火".repeat(len / 3)).into_bytes(),
             metadata: (self.rng.below(2) == 0).then(|| b"{\"m\":true}".to_vec()),
+            binary: false,
         }
     }
 

@@ -25,6 +25,7 @@ fn record(stream: &str, event_type: &str, data: &str) -> NewEvent {
         event_type: event_type.into(),
         data: data.as_bytes().to_vec(),
         metadata: None,
+        binary: false,
     }
 }
 

@@ -130,6 +130,7 @@ fn run(ops: Vec<Op>) {
                         event_type: "T".into(),
                         data: format!("\"{}🔥{i}\"", "d".repeat(data_len as usize)).into_bytes(),
                         metadata: (i % 2 == 0).then(|| b"{\"m\":1}".to_vec()),
+                        binary: false,
                     })
                     .collect();
                 let should_pass = match expected {

@@ -19,8 +19,8 @@ use tokio::spawn;
 use uuid::Uuid;
 
 use crate::{
-    DeleteMode, Error, EventStore, ExpectedVersion, Filter, FilterTarget, ListStreams, NewEvent,
-    ReadAll, ReadStream, Start, StreamMetadata,
+    ContentType, DeleteMode, Error, EventStore, ExpectedVersion, Filter, FilterTarget, ListStreams,
+    NewEvent, ReadAll, ReadStream, Start, StreamMetadata,
 };
 
 /// One test per check, each on a fresh store from `$fresh` (an `async fn() -> (S, Guard)`).
@@ -29,6 +29,7 @@ macro_rules! conformance_tests {
     ($fresh:path) => {
         $crate::conformance_tests!(@each $fresh;
             an_appended_event_reads_back_byte_exactly,
+            binary_data_and_its_content_type_read_back_byte_exactly,
             an_unknown_id_or_stream_reads_as_none,
             a_batch_is_atomic_with_consecutive_positions_and_versions,
             a_repeat_with_identical_content_answers_the_original_placement,
@@ -103,6 +104,30 @@ pub async fn an_appended_event_reads_back_byte_exactly<S: EventStore>(store: S) 
         .unwrap()
         .unwrap();
     assert_eq!(stream.events, vec![read]);
+}
+
+/// Bytes that are not JSON (not even UTF-8) are stored as sent, with their content type.
+pub async fn binary_data_and_its_content_type_read_back_byte_exactly<S: EventStore>(store: S) {
+    let mut binary = event("blobs", "Blob", "");
+    binary.data = vec![0, 159, 146, 150, 255, b'{'];
+    binary.metadata = Some(vec![0xfe, 0]);
+    binary.content_type = ContentType::Binary;
+    let json = event("blobs", "Doc", "{}");
+    store
+        .append(vec![binary.clone(), json.clone()], ExpectedVersion::Any)
+        .await
+        .unwrap();
+    let read = store.get(binary.id).await.unwrap().expect("stored");
+    assert!(read.same_content(&binary));
+    assert_eq!(read.content_type, ContentType::Binary);
+    let page = store.read_all(ReadAll::forward(0, 10)).await.unwrap();
+    assert_eq!(page.events[0], read);
+    assert_eq!(page.events[1].content_type, ContentType::Json);
+    let again = store
+        .append(vec![binary], ExpectedVersion::Any)
+        .await
+        .unwrap();
+    assert!(again.duplicate);
 }
 
 /// Unknown ids and streams are `None`, not errors.

@@ -18,6 +18,8 @@ pub struct NewEvent {
     pub data: Vec<u8>,
     /// Optional metadata bytes (a JSON object over HTTP).
     pub metadata: Option<Vec<u8>>,
+    /// What the data is: JSON (every HTTP append) or other bytes (gRPC may send either).
+    pub content_type: ContentType,
 }
 
 impl NewEvent {
@@ -29,6 +31,7 @@ impl NewEvent {
             event_type: event_type.into(),
             data,
             metadata: None,
+            content_type: ContentType::Json,
         }
     }
 
@@ -58,13 +61,16 @@ pub struct RecordedEvent {
     pub data: Vec<u8>,
     /// The metadata bytes as appended.
     pub metadata: Option<Vec<u8>>,
+    /// What the appender said the data is.
+    pub content_type: ContentType,
     /// When the backend recorded the event, in microseconds since the Unix epoch.
     pub recorded_at_micros: i64,
 }
 
 impl RecordedEvent {
     /// Whether `event` has this event's content (what idempotency compares: stream, type,
-    /// data and metadata bytes; the id is the key).
+    /// data and metadata bytes; the id is the key). The content type is not compared: the
+    /// same bytes under another label are the same event, as in KurrentDB.
     pub fn same_content(&self, event: &NewEvent) -> bool {
         self.stream == event.stream
             && self.event_type == event.event_type
@@ -78,6 +84,39 @@ impl RecordedEvent {
             + self.event_type.len()
             + self.data.len()
             + self.metadata.as_ref().map_or(0, Vec::len)
+    }
+}
+
+/// What an event's data is, as its appender said (KurrentDB's `content-type`, which is
+/// `application/json` or anything else). Data is stored byte for byte either way: nothing
+/// validates it, and a JSON label does not make bytes JSON (the HTTP face checks before it
+/// shows data as JSON).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Hash)]
+pub enum ContentType {
+    /// `application/json`.
+    #[default]
+    Json,
+    /// Other bytes (`application/octet-stream`).
+    Binary,
+}
+
+impl ContentType {
+    /// The MIME type clients see.
+    pub fn mime(self) -> &'static str {
+        match self {
+            ContentType::Json => "application/json",
+            ContentType::Binary => "application/octet-stream",
+        }
+    }
+
+    /// `Json` for `application/json` (parameters and case ignored), else `Binary`.
+    pub fn from_mime(mime: &str) -> ContentType {
+        let essence = mime.split(';').next().unwrap_or("").trim();
+        if essence.eq_ignore_ascii_case("application/json") {
+            ContentType::Json
+        } else {
+            ContentType::Binary
+        }
     }
 }
 

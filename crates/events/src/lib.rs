@@ -16,7 +16,8 @@
 //! ```
 //!
 //! # Layout
-//! - [`event`]: [`NewEvent`], [`RecordedEvent`], [`Placed`], [`Appended`], [`ExpectedVersion`].
+//! - [`event`]: [`NewEvent`], [`RecordedEvent`], [`ContentType`], [`Placed`], [`Appended`],
+//!   [`ExpectedVersion`].
 //! - [`read`]: read requests and pages ([`ReadAll`], [`ReadStream`], [`Direction`],
 //!   [`Start`]), [`Filter`], stream listings and state, [`Stats`].
 //! - [`limits`]: [`Limits`] and [`check_append`], the shape and size checks an append passes
@@ -57,7 +58,7 @@ pub mod store;
 pub mod conformance;
 
 pub use error::{Error, Result};
-pub use event::{Appended, ExpectedVersion, NewEvent, Placed, RecordedEvent};
+pub use event::{Appended, ContentType, ExpectedVersion, NewEvent, Placed, RecordedEvent};
 pub use limits::{Limits, check_append};
 pub use read::{
     AllPage, DeleteMode, Direction, FILTER_SCAN_MAX_EVENTS, Filter, FilterTarget, ListStreams,

@@ -401,6 +401,7 @@ mod tests {
             event_type: event_type.into(),
             data: b"1".to_vec(),
             metadata: None,
+            content_type: crate::ContentType::Json,
             recorded_at_micros: 0,
         }
     }

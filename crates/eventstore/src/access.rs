@@ -150,6 +150,27 @@ impl EventStoreService {
     pub fn authenticator(&self) -> Arc<Authenticator> {
         Arc::clone(&self.inner.guard.authenticator)
     }
+
+    /// The subscription slots and their number, for other faces (gRPC) to share: one cap
+    /// (`LOGBOOK_MAX_SUBSCRIPTIONS`) over SSE and gRPC subscriptions together.
+    pub fn subscription_slots(&self) -> (Arc<Semaphore>, usize) {
+        (
+            Arc::clone(&self.inner.guard.subscriptions),
+            self.inner.guard.max_subscriptions,
+        )
+    }
+
+    /// The append limits of the contract, the same for every face.
+    pub fn limits(&self) -> events::Limits {
+        let limits = self.inner.settings.options.limits;
+        events::Limits {
+            max_event_size_bytes: limits.max_event_size_bytes,
+            max_batch_events: limits.max_batch_events,
+            max_batch_size_bytes: limits.max_batch_size_bytes,
+            max_stream_name_bytes: limits.max_stream_name_bytes,
+            max_event_type_bytes: limits.max_event_type_bytes,
+        }
+    }
 }
 
 /// Keeps only the events `access` may read (a no-op for tokens without a prefix).

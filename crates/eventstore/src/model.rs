@@ -121,6 +121,7 @@ impl NewEventBody<'_> {
             event_type: self.event_type.into_owned(),
             data: self.data.get().as_bytes().to_vec(),
             metadata: self.metadata.map(|m| m.get().as_bytes().to_vec()),
+            content_type: events::ContentType::Json,
         })
     }
 }
@@ -169,12 +170,24 @@ pub struct EventBody {
     #[serde(rename = "type")]
     #[schema(example = "OrderPlaced")]
     pub event_type: String,
-    /// The JSON sent, byte for byte.
-    #[schema(value_type = Object)]
-    pub data: Box<RawValue>,
+    /// The JSON sent, byte for byte; absent when the data is not JSON (see `data_base64`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub data: Option<Box<RawValue>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Object>)]
     pub metadata: Option<Box<RawValue>>,
+    /// Only for data that is not shown as JSON: the content type its appender declared
+    /// (`application/octet-stream`, or `application/json` on bytes that are not valid JSON).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(example = "application/octet-stream")]
+    pub content_type: Option<String>,
+    /// Data that is not JSON, in standard base64 (with padding).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data_base64: Option<String>,
+    /// Metadata that is not JSON, in standard base64.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metadata_base64: Option<String>,
     /// When the event was recorded (RFC 3339, UTC, microseconds).
     #[schema(example = "2026-11-27T10:00:00.123456Z")]
     pub recorded_at: String,
@@ -192,11 +205,15 @@ impl TryFrom<eventlog::RecordedEvent> for EventBody {
 impl TryFrom<events::RecordedEvent> for EventBody {
     type Error = ApiError;
 
+    /// Data and metadata read as JSON when the content type is JSON and the bytes are valid
+    /// JSON (every event appended over HTTP); otherwise they read as base64 beside the
+    /// content type (events from the gRPC face, which stores bytes as sent).
     fn try_from(event: events::RecordedEvent) -> Result<Self, ApiError> {
-        let raw = |bytes: Vec<u8>| -> Result<Box<RawValue>, ApiError> {
-            // Only valid JSON is ever stored; anything else means damage the checksums missed.
-            let text = String::from_utf8(bytes).map_err(|_| corrupt(event.position))?;
-            RawValue::from_string(text).map_err(|_| corrupt(event.position))
+        let json = event.content_type == events::ContentType::Json;
+        let (data, data_base64) = json_or_base64(json, event.data);
+        let (metadata, metadata_base64) = match event.metadata {
+            Some(bytes) => json_or_base64(json, bytes),
+            None => (None, None),
         };
         Ok(EventBody {
             id: event.id,
@@ -204,17 +221,38 @@ impl TryFrom<events::RecordedEvent> for EventBody {
             version: event.version,
             position: event.position,
             event_type: event.event_type,
-            data: raw(event.data)?,
-            metadata: event.metadata.map(raw).transpose()?,
+            content_type: (data.is_none() || metadata_base64.is_some())
+                .then(|| event.content_type.mime().to_owned()),
+            data,
+            metadata,
+            data_base64,
+            metadata_base64,
             recorded_at: rfc3339_micros(event.recorded_at_micros),
         })
     }
 }
 
-fn corrupt(position: u64) -> ApiError {
-    ApiError::Store(events::Error::Corrupt {
-        reason: format!("stored event data at position {position} is not JSON"),
-    })
+/// The bytes as raw JSON when `json` says so and they are valid JSON, else as base64.
+fn json_or_base64(json: bool, bytes: Vec<u8>) -> (Option<Box<RawValue>>, Option<String>) {
+    use base64::Engine as _;
+    let base64 = |bytes: Vec<u8>| {
+        (
+            None,
+            Some(base64::engine::general_purpose::STANDARD.encode(bytes)),
+        )
+    };
+    if !json {
+        return base64(bytes);
+    }
+    let text = match String::from_utf8(bytes) {
+        Ok(text) => text,
+        Err(error) => return base64(error.into_bytes()),
+    };
+    if serde_json::from_str::<&RawValue>(&text).is_err() {
+        return base64(text.into_bytes());
+    }
+    let raw = RawValue::from_string(text).expect("the text was just checked to be JSON");
+    (Some(raw), None)
 }
 
 /// A page of the whole log.
@@ -371,5 +409,48 @@ mod tests {
             event.data,
             br#"{"a" : "\u0000\n\ud83d\ude00 e\u0301"}"#.to_vec()
         );
+    }
+
+    fn recorded(
+        data: &[u8],
+        metadata: Option<&[u8]>,
+        content_type: events::ContentType,
+    ) -> events::RecordedEvent {
+        events::RecordedEvent {
+            id: Uuid::nil(),
+            stream: "s".into(),
+            version: 0,
+            position: 7,
+            event_type: "T".into(),
+            data: data.to_vec(),
+            metadata: metadata.map(<[u8]>::to_vec),
+            content_type,
+            recorded_at_micros: 0,
+        }
+    }
+
+    fn shown(event: events::RecordedEvent) -> serde_json::Value {
+        serde_json::to_value(EventBody::try_from(event).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn json_events_read_as_before_and_other_bytes_as_base64_with_their_content_type() {
+        use events::ContentType::{Binary, Json};
+        let json = shown(recorded(br#"{"a":1}"#, Some(br#"{"m":2}"#), Json));
+        assert_eq!(json["data"], serde_json::json!({"a": 1}));
+        assert_eq!(json["metadata"], serde_json::json!({"m": 2}));
+        for absent in ["content_type", "data_base64", "metadata_base64"] {
+            assert!(json.get(absent).is_none(), "{absent} on a JSON event");
+        }
+        let binary = shown(recorded(&[0, 255], Some(br#"{"m":2}"#), Binary));
+        assert_eq!(binary["content_type"], "application/octet-stream");
+        assert_eq!(binary["data_base64"], "AP8=");
+        assert_eq!(binary["metadata_base64"], "eyJtIjoyfQ==");
+        assert!(binary.get("data").is_none() && binary.get("metadata").is_none());
+        // Labelled JSON but not JSON (the gRPC face does not validate): bytes, not an error.
+        let mislabelled = shown(recorded(b"{not json", None, Json));
+        assert_eq!(mislabelled["content_type"], "application/json");
+        assert_eq!(mislabelled["data_base64"], "e25vdCBqc29u");
+        assert!(mislabelled.get("metadata_base64").is_none());
     }
 }

@@ -61,6 +61,8 @@ impl std::fmt::Display for StartupError {
 /// A started application, bound and ready to [`run`](App::run).
 pub struct App {
     listener: TcpListener,
+    /// The gRPC face's listener, when the event store is served and `--grpc-addr` is not `off`.
+    grpc_listener: Option<TcpListener>,
     tls: Option<Arc<Tls>>,
     hangup: Hangup,
     local_addr: SocketAddr,
@@ -115,6 +117,23 @@ impl App {
             ));
         }
         let tls = check_tls(common, local_addr, &mut problems);
+        let grpc_listener = if config.events.is_some() && common.grpc_addr != "off" {
+            match TcpListener::bind(&common.grpc_addr).await {
+                Ok(listener) => Some(listener),
+                Err(error) => {
+                    problems.push(ConfigProblem::new(
+                        "LOGBOOK_GRPC_ADDR (--grpc-addr)",
+                        format!(
+                            "cannot listen on {}: {error}; choose a free port, or `off`",
+                            common.grpc_addr
+                        ),
+                    ));
+                    None
+                }
+            }
+        } else {
+            None
+        };
         let ctx = ServiceContext {
             production: common.environment == Environment::Production,
             data_dir: data_dir.clone(),
@@ -163,6 +182,7 @@ impl App {
         let hangup = Hangup::register().map_err(|e| StartupError::Other(e.into()))?;
         Ok(App {
             listener,
+            grpc_listener,
             tls,
             hangup,
             local_addr,
@@ -183,6 +203,13 @@ impl App {
         self.local_addr
     }
 
+    /// The bound gRPC address, when the gRPC face is served.
+    pub fn grpc_addr(&self) -> Option<SocketAddr> {
+        self.grpc_listener
+            .as_ref()
+            .and_then(|listener| listener.local_addr().ok())
+    }
+
     /// The teams service's development banner, if any.
     pub fn dev_banner(&self) -> Option<String> {
         self.teams.as_ref().and_then(TeamsService::dev_banner)
@@ -197,6 +224,7 @@ impl App {
     ) -> anyhow::Result<()> {
         let App {
             listener,
+            grpc_listener,
             tls,
             hangup,
             local_addr,
@@ -279,6 +307,16 @@ impl App {
             _ => "teams",
         };
         tracing::info!(addr = %local_addr, services, tls = tls.is_some(), "listening");
+        let grpc = match (&events, grpc_listener) {
+            (Some(events), Some(listener)) => Some(crate::grpc::start(
+                events,
+                listener,
+                common.max_connections,
+                tls.as_deref(),
+                stop.clone(),
+            )?),
+            _ => None,
+        };
         tokio::spawn(hangup.reload_on_signal(events.clone(), tls.clone()));
         let listener = LimitedListener::new(listener, common.max_connections);
         let options = ServeOptions {
@@ -305,6 +343,11 @@ impl App {
             } => {
                 tracing::warn!(timeout_seconds = shutdown_timeout.as_secs(), "in-flight requests did not finish in time; closing anyway");
             }
+        }
+        if let Some(grpc) = grpc
+            && tokio::time::timeout(shutdown_timeout, grpc).await.is_err()
+        {
+            tracing::warn!("gRPC calls did not finish in time; closing anyway");
         }
         if let Some(events) = &events {
             events.close().await;

@@ -49,6 +49,7 @@ impl AuditSink for EventStoreSink {
             event_type: event_type.to_owned(),
             data: serde_json::to_vec(&data).map_err(|error| AuditSinkError(error.to_string()))?,
             metadata: None,
+            content_type: events::ContentType::Json,
         };
         self.backend()?
             .append(vec![event], ExpectedVersion::Any)

@@ -10,6 +10,8 @@ use teams::TeamsArgs;
 pub const DEFAULT_ADDR: &str = "127.0.0.1:8080";
 /// Default time a request may take before it is answered 503.
 pub const DEFAULT_REQUEST_TIMEOUT_SECONDS: u64 = 30;
+/// Default gRPC (KurrentDB-compatible) listen address of the event store.
+pub const DEFAULT_GRPC_ADDR: &str = "127.0.0.1:2113";
 /// Default cap on open connections.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
 /// Default time a client has to send a complete request head (and finish a TLS handshake).
@@ -161,6 +163,10 @@ pub struct CommonArgs {
     /// --tls-cert.
     #[arg(long, env = "LOGBOOK_BEHIND_PROXY", value_parser = clap::builder::BoolishValueParser::new(), default_value_t = false, num_args = 0..=1, default_missing_value = "true")]
     pub behind_proxy: bool,
+    /// Address of the event store's KurrentDB-compatible gRPC face (HTTP/2 cleartext; port 0:
+    /// any free port), or `off`. Only where the event store is served.
+    #[arg(long, env = "LOGBOOK_GRPC_ADDR", default_value = DEFAULT_GRPC_ADDR)]
+    pub grpc_addr: String,
 }
 
 impl CommonArgs {
@@ -178,6 +184,7 @@ impl CommonArgs {
             tls_cert: None,
             tls_key: None,
             behind_proxy: false,
+            grpc_addr: "off".to_owned(),
         }
     }
 }

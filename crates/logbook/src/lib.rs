@@ -7,6 +7,7 @@
 //! - [`cli`]: the `clap` tree; every setting has a flag and an env var.
 //! - [`app`]: [`App::build`] checks every setting at once, binds the listener and starts the
 //!   services; [`App::run`] serves and shuts down gracefully. Tests build it with port 0.
+//! - [`grpc`]: the event store's KurrentDB-compatible gRPC face beside the HTTP one.
 //! - [`audit_relay`]: the teams audit trail appended to the event store of this process.
 //! - `listener`: the connection cap and `TCP_NODELAY`.
 //! - [`server`]: serving connections with hyper: TLS (rustls, reloadable), HTTP/1.1 and h2,
@@ -22,6 +23,7 @@ pub mod app;
 pub mod audit_relay;
 pub mod bench;
 pub mod cli;
+pub mod grpc;
 mod listener;
 pub mod server;
 pub mod telemetry;

@@ -46,6 +46,9 @@ fn serve_main(config: logbook::ServeConfig) -> ExitCode {
         if let Some(banner) = app.dev_banner() {
             println!("{banner}");
         }
+        if let Some(grpc) = app.grpc_addr() {
+            println!("logbook: gRPC on {grpc}");
+        }
         println!(
             "logbook: listening on {}://{}",
             app.scheme(),

@@ -20,6 +20,7 @@ fn start(data_dir: &Path, extra: &[&str]) -> Server {
     // The server's stderr goes to a file, shown if it never comes up.
     let log = tempfile::NamedTempFile::new().unwrap();
     let mut child = Command::new(BIN)
+        .env("LOGBOOK_GRPC_ADDR", "127.0.0.1:0")
         .args(["serve", "events", "--addr", "127.0.0.1:0", "--data-dir"])
         .arg(data_dir)
         .args(extra)
@@ -67,6 +68,7 @@ impl Server {
 
 fn run(args: &[&str]) -> Output {
     Command::new(BIN)
+        .env("LOGBOOK_GRPC_ADDR", "127.0.0.1:0")
         .args(args)
         .env_remove("EVENTS_TOKEN")
         .env("RUST_LOG", "warn")
@@ -292,6 +294,7 @@ async fn the_accept_endpoint_is_rate_limited_per_client_address_with_no_connect_
     let log_path = dir.path().join("stderr.log");
     let log = std::fs::File::create(&log_path).unwrap();
     let mut child = Command::new(BIN)
+        .env("LOGBOOK_GRPC_ADDR", "127.0.0.1:0")
         .args(["serve", "--addr", "127.0.0.1:0", "--data-dir"])
         .arg(dir.path().join("data"))
         .env_remove("EVENTS_TOKEN")

@@ -42,6 +42,7 @@ fn start(data_dir: &Path, limit: Option<u32>) -> Server {
         None => Command::new(BIN),
     };
     let mut child = command
+        .env("LOGBOOK_GRPC_ADDR", "127.0.0.1:0")
         .args(["serve", "events", "--addr", "127.0.0.1:0", "--data-dir"])
         .arg(data_dir)
         .args(["--segment-size-bytes", "1024"])
@@ -186,6 +187,7 @@ async fn at_the_descriptor_limit_a_roll_answers_503_and_appends_resume_once_desc
     assert_eq!(stored, acknowledged, "events lost or doubled");
     server.terminate().await;
     let verify = Command::new(BIN)
+        .env("LOGBOOK_GRPC_ADDR", "127.0.0.1:0")
         .args(["events", "verify"])
         .arg(&data)
         .env("RUST_LOG", "warn")

@@ -33,6 +33,7 @@ impl Server {
         let data_dir = tempfile::tempdir().unwrap();
         let log = tempfile::NamedTempFile::new().unwrap();
         let mut child = Command::new(BIN)
+            .env("LOGBOOK_GRPC_ADDR", "127.0.0.1:0")
             .args(["serve", "events", "--addr", "127.0.0.1:0", "--data-dir"])
             .arg(data_dir.path())
             .env("EVENTS_DATABASE_URL", database_url)
@@ -278,6 +279,7 @@ fn an_unreachable_or_invalid_database_url_stops_start_up_naming_the_setting() {
         "mysql://localhost/db",
     ] {
         let output = Command::new(BIN)
+            .env("LOGBOOK_GRPC_ADDR", "127.0.0.1:0")
             .args(["serve", "events", "--addr", "127.0.0.1:0", "--data-dir"])
             .arg(data_dir.path())
             .env("EVENTS_DATABASE_URL", url)

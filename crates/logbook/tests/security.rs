@@ -23,6 +23,7 @@ struct Server {
 
 fn command(data_dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Command {
     let mut command = Command::new(BIN);
+    command.env("LOGBOOK_GRPC_ADDR", "127.0.0.1:0");
     command
         .args(["serve", "events", "--data-dir"])
         .arg(data_dir)
@@ -235,7 +236,11 @@ fn new_token(name: &str, scope: &str, prefix: Option<&str>) -> (String, String) 
     if let Some(prefix) = prefix {
         args.extend(["--prefix", prefix]);
     }
-    let output = Command::new(BIN).args(&args).output().unwrap();
+    let output = Command::new(BIN)
+        .env("LOGBOOK_GRPC_ADDR", "127.0.0.1:0")
+        .args(&args)
+        .output()
+        .unwrap();
     assert!(output.status.success());
     let stdout = String::from_utf8(output.stdout).unwrap();
     let lines: Vec<&str> = stdout.lines().filter(|l| !l.starts_with('#')).collect();
@@ -267,6 +272,7 @@ fn tokens_new_prints_a_token_and_its_line_and_refuses_a_bad_scope() {
     assert_eq!(fields[2].len(), 64);
     assert!(!line.contains(&token));
     let output = Command::new(BIN)
+        .env("LOGBOOK_GRPC_ADDR", "127.0.0.1:0")
         .args(["tokens", "new", "--name", "x", "--scope", "write"])
         .output()
         .unwrap();

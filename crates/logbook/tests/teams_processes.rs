@@ -30,6 +30,7 @@ impl Process {
     fn start(services: &[&str], data_dir: &Path, env: &[(&str, String)]) -> Process {
         let log = tempfile::NamedTempFile::new().unwrap();
         let mut command = Command::new(BIN);
+        command.env("LOGBOOK_GRPC_ADDR", "127.0.0.1:0");
         command
             .arg("serve")
             .args(services)

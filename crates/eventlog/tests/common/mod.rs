@@ -12,6 +12,7 @@ pub fn event(stream: &str, data: &str) -> NewEvent {
         event_type: "Tested".to_owned(),
         data: data.as_bytes().to_vec(),
         metadata: None,
+        binary: false,
     }
 }
 

@@ -16,6 +16,7 @@ use std::sync::Arc;
 use eventlog::lifecycle::{
     METADATA_EVENT_TYPE, METASTREAM_PREFIX, TOMBSTONE_EVENT_TYPE, metastream_of,
 };
+use events::ContentType;
 use events::{
     AllPage, Appended, DeleteMode, Direction, Error, EventStore, ExpectedVersion,
     FILTER_SCAN_MAX_EVENTS, ListStreams, NewEvent, Placed, ReadAll, ReadStream, RecordedEvent,
@@ -773,6 +774,7 @@ fn lifecycle_record(metastream: &str, event_type: &str, data: Vec<u8>) -> eventl
         event_type: event_type.to_owned(),
         data,
         metadata: None,
+        binary: false,
     }
 }
 
@@ -783,6 +785,7 @@ fn to_engine(event: NewEvent) -> eventlog::NewEvent {
         event_type: event.event_type,
         data: event.data,
         metadata: event.metadata,
+        binary: event.content_type == ContentType::Binary,
     }
 }
 
@@ -812,6 +815,7 @@ pub fn from_engine_event(event: eventlog::RecordedEvent) -> RecordedEvent {
         event_type: event.event_type,
         data: event.data,
         metadata: event.metadata,
+        content_type: content_type(event.binary),
         recorded_at_micros: event.recorded_at_micros,
     }
 }
@@ -826,7 +830,16 @@ fn from_engine_event_ref(event: &eventlog::RecordedEvent) -> RecordedEvent {
         event_type: event.event_type.clone(),
         data: Vec::new(),
         metadata: None,
+        content_type: content_type(event.binary),
         recorded_at_micros: event.recorded_at_micros,
+    }
+}
+
+fn content_type(binary: bool) -> ContentType {
+    if binary {
+        ContentType::Binary
+    } else {
+        ContentType::Json
     }
 }
 

@@ -30,6 +30,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use eventlog::lifecycle::{
     METADATA_EVENT_TYPE, METASTREAM_PREFIX, Retention, TOMBSTONE_EVENT_TYPE, metastream_of,
 };
+use events::ContentType;
 use events::{
     AllPage, Appended, DeleteMode, Direction, Error, EventStore, ExpectedVersion,
     FILTER_SCAN_MAX_EVENTS, Filter, Limits, ListStreams, NewEvent, Placed, ReadAll, ReadStream,
@@ -72,9 +73,18 @@ fn migrator() -> Migrator {
             ),
             Migration::new(
                 2,
+                Cow::Borrowed("content type"),
+                MigrationType::Simple,
+                Cow::Borrowed(include_str!("../../migrations/0002_content_type.sql")),
+                false,
+            ),
+            // After the content type: the view selects `e.*`, which PostgreSQL expands when
+            // the view is created.
+            Migration::new(
+                3,
                 Cow::Borrowed("lifecycle"),
                 MigrationType::Simple,
-                Cow::Borrowed(include_str!("../../migrations/0002_lifecycle.sql")),
+                Cow::Borrowed(include_str!("../../migrations/0003_lifecycle.sql")),
                 false,
             ),
         ]),
@@ -83,8 +93,7 @@ fn migrator() -> Migrator {
 }
 
 /// The columns of an event, in the order [`decode_event`] reads them.
-const EVENT_COLUMNS: &str =
-    "position, id::text, stream, version, event_type, data, metadata, recorded_at_micros";
+const EVENT_COLUMNS: &str = "position, id::text, stream, version, event_type, data, metadata, recorded_at_micros, is_binary";
 
 /// The event store on PostgreSQL. Cheap to clone; clones share one pool.
 #[derive(Clone)]
@@ -324,10 +333,10 @@ impl Postgres {
         let head = start as u64 + events.len() as u64;
         let inserted = sqlx::query(
             "WITH inserted AS ( \
-               INSERT INTO events (position, id, stream, version, event_type, data, metadata, recorded_at_micros) \
-               SELECT p, i::uuid, s, v, t, d, m, $8 \
-               FROM UNNEST($1::bigint[], $2::text[], $3::text[], $4::bigint[], $5::text[], $6::bytea[], $7::bytea[]) \
-                 AS e(p, i, s, v, t, d, m) \
+               INSERT INTO events (position, id, stream, version, event_type, data, metadata, recorded_at_micros, is_binary) \
+               SELECT p, i::uuid, s, v, t, d, m, $8, b \
+               FROM UNNEST($1::bigint[], $2::text[], $3::text[], $4::bigint[], $5::text[], $6::bytea[], $7::bytea[], $14::bool[]) \
+                 AS e(p, i, s, v, t, d, m, b) \
              ), touched AS ( \
                INSERT INTO streams (name, version, last_position, updated_at_micros) \
                SELECT n, v, l, $8 FROM UNNEST($9::text[], $10::bigint[], $11::bigint[]) AS s(n, v, l) \
@@ -349,6 +358,7 @@ impl Postgres {
         .bind(&stream_last_positions)
         .bind(CHANNEL)
         .bind(head.to_string())
+        .bind(&columns.binary)
         .execute(&mut *tx)
         .await;
         match inserted {
@@ -446,7 +456,7 @@ impl Postgres {
             "SELECT {EVENT_COLUMNS}, before_bytes, \
                (SELECT next_position FROM events_head WHERE id = 0) FROM ( \
                SELECT position, id, stream, version, event_type, \
-                 data, metadata, recorded_at_micros, \
+                 data, metadata, recorded_at_micros, is_binary, \
                  sum(octet_length(stream) + octet_length(event_type) + octet_length(data) \
                      + coalesce(octet_length(metadata), 0)) OVER w \
                  - (octet_length(stream) + octet_length(event_type) + octet_length(data) \
@@ -464,11 +474,11 @@ impl Postgres {
             .fetch_all(&self.inner.pool)
             .await
             .map_err(|e| read_error(&e))?;
-        let head = rows.first().map(|row| row.get::<i64, _>(9) as u64);
+        let head = rows.first().map(|row| row.get::<i64, _>(10) as u64);
         let mut events = Vec::with_capacity(rows.len().min(limit as usize));
         let mut more = false;
         for row in &rows {
-            let before_bytes: i64 = row.get(8);
+            let before_bytes: i64 = row.get(9);
             let over_bytes = !events.is_empty() && before_bytes as u64 >= max_bytes as u64;
             if events.len() as i64 >= limit || over_bytes {
                 more = true;
@@ -524,6 +534,7 @@ impl Postgres {
                     event_type: row.get(2),
                     data: Vec::new(),
                     metadata: None,
+                    content_type: ContentType::Json,
                     recorded_at_micros: 0,
                 };
                 if filter.matches(&probe) {
@@ -953,6 +964,7 @@ struct Columns {
     types: Vec<String>,
     data: Vec<Vec<u8>>,
     metadata: Vec<Option<Vec<u8>>>,
+    binary: Vec<bool>,
 }
 
 impl Columns {
@@ -965,6 +977,7 @@ impl Columns {
             types: Vec::with_capacity(n),
             data: Vec::with_capacity(n),
             metadata: Vec::with_capacity(n),
+            binary: Vec::with_capacity(n),
         }
     }
 
@@ -976,6 +989,7 @@ impl Columns {
         self.types.push(event.event_type.clone());
         self.data.push(event.data.clone());
         self.metadata.push(event.metadata.clone());
+        self.binary.push(event.content_type == ContentType::Binary);
     }
 }
 
@@ -1068,6 +1082,11 @@ fn decode_event(row: &PgRow) -> Result<RecordedEvent> {
         data: row.get(5),
         metadata: row.get(6),
         recorded_at_micros: row.get(7),
+        content_type: if row.get::<bool, _>(8) {
+            ContentType::Binary
+        } else {
+            ContentType::Json
+        },
     })
 }
 

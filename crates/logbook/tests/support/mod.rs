@@ -28,6 +28,31 @@ pub fn listening_base(child: &mut Child, stderr_log: &Path) -> String {
     base
 }
 
+/// As [`listening_base`], for a server with the gRPC face on: answers the gRPC address
+/// (`127.0.0.1:<port>`, printed first as `logbook: gRPC on <addr>`) and the HTTP base.
+pub fn listening_grpc_and_base(child: &mut Child, stderr_log: &Path) -> (String, String) {
+    let stdout = child.stdout.take().expect("stdout is piped");
+    let mut lines = BufReader::new(stdout).lines();
+    let mut grpc = None;
+    let base = loop {
+        let Some(Ok(line)) = lines.next() else {
+            let stderr = std::fs::read_to_string(stderr_log).unwrap_or_default();
+            panic!("the server exited without printing its addresses:\n{stderr}");
+        };
+        if let Some(addr) = line.strip_prefix("logbook: gRPC on ") {
+            grpc = Some(addr.to_owned());
+        }
+        if let Some(base) = line.strip_prefix("logbook: listening on ") {
+            break base.to_owned();
+        }
+    };
+    std::thread::spawn(move || for _ in lines {});
+    (
+        grpc.expect("the gRPC address is printed before the HTTP one"),
+        base,
+    )
+}
+
 /// The ids of the first page (up to 1,000) of `GET /events`, in log order, asserting that
 /// positions start at 0 and have no gap.
 pub async fn ids_in_log_order(client: &reqwest::Client, base: &str) -> Vec<String> {

@@ -1,0 +1,133 @@
+//! The gRPC face against the HTTP face, through the official clients, on a running server
+//! (`scripts/bench-grpc` starts one and runs this):
+//!
+//! 1. durable appends of one event each from 64 concurrent clients, over gRPC (`Append`) and
+//!    over HTTP (`POST /streams/{s}/events`), in the same run;
+//! 2. `BatchAppend` of batches of 100 events;
+//! 3. a catch-up read of `$all` from the start.
+//!
+//! `BENCH_SECONDS` (default 10) per append phase; `LOGBOOK_GRPC_ADDR` and `LOGBOOK_URL` say
+//! where the server is. Figures from a loaded machine mean nothing: measure on an idle one.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use kurrentdb::{AppendToStreamOptions, Client, EventData, ReadAllOptions, StreamState};
+
+const CLIENTS: usize = 64;
+const BATCH_EVENTS: usize = 100;
+
+fn env(name: &str, default: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| default.to_owned())
+}
+
+fn event(n: u64) -> EventData {
+    EventData::json(
+        "Benchmarked",
+        &serde_json::json!({"n": n, "pad": "x".repeat(64)}),
+    )
+    .expect("serializable")
+}
+
+async fn for_duration(
+    seconds: u64,
+    work: impl Fn(usize, u64) -> std::pin::Pin<Box<dyn Future<Output = u64> + Send>>
+    + Send
+    + Sync
+    + 'static,
+) -> f64 {
+    let work = Arc::new(work);
+    let done = Arc::new(AtomicU64::new(0));
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..CLIENTS)
+        .map(|client| {
+            let work = Arc::clone(&work);
+            let done = Arc::clone(&done);
+            tokio::spawn(async move {
+                let mut n = 0;
+                while Instant::now() < deadline {
+                    done.fetch_add(work(client, n).await, Ordering::Relaxed);
+                    n += 1;
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.expect("a benchmark task panicked");
+    }
+    done.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64()
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let grpc = env("LOGBOOK_GRPC_ADDR", "127.0.0.1:2113");
+    let base = env("LOGBOOK_URL", "http://127.0.0.1:8080");
+    let seconds: u64 = env("BENCH_SECONDS", "10").parse()?;
+    let client = Client::new(format!("esdb://{grpc}?tls=false").parse()?)?;
+
+    let grpc_client = client.clone();
+    let grpc_rate = for_duration(seconds, move |worker, n| {
+        let client = grpc_client.clone();
+        Box::pin(async move {
+            client
+                .append_to_stream(
+                    format!("bench-grpc-{worker}"),
+                    &AppendToStreamOptions::default(),
+                    event(n),
+                )
+                .await
+                .expect("gRPC append");
+            1
+        })
+    })
+    .await;
+    let http = reqwest::Client::new();
+    let http_rate = for_duration(seconds, move |worker, n| {
+        let http = http.clone();
+        let url = format!("{base}/streams/bench-http-{worker}/events");
+        Box::pin(async move {
+            let response = http
+                .post(url)
+                .json(&serde_json::json!({"type": "Benchmarked", "data": {"n": n, "pad": "x".repeat(64)}}))
+                .send()
+                .await
+                .expect("HTTP append");
+            assert_eq!(response.status(), 201);
+            1
+        })
+    })
+    .await;
+    println!(
+        "appends, {CLIENTS} clients of one event: gRPC {grpc_rate:.0}/s, HTTP {http_rate:.0}/s"
+    );
+
+    let batch = client.batch_append(&Default::default()).await?;
+    let batch = Arc::new(batch);
+    let batch_rate = for_duration(seconds, move |worker, n| {
+        let batch = Arc::clone(&batch);
+        Box::pin(async move {
+            let events = (0..BATCH_EVENTS as u64)
+                .map(|i| event(n * 1000 + i))
+                .collect();
+            batch
+                .append_to_stream(format!("bench-batch-{worker}"), StreamState::Any, events)
+                .await
+                .expect("BatchAppend");
+            BATCH_EVENTS as u64
+        })
+    })
+    .await;
+    println!("BatchAppend of {BATCH_EVENTS}: {batch_rate:.0} events/s");
+
+    let started = Instant::now();
+    let mut read = client.read_all(&ReadAllOptions::default()).await?;
+    let mut events = 0u64;
+    while read.next().await?.is_some() {
+        events += 1;
+    }
+    let read_rate = events as f64 / started.elapsed().as_secs_f64();
+    println!("catch-up read of $all: {events} events at {read_rate:.0} events/s");
+    Ok(())
+}
