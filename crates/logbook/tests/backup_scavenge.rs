@@ -23,6 +23,8 @@ fn start(data_dir: &Path, extra: &[&str]) -> Server {
         .arg(data_dir)
         .args(extra)
         .env_remove("EVENTS_TOKEN")
+        // Tests run in parallel: the gRPC face's default port would be taken by another.
+        .env("LOGBOOK_GRPC_ADDR", "off")
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())
         .stderr(log.reopen().unwrap())
@@ -61,6 +63,8 @@ where
     Command::new(BIN)
         .args(args)
         .env_remove("EVENTS_TOKEN")
+        // Tests run in parallel: the gRPC face's default port would be taken by another.
+        .env("LOGBOOK_GRPC_ADDR", "off")
         .env("RUST_LOG", "warn")
         .output()
         .unwrap()

@@ -50,6 +50,8 @@ impl Server {
             .env_remove("DATABASE_URL")
             .env_remove("LOGBOOK_ENV")
             .env("ADMIN_TOKEN", ADMIN_TOKEN)
+            // Tests run in parallel: the gRPC face's default port would be taken by another.
+            .env("LOGBOOK_GRPC_ADDR", "off")
             .env("RUST_LOG", "warn")
             .envs(env.iter().copied())
             .stdout(Stdio::piped())
