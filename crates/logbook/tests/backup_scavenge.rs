@@ -3,57 +3,11 @@
 
 mod support;
 
-use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-const BIN: &str = env!("CARGO_BIN_EXE_logbook");
-
-/// A running `logbook serve events` on port 0.
-struct Server {
-    child: Child,
-    base: String,
-}
-
-fn start(data_dir: &Path, extra: &[&str]) -> Server {
-    let log = tempfile::NamedTempFile::new().unwrap();
-    let mut child = Command::new(BIN)
-        .args(["serve", "events", "--addr", "127.0.0.1:0", "--data-dir"])
-        .arg(data_dir)
-        .args(extra)
-        .env_remove("EVENTS_TOKEN")
-        // Tests run in parallel: the gRPC face's default port would be taken by another.
-        .env("LOGBOOK_GRPC_ADDR", "off")
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(log.reopen().unwrap())
-        .spawn()
-        .unwrap();
-    let base = support::listening_base(&mut child, log.path());
-    Server { child, base }
-}
-
-impl Server {
-    /// Polls /health until 200, with a deadline (no fixed sleeps).
-    async fn ready(&self, client: &reqwest::Client) {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Ok(response) = client.get(format!("{}/health", self.base)).send().await
-                && response.status() == 200
-            {
-                return;
-            }
-            assert!(Instant::now() < deadline, "not ready within 30 s");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-
-    fn kill(mut self) {
-        self.child.kill().unwrap();
-        self.child.wait().unwrap();
-    }
-}
+use support::{BIN, start};
 
 fn run<I, A>(args: I) -> Output
 where

@@ -3,52 +3,11 @@
 
 mod support;
 
-use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-const BIN: &str = env!("CARGO_BIN_EXE_logbook");
-
-/// A running `logbook serve events` on port 0.
-struct Server {
-    child: Child,
-    base: String,
-}
-
-fn start(data_dir: &Path, extra: &[&str]) -> Server {
-    // The server's stderr goes to a file, shown if it never comes up.
-    let log = tempfile::NamedTempFile::new().unwrap();
-    let mut child = Command::new(BIN)
-        .env("LOGBOOK_GRPC_ADDR", "127.0.0.1:0")
-        .args(["serve", "events", "--addr", "127.0.0.1:0", "--data-dir"])
-        .arg(data_dir)
-        .args(extra)
-        .env_remove("EVENTS_TOKEN")
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(log.reopen().unwrap())
-        .spawn()
-        .unwrap();
-    let base = support::listening_base(&mut child, log.path());
-    Server { child, base }
-}
-
-impl Server {
-    /// Polls /health until 200, with a deadline (no fixed sleeps).
-    async fn ready(&self, client: &reqwest::Client) {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Ok(response) = client.get(format!("{}/health", self.base)).send().await
-                && response.status() == 200
-            {
-                return;
-            }
-            assert!(Instant::now() < deadline, "not ready within 30 s");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-}
+use support::{BIN, Server, start};
 
 impl Server {
     /// Sends SIGTERM and asserts the server exits 0 (graceful shutdown).

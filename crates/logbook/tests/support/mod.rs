@@ -6,7 +6,59 @@
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::Child;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The binary under test.
+pub const BIN: &str = env!("CARGO_BIN_EXE_logbook");
+
+/// A started `logbook serve events` process and the HTTP base it serves.
+pub struct Server {
+    pub child: Child,
+    pub base: String,
+}
+
+/// Starts `logbook serve events` on a free port with `data_dir` and `extra` flags, no event
+/// API token, and the gRPC face on a free port too (tests run in parallel; the default port
+/// would be taken). Its stderr goes to a file, shown if it never comes up.
+pub fn start(data_dir: &Path, extra: &[&str]) -> Server {
+    let log = tempfile::NamedTempFile::new().unwrap();
+    let mut child = Command::new(BIN)
+        .env("LOGBOOK_GRPC_ADDR", "127.0.0.1:0")
+        .args(["serve", "events", "--addr", "127.0.0.1:0", "--data-dir"])
+        .arg(data_dir)
+        .args(extra)
+        .env_remove("EVENTS_TOKEN")
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(log.reopen().unwrap())
+        .spawn()
+        .unwrap();
+    let base = listening_base(&mut child, log.path());
+    Server { child, base }
+}
+
+impl Server {
+    /// Polls /health until 200, with a deadline (no fixed sleeps).
+    pub async fn ready(&self, client: &reqwest::Client) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(response) = client.get(format!("{}/health", self.base)).send().await
+                && response.status() == 200
+            {
+                return;
+            }
+            assert!(Instant::now() < deadline, "not ready within 30 s");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// SIGKILL, and waits for the process to be gone.
+    pub fn kill(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+}
 
 /// Reads the child's stdout until `logbook: listening on <base>` and answers `<base>`
 /// (`http://127.0.0.1:<port>`), then keeps draining stdout on a thread so the server never
