@@ -104,12 +104,24 @@ fn percentile(sorted: &[u64], p: f64) -> u64 {
 }
 
 fn main() {
+    // `cargo test --all-targets` runs this binary without `--bench`: a small smoke run (a 3 MB
+    // store, one second per phase, in the temporary directory) so CI checks that it works.
+    let smoke = !std::env::args().any(|a| a == "--bench");
     let root = match std::env::var("BENCH_DIR") {
         Ok(dir) => PathBuf::from(dir),
+        Err(_) if smoke => std::env::temp_dir().join(format!(
+            "eventlog-bench-scavenge-smoke-{}",
+            std::process::id()
+        )),
         Err(_) => Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/bench-scavenge"),
     };
-    let bytes = env_u64("BENCH_STORE_BYTES", 2_000_000_000);
-    let seconds = Duration::from_secs(env_u64("BENCH_SECONDS", 5));
+    let (default_bytes, default_seconds) = if smoke {
+        (3_000_000, 1)
+    } else {
+        (2_000_000_000, 5)
+    };
+    let bytes = env_u64("BENCH_STORE_BYTES", default_bytes);
+    let seconds = Duration::from_secs(env_u64("BENCH_SECONDS", default_seconds));
     let max_bytes_per_second = env_u64("BENCH_MAX_BYTES_PER_SECOND", 0);
     let dir = root.join("store");
     let _ = std::fs::remove_dir_all(&dir);
@@ -164,5 +176,5 @@ fn main() {
         p99_during as f64 / p99_without.max(1) as f64
     );
     store.close();
-    let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_dir_all(if smoke { &root } else { &dir });
 }

@@ -130,10 +130,18 @@ async fn best_of(store: &Embedded, runs: u32) -> (Duration, u64) {
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
-    let events = env_u64("BENCH_EVENTS", 200_000);
-    let deleted_streams = env_u64("BENCH_DELETED_STREAMS", 20_000).max(1);
+    // `cargo test --all-targets` runs this binary without `--bench`: a small smoke run so CI
+    // checks that it works; the figures come from `cargo bench`.
+    let smoke = !std::env::args().any(|a| a == "--bench");
+    let (events, deleted_streams, runs) = if smoke {
+        (5_000, 500, 1)
+    } else {
+        (200_000, 20_000, 3)
+    };
+    let events = env_u64("BENCH_EVENTS", events);
+    let deleted_streams = env_u64("BENCH_DELETED_STREAMS", deleted_streams).max(1);
     let each = env_u64("BENCH_DELETED_EVENTS_EACH", 2);
-    let runs = env_u64("BENCH_RUNS", 3) as u32;
+    let runs = env_u64("BENCH_RUNS", runs) as u32;
     let root = tempfile::tempdir().unwrap();
 
     let plain = open(&root.path().join("plain")).await;
