@@ -52,23 +52,16 @@ fn append_forever(
                         r#"{{"worker":{worker},"n":{n},"text":"ü😀 {}"}}"#,
                         "x".repeat(n % 200)
                     );
-                    let body =
-                        format!(r#"{{"stream":"{prefix}{worker}","type":"T","data":{data}}}"#);
-                    let response = client
-                        .post(format!("{base}/events"))
-                        .header("content-type", "application/json")
-                        .body(body)
-                        .send()
-                        .await;
-                    let Ok(response) = response else { return };
-                    if response.status() != 201 {
-                        return;
-                    }
-                    let Ok(placed) = response.json::<serde_json::Value>().await else {
+                    let Some((id, position)) = support::append_acknowledged(
+                        &client,
+                        &base,
+                        &format!("{prefix}{worker}"),
+                        &data,
+                    )
+                    .await
+                    else {
                         return;
                     };
-                    let id = placed["id"].as_str().unwrap().to_owned();
-                    let position = placed["position"].as_u64().unwrap();
                     acknowledged.lock().unwrap().push((id, data, position));
                 }
             })

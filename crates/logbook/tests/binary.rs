@@ -156,22 +156,12 @@ async fn every_acknowledged_event_survives_a_sigkill_byte_exactly_and_positions_
                     r#"{{"worker":{worker},"n":{n},"text":"ü😀\n\u0000 {}"}}"#,
                     "x".repeat(n % 300)
                 );
-                let body = format!(r#"{{"stream":"w{worker}","type":"T","data":{data}}}"#);
-                let response = client
-                    .post(format!("{base}/events"))
-                    .header("content-type", "application/json")
-                    .body(body)
-                    .send()
-                    .await;
-                let Ok(response) = response else { return };
-                if response.status() != 201 {
-                    return;
-                }
-                let Ok(placed) = response.json::<serde_json::Value>().await else {
+                let Some((id, position)) =
+                    support::append_acknowledged(&client, &base, &format!("w{worker}"), &data)
+                        .await
+                else {
                     return;
                 };
-                let id = placed["id"].as_str().unwrap().to_owned();
-                let position = placed["position"].as_u64().unwrap();
                 acknowledged.lock().unwrap().push((id, data, position));
             }
         }));

@@ -127,3 +127,30 @@ pub async fn ids_in_log_order(client: &reqwest::Client, base: &str) -> Vec<Strin
         })
         .collect()
 }
+
+/// Appends one event of type `T` with `data` (a JSON text) to `stream` over HTTP; answers its
+/// id and position when it was acknowledged (201), `None` when it was not (the server may be
+/// dying: the callers' workers stop there).
+pub async fn append_acknowledged(
+    client: &reqwest::Client,
+    base: &str,
+    stream: &str,
+    data: &str,
+) -> Option<(String, u64)> {
+    let body = format!(r#"{{"stream":"{stream}","type":"T","data":{data}}}"#);
+    let response = client
+        .post(format!("{base}/events"))
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .ok()?;
+    if response.status() != 201 {
+        return None;
+    }
+    let placed = response.json::<serde_json::Value>().await.ok()?;
+    Some((
+        placed["id"].as_str().unwrap().to_owned(),
+        placed["position"].as_u64().unwrap(),
+    ))
+}
