@@ -441,7 +441,7 @@
     const problems = el("div", {});
     show(el("h1", {}, "Live tail of $all"),
       el("div", { class: "tail-bar" }, pause, state, rate, held), problems,
-      el("table", {}, el("caption", { class: "muted" }, "Newest first; the last " + TAIL_ROWS_MAX + " events are kept."),
+      el("table", { class: "tail" }, el("caption", { class: "muted" }, "Newest first; the last " + TAIL_ROWS_MAX + " events are kept."),
         el("thead", {}, el("tr", {}, ["Position", "Stream", "Version", "Type", "Recorded at"].map((h) =>
           el("th", { scope: "col" }, h)))), tbody));
 
