@@ -752,6 +752,7 @@ pub async fn a_tombstoned_stream_refuses_reads_appends_and_metadata<S: EventStor
         &store
             .set_stream_metadata("dead", ExpectedVersion::Any, StreamMetadata::default())
             .await
+            .map(|_| ())
     ));
     assert!(deleted(
         &store
@@ -778,10 +779,13 @@ pub async fn metadata_hides_dead_events_from_stream_and_all_reads_and_subscripti
         custom: Some(br#"{"owner":"ops"}"#.to_vec()),
         ..StreamMetadata::default()
     };
-    store
+    let placed = store
         .set_stream_metadata("s", ExpectedVersion::NoStream, metadata.clone())
         .await
         .unwrap();
+    // The record is the metastream's first event, after the six appended.
+    assert_eq!((placed.stream.as_str(), placed.version), ("$$s", 0));
+    assert_eq!(placed.position, 6);
     let read = store.stream_metadata("s").await.unwrap().unwrap();
     assert_eq!(read, metadata);
     let forward = store
@@ -827,10 +831,11 @@ pub async fn metadata_hides_dead_events_from_stream_and_all_reads_and_subscripti
         truncate_before: Some(1),
         ..StreamMetadata::default()
     };
-    store
+    let placed = store
         .set_stream_metadata("s", ExpectedVersion::Exact(0), truncate)
         .await
         .unwrap();
+    assert_eq!((placed.stream.as_str(), placed.version), ("$$s", 1));
     let forward = store
         .read_stream("s", ReadStream::forward(0, 10))
         .await

@@ -62,7 +62,8 @@ pub use event::{Appended, ContentType, ExpectedVersion, NewEvent, Placed, Record
 pub use limits::{Limits, check_append};
 pub use read::{
     AllPage, DeleteMode, Direction, FILTER_SCAN_MAX_EVENTS, Filter, FilterTarget, ListStreams,
-    ReadAll, ReadStream, Start, Stats, StreamList, StreamMetadata, StreamPage, StreamState,
+    METADATA_EVENT_TYPE, METASTREAM_PREFIX, ReadAll, ReadStream, Start, Stats, StreamList,
+    StreamMetadata, StreamPage, StreamState, TOMBSTONE_EVENT_TYPE,
 };
 pub use scavenge::{ScavengeState, ScavengeStatus};
 pub use store::{EventStore, Subscription};

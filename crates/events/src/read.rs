@@ -263,6 +263,14 @@ pub struct Stats {
     pub writable: bool,
 }
 
+/// The prefix of metastream names: `$$orders` holds the lifecycle records of `orders`
+/// (KurrentDB's naming; the embedded engine spells the same constants on its side).
+pub const METASTREAM_PREFIX: &str = "$$";
+/// The event type of a metadata record in a metastream (a soft delete is one too).
+pub const METADATA_EVENT_TYPE: &str = "$metadata";
+/// The event type of a tombstone in a metastream.
+pub const TOMBSTONE_EVENT_TYPE: &str = "$streamDeleted";
+
 /// Stream metadata (KurrentDB's `$maxAge`, `$maxCount`, `$tb` and custom keys).
 ///
 /// Stored as KurrentDB stores it: an event of type `$metadata` in the stream's metastream

@@ -6,7 +6,7 @@ use std::future::Future;
 use uuid::Uuid;
 
 use crate::error::{Error, Result};
-use crate::event::{Appended, ExpectedVersion, NewEvent, RecordedEvent};
+use crate::event::{Appended, ExpectedVersion, NewEvent, Placed, RecordedEvent};
 use crate::read::{
     AllPage, DeleteMode, Direction, Filter, ListStreams, ReadAll, ReadStream, Start, Stats,
     StreamList, StreamMetadata, StreamPage, StreamState,
@@ -85,13 +85,15 @@ pub trait EventStore: Clone + Send + Sync + 'static {
         async move { Err(self.unsupported("stream metadata")) }
     }
 
-    /// Replaces a stream's metadata, recorded as an event of the log (the lifecycle issue).
+    /// Replaces a stream's metadata, recorded as an event of the log (the lifecycle issue);
+    /// `expected` is the metastream's version (as in KurrentDB). Answers where the record
+    /// landed: its version in the metastream `$$<stream>` and its position.
     fn set_stream_metadata(
         &self,
         stream: &str,
         expected: ExpectedVersion,
         metadata: StreamMetadata,
-    ) -> impl Future<Output = Result<()>> + Send {
+    ) -> impl Future<Output = Result<Placed>> + Send {
         let _ = (stream, expected, metadata);
         async move { Err(self.unsupported("stream metadata")) }
     }

@@ -542,7 +542,7 @@ impl EventStore for Embedded {
         stream: &str,
         expected: ExpectedVersion,
         metadata: StreamMetadata,
-    ) -> Result<()> {
+    ) -> Result<Placed> {
         let data = metadata.to_json()?;
         let metastream = metastream_of(stream);
         let expected = match expected {
@@ -561,10 +561,14 @@ impl EventStore for Embedded {
             },
         };
         let record = lifecycle_record(&metastream, METADATA_EVENT_TYPE, data);
-        self.submit(vec![record], expected)
+        let appended = self
+            .submit(vec![record], expected)
             .await
-            .map(|_| ())
-            .map_err(map_error)
+            .map_err(map_error)?;
+        Ok(from_engine_appended(appended)
+            .events
+            .pop()
+            .expect("one record appended"))
     }
 
     async fn delete_stream(

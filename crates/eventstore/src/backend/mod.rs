@@ -10,8 +10,8 @@ pub mod embedded;
 pub mod postgres;
 
 use events::{
-    AllPage, Appended, DeleteMode, EventStore, ExpectedVersion, ListStreams, NewEvent, ReadAll,
-    ReadStream, RecordedEvent, Result, ScavengeStatus, Stats, StreamList, StreamMetadata,
+    AllPage, Appended, DeleteMode, EventStore, ExpectedVersion, ListStreams, NewEvent, Placed,
+    ReadAll, ReadStream, RecordedEvent, Result, ScavengeStatus, Stats, StreamList, StreamMetadata,
     StreamPage, StreamState,
 };
 use uuid::Uuid;
@@ -88,7 +88,7 @@ impl EventStore for Backend {
         stream: &str,
         expected: ExpectedVersion,
         metadata: StreamMetadata,
-    ) -> Result<()> {
+    ) -> Result<Placed> {
         delegate!(self, b => b.set_stream_metadata(stream, expected, metadata).await)
     }
 

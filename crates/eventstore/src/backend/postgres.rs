@@ -820,13 +820,21 @@ impl EventStore for Postgres {
         stream: &str,
         expected: ExpectedVersion,
         metadata: StreamMetadata,
-    ) -> Result<()> {
+    ) -> Result<Placed> {
         let record = NewEvent::json(
             metastream_of(stream),
             METADATA_EVENT_TYPE,
             metadata.to_json()?,
         );
-        self.insert(&[record], expected, None).await.map(|_| ())
+        let appended = self
+            .insert(&[record], expected, None)
+            .await?
+            .expect("a metadata record has a fresh id, so it is never a repeat");
+        Ok(appended
+            .events
+            .into_iter()
+            .next()
+            .expect("one record appended"))
     }
 
     async fn delete_stream(

@@ -117,6 +117,31 @@ class KurrentDBClientAgainstLogbook(unittest.TestCase):
         events = self.client.get_stream(stream, backwards=True, limit=2)
         self.assertEqual([e.type for e in events], ["C", "B"])
 
+    def test_stream_metadata_is_written_and_read_through_the_metastream(self) -> None:
+        stream = name("meta")
+        self.client.append_to_stream(
+            stream,
+            events=[NewEvent(type=t, data=b"{}") for t in ["A", "B", "C"]],
+            current_version=StreamState.NO_STREAM,
+        )
+        self.assertEqual(self.client.get_stream_metadata(stream), ({}, StreamState.NO_STREAM))
+        self.client.set_stream_metadata(
+            stream,
+            metadata={"$maxCount": 2, "owner": "ops"},
+            current_version=StreamState.NO_STREAM,
+        )
+        self.assertEqual(
+            self.client.get_stream_metadata(stream), ({"$maxCount": 2, "owner": "ops"}, 0)
+        )
+        self.assertEqual([e.type for e in self.client.get_stream(stream)], ["B", "C"])
+        with self.assertRaises(WrongCurrentVersionError):
+            self.client.set_stream_metadata(
+                stream, metadata={"$maxCount": 1}, current_version=StreamState.NO_STREAM
+            )
+        self.client.set_stream_metadata(stream, metadata={"$maxCount": 1}, current_version=0)
+        self.assertEqual(self.client.get_stream_metadata(stream), ({"$maxCount": 1}, 1))
+        self.assertEqual([e.type for e in self.client.get_stream(stream)], ["C"])
+
     def test_subscriptions_catch_up_then_follow_live(self) -> None:
         stream = name("sub")
         self.client.append_to_stream(
