@@ -15,9 +15,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let descriptors = protox::compile(files, ["proto"])?;
     // Clients too: the crate's own tests speak the protocol directly where the official
     // clients hide a detail (error shapes, gossip).
+    // `map<string, string>` fields (an event's system metadata) as BTreeMaps: a read builds
+    // one per event, and three entries cost less in a BTreeMap than hashing into a HashMap.
     tonic_build::configure()
         .build_server(true)
         .build_client(true)
+        .btree_map(["."])
         .compile_fds(descriptors)?;
     Ok(())
 }

@@ -5,7 +5,7 @@
 //!   which clients read as "the start"; `docs/KURRENTDB.md` says why).
 //! - `created` = recorded time in 100 ns ticks since the Unix epoch.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 
 use events::{ContentType, ExpectedVersion, NewEvent, RecordedEvent};
 use tonic::Status;
@@ -90,7 +90,7 @@ pub fn uuid_to(id: Uuid, as_string: bool) -> shared::Uuid {
 pub fn new_event(
     stream: &str,
     id: Option<&shared::Uuid>,
-    metadata: &HashMap<String, String>,
+    metadata: &BTreeMap<String, String>,
     custom_metadata: Vec<u8>,
     data: Vec<u8>,
 ) -> Result<NewEvent, Status> {
@@ -115,7 +115,7 @@ pub fn new_event(
 /// A read answer's event.
 pub fn read_event(event: RecordedEvent, uuid_as_string: bool) -> ReadEvent {
     let commit = commit_position(event.position);
-    let metadata = HashMap::from([
+    let metadata = BTreeMap::from([
         (TYPE_KEY.to_owned(), event.event_type),
         (
             CONTENT_TYPE_KEY.to_owned(),
@@ -202,14 +202,14 @@ mod tests {
     #[test]
     fn a_proposed_message_needs_a_type_and_reads_its_content_type() {
         let id = uuid_to(Uuid::nil(), true);
-        let metadata = HashMap::from([
+        let metadata = BTreeMap::from([
             ("type".to_owned(), "T".to_owned()),
             ("content-type".to_owned(), "application/json".to_owned()),
         ]);
         let event = new_event("s", Some(&id), &metadata, vec![], b"{}".to_vec()).unwrap();
         assert_eq!(event.content_type, ContentType::Json);
         assert_eq!(event.metadata, None);
-        let untyped = new_event("s", Some(&id), &HashMap::new(), vec![], vec![]);
+        let untyped = new_event("s", Some(&id), &BTreeMap::new(), vec![], vec![]);
         assert_eq!(untyped.unwrap_err().code(), tonic::Code::InvalidArgument);
     }
 }

@@ -6,10 +6,11 @@ use std::pin::Pin;
 use std::time::SystemTime;
 
 use events::{
-    DeleteMode, Direction, Error, EventStore, ExpectedVersion, Filter, FilterTarget, NewEvent,
-    ReadAll, ReadStream, RecordedEvent, Start, Subscription,
+    DeleteMode, Direction, Error, EventStore, ExpectedVersion, Filter, FilterTarget,
+    METADATA_EVENT_TYPE, METASTREAM_PREFIX, NewEvent, ReadAll, ReadStream, RecordedEvent, Start,
+    StreamMetadata, Subscription,
 };
-use futures_util::Stream;
+use futures_util::{Stream, StreamExt as _};
 use prost::Message as _;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -39,6 +40,10 @@ pub const READ_PAGE_EVENTS: usize = 512;
 pub const READ_PAGE_BYTES: usize = 4 * 1024 * 1024;
 /// Answers buffered per call before the face waits for the client to take them.
 pub const ANSWER_BUFFER_MESSAGES: usize = 64;
+/// Chunks of read answers buffered per call: a chunk is one store page (at most
+/// [`READ_PAGE_EVENTS`] events, [`READ_PAGE_BYTES`] bytes), so a read holds at most this many
+/// pages in memory ahead of a slow client, and the next page is read while one is sent.
+pub const READ_BUFFER_CHUNKS: usize = 4;
 
 type Answers<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 
@@ -67,11 +72,11 @@ impl<S: EventStore> Streams for StreamsService<S> {
             .options
             .ok_or_else(|| Status::invalid_argument("a read needs options"))?;
         let read = ReadPlan::parse(options)?;
-        let (sender, receiver) = mpsc::channel(ANSWER_BUFFER_MESSAGES);
+        let (sender, receiver) = mpsc::channel(READ_BUFFER_CHUNKS);
         match read.count {
             Count::Events(count) => {
                 if let Target::Stream { name, .. } = &read.target {
-                    access.check_read(name).map_err(status::denied)?;
+                    check_read_access(&access, name)?;
                 }
                 tokio::spawn(async move {
                     let outcome = match &read.target {
@@ -89,7 +94,7 @@ impl<S: EventStore> Streams for StreamsService<S> {
             }
             Count::Subscription => {
                 if let Target::Stream { name, .. } = &read.target {
-                    access.check_read(name).map_err(status::denied)?;
+                    check_read_access(&access, name)?;
                 }
                 let slot = self.face.subscription_slot()?;
                 let shutdown = self.face.shutdown();
@@ -102,7 +107,15 @@ impl<S: EventStore> Streams for StreamsService<S> {
                 });
             }
         }
-        Ok(Response::new(Box::pin(ReceiverStream::new(receiver))))
+        // One channel message per store page (not per event): the hand-over between the task
+        // that reads and the one that encodes costs once per page.
+        let answers = ReceiverStream::new(receiver).flat_map(|chunk| {
+            futures_util::stream::iter(match chunk {
+                Ok(answers) => answers.into_iter().map(Ok).collect::<Vec<_>>(),
+                Err(status) => vec![Err(status)],
+            })
+        });
+        Ok(Response::new(Box::pin(answers)))
     }
 
     async fn append(
@@ -120,8 +133,7 @@ impl<S: EventStore> Streams for StreamsService<S> {
             ));
         };
         let stream = convert::stream_name(options.stream_identifier.as_ref())?;
-        refuse_metastream(&stream)?;
-        access.check_append(&stream).map_err(status::denied)?;
+        check_append_access(&access, &stream)?;
         let expected = expected_of_append(options.expected_stream_revision);
         let mut events = Vec::new();
         let mut bytes = 0usize;
@@ -277,16 +289,64 @@ fn expected_of_append(
     .into()
 }
 
-/// KurrentDB keeps a stream's metadata in the metastream `$$<stream>`. Until the face maps
-/// it onto the store's metadata operations, writing one is refused (rather than stored as an
-/// ordinary event that a client would take for metadata in force).
-fn refuse_metastream(stream: &str) -> Result<(), Status> {
-    if stream.starts_with("$$") {
-        return Err(Status::unimplemented(format!(
-            "stream metadata through {stream:?} is not served yet over gRPC; use PUT /streams/{{stream}}/metadata over HTTP"
+/// KurrentDB keeps a stream's metadata in the metastream `$$<stream>`; the owner stream of
+/// a metastream name.
+fn metastream_owner(stream: &str) -> Option<&str> {
+    stream.strip_prefix(METASTREAM_PREFIX)
+}
+
+/// The access an append to `stream` needs: writing a metastream sets the owner's metadata,
+/// an admin operation on the owner (as `PUT /streams/{stream}/metadata` is over HTTP).
+fn check_append_access(access: &Access, stream: &str) -> Result<(), Status> {
+    match metastream_owner(stream) {
+        Some(owner) => access.check_admin_stream(owner),
+        None => access.check_append(stream),
+    }
+    .map_err(status::denied)
+}
+
+/// The access a read of `stream` needs: a metastream is read with the owner's read access.
+fn check_read_access(access: &Access, stream: &str) -> Result<(), Status> {
+    access
+        .check_read(metastream_owner(stream).unwrap_or(stream))
+        .map_err(status::denied)
+}
+
+/// An append to a metastream, as KurrentDB clients write stream metadata: one `$metadata`
+/// event whose data is KurrentDB's metadata JSON, with `expected` the metastream's version.
+/// It becomes the store's metadata operation (validated, and in force at once); the event's
+/// own id is not kept (the store writes the record), so such an append is not idempotent.
+async fn append_metadata<S: EventStore>(
+    store: &S,
+    owner: &str,
+    mut events: Vec<NewEvent>,
+    expected: ExpectedVersion,
+) -> Result<Result<AppendSuccess, (ExpectedVersion, Option<u64>)>, Status> {
+    let event = match (events.pop(), events.is_empty()) {
+        (Some(event), true) => event,
+        _ => {
+            return Err(Status::invalid_argument(format!(
+                "a write to the metastream $${owner} carries exactly one `$metadata` event"
+            )));
+        }
+    };
+    if event.event_type != METADATA_EVENT_TYPE {
+        return Err(Status::invalid_argument(format!(
+            "only `$metadata` events can be written to the metastream $${owner}, not {:?}",
+            event.event_type
         )));
     }
-    Ok(())
+    let metadata = StreamMetadata::from_json(&event.data).map_err(from_error)?;
+    match store.set_stream_metadata(owner, expected, metadata).await {
+        Ok(placed) => Ok(Ok(AppendSuccess {
+            revision: Some(placed.version),
+            commit: Some(commit_position(placed.position)),
+        })),
+        Err(Error::WrongExpectedVersion {
+            expected, current, ..
+        }) => Ok(Err((expected, current))),
+        Err(error) => Err(from_error(error)),
+    }
 }
 
 fn check_bounds<S: EventStore>(face: &Face<S>, count: usize, bytes: usize) -> Result<(), Status> {
@@ -324,6 +384,9 @@ async fn append<S: EventStore>(
     events: Vec<NewEvent>,
     expected: ExpectedVersion,
 ) -> Result<Result<AppendSuccess, (ExpectedVersion, Option<u64>)>, Status> {
+    if let Some(owner) = metastream_owner(stream).filter(|_| !events.is_empty()) {
+        return append_metadata(store, owner, events, expected).await;
+    }
     if events.is_empty() {
         // KurrentDB answers an empty append with the stream's state, after the check.
         let state = store.stream_state(stream).await.map_err(from_error)?;
@@ -420,8 +483,7 @@ async fn batch_step<S: EventStore>(
             Status::invalid_argument("the first message of a batch carries its options")
         })?;
         let stream = convert::stream_name(options.stream_identifier.as_ref())?;
-        refuse_metastream(&stream)?;
-        access.check_append(&stream).map_err(status::denied)?;
+        check_append_access(access, &stream)?;
         use batch_append_req::options::ExpectedStreamPosition as E;
         use batch_append_resp::ExpectedStreamPosition as R;
         let (expected, expected_option) = match options.expected_stream_position {
@@ -624,13 +686,22 @@ impl ReadPlan {
     }
 }
 
-type Sender = mpsc::Sender<Result<ReadResp, Status>>;
+/// Read answers travel in chunks: one store page of events, or one other answer.
+type Sender = mpsc::Sender<Result<Vec<ReadResp>, Status>>;
 
 /// The client went away: stop quietly.
 struct Gone;
 
 async fn send(sender: &Sender, answer: ReadResp) -> Result<(), Gone> {
-    sender.send(Ok(answer)).await.map_err(|_| Gone)
+    send_chunk(sender, vec![answer]).await
+}
+
+/// Sends the answers of one page at once (nothing when there are none).
+async fn send_chunk(sender: &Sender, answers: Vec<ReadResp>) -> Result<(), Gone> {
+    if answers.is_empty() {
+        return Ok(());
+    }
+    sender.send(Ok(answers)).await.map_err(|_| Gone)
 }
 
 async fn read_stream<S: EventStore>(
@@ -658,11 +729,10 @@ async fn read_stream<S: EventStore>(
             let _ = send(sender, not_found).await;
             return Ok(());
         };
-        for event in page.events {
-            if send(sender, read.event(event)).await.is_err() {
-                return Ok(());
-            }
-            remaining -= 1;
+        remaining -= page.events.len() as u64;
+        let answers = page.events.into_iter().map(|e| read.event(e)).collect();
+        if send_chunk(sender, answers).await.is_err() {
+            return Ok(());
         }
         match page.next {
             Some(next) => start = Start::At(next),
@@ -717,17 +787,19 @@ async fn read_all<S: EventStore>(
     while remaining > 0 {
         let request = store_read_all(start, read.direction, read.filter.as_ref());
         let page = store.read_all(request).await.map_err(from_error)?;
+        let mut answers = Vec::with_capacity(page.events.len());
         for event in page.events {
+            if remaining == 0 {
+                break;
+            }
             if !passes(read.filter.as_ref(), access, &event) {
                 continue;
             }
-            if send(sender, read.event(event)).await.is_err() {
-                return Ok(());
-            }
+            answers.push(read.event(event));
             remaining -= 1;
-            if remaining == 0 {
-                return Ok(());
-            }
+        }
+        if send_chunk(sender, answers).await.is_err() || remaining == 0 {
+            return Ok(());
         }
         match page.next {
             Some(next) => start = Start::At(next),
@@ -822,13 +894,15 @@ async fn subscribe<S: EventStore>(
             ))
             .await
             .map_err(from_error)?;
+        let mut answers = Vec::with_capacity(page.events.len());
         for event in page.events {
             if belongs(&event) {
                 last_revision = Some(event.version);
-                if send(sender, read.event(event)).await.is_err() {
-                    return Ok(());
-                }
+                answers.push(read.event(event));
             }
+        }
+        if send_chunk(sender, answers).await.is_err() {
+            return Ok(());
         }
         match page.next {
             Some(following) => {

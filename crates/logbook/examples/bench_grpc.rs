@@ -13,6 +13,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use grpc::proto::shared::{Empty, StreamIdentifier, Uuid, uuid};
+use grpc::proto::streams::read_req::options as read_options;
+use grpc::proto::streams::streams_client::StreamsClient;
+use grpc::proto::streams::{AppendReq, ReadReq, append_req, read_req, read_resp};
 use kurrentdb::{AppendToStreamOptions, Client, EventData, ReadAllOptions, StreamState};
 
 const CLIENTS: usize = 64;
@@ -67,9 +71,20 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let seconds: u64 = env("BENCH_SECONDS", "10").parse()?;
     let client = Client::new(format!("esdb://{grpc}?tls=false").parse()?)?;
 
-    let grpc_client = client.clone();
+    // One client (one HTTP/2 connection) shared by the 64 workers, as an application shares
+    // one; `BENCH_GRPC_CONNECTIONS=64` gives each worker its own.
+    let connections: usize = env("BENCH_GRPC_CONNECTIONS", "1").parse()?;
+    let clients: Vec<Client> = (0..connections.max(1))
+        .map(|_| {
+            Client::new(
+                format!("esdb://{grpc}?tls=false")
+                    .parse()
+                    .expect("settings"),
+            )
+        })
+        .collect::<Result<_, _>>()?;
     let grpc_rate = for_duration(seconds, move |worker, n| {
-        let client = grpc_client.clone();
+        let client = clients[worker % clients.len()].clone();
         Box::pin(async move {
             client
                 .append_to_stream(
@@ -79,6 +94,60 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 )
                 .await
                 .expect("gRPC append");
+            1
+        })
+    })
+    .await;
+    // The same appends through a bare tonic client of the face's own generated code (one
+    // connection), to tell the server's cost from the official client's.
+    let raw_connections: usize = env("BENCH_RAW_CONNECTIONS", "1").parse()?;
+    let mut raws = Vec::new();
+    for _ in 0..raw_connections.max(1) {
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://{grpc}"))?
+            .connect()
+            .await?;
+        raws.push(StreamsClient::new(channel));
+    }
+    let raw_rate = for_duration(seconds, move |worker, n| {
+        let mut raw = raws[worker % raws.len()].clone();
+        Box::pin(async move {
+            let messages = vec![
+                AppendReq {
+                    content: Some(append_req::Content::Options(append_req::Options {
+                        stream_identifier: Some(StreamIdentifier {
+                            stream_name: format!("bench-raw-{worker}").into_bytes(),
+                        }),
+                        expected_stream_revision: Some(
+                            append_req::options::ExpectedStreamRevision::Any(Empty {}),
+                        ),
+                    })),
+                },
+                AppendReq {
+                    content: Some(append_req::Content::ProposedMessage(
+                        append_req::ProposedMessage {
+                            id: Some(Uuid {
+                                value: Some(uuid::Value::String(
+                                    ::uuid::Uuid::new_v4().to_string(),
+                                )),
+                            }),
+                            metadata: [
+                                ("type".to_owned(), "Benchmarked".to_owned()),
+                                ("content-type".to_owned(), "application/json".to_owned()),
+                            ]
+                            .into(),
+                            custom_metadata: Vec::new(),
+                            data: serde_json::to_vec(
+                                &serde_json::json!({"n": n, "pad": "x".repeat(64)}),
+                            )
+                            .expect("serializable"),
+                        },
+                    )),
+                },
+            ];
+            let mut request = tonic::Request::new(tokio_stream::iter(messages));
+            // As the official clients send it (`grpc-timeout`).
+            request.set_timeout(Duration::from_secs(10));
+            raw.append(request).await.expect("raw gRPC append");
             1
         })
     })
@@ -100,7 +169,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     })
     .await;
     println!(
-        "appends, {CLIENTS} clients of one event: gRPC {grpc_rate:.0}/s, HTTP {http_rate:.0}/s"
+        "appends, {CLIENTS} clients of one event: gRPC {grpc_rate:.0}/s ({connections} connection(s), kurrentdb client), gRPC {raw_rate:.0}/s ({raw_connections} connection(s), bare tonic client), HTTP {http_rate:.0}/s"
     );
 
     let batch = client.batch_append(&Default::default()).await?;
@@ -128,6 +197,40 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         events += 1;
     }
     let read_rate = events as f64 / started.elapsed().as_secs_f64();
-    println!("catch-up read of $all: {events} events at {read_rate:.0} events/s");
+    println!(
+        "catch-up read of $all: {events} events at {read_rate:.0} events/s (kurrentdb client)"
+    );
+
+    // The same read through the bare tonic client: what the face serves when the client
+    // only counts the messages.
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{grpc}"))?
+        .connect()
+        .await?;
+    let mut raw = StreamsClient::new(channel).max_decoding_message_size(64 * 1024 * 1024);
+    let started = Instant::now();
+    let request = ReadReq {
+        options: Some(read_req::Options {
+            stream_option: Some(read_options::StreamOption::All(read_options::AllOptions {
+                all_option: Some(read_options::all_options::AllOption::Start(Empty {})),
+            })),
+            count_option: Some(read_options::CountOption::Count(u64::MAX)),
+            filter_option: Some(read_options::FilterOption::NoFilter(Empty {})),
+            uuid_option: Some(read_options::UuidOption {
+                content: Some(read_options::uuid_option::Content::String(Empty {})),
+            }),
+            ..Default::default()
+        }),
+    };
+    let mut answers = raw.read(request).await?.into_inner();
+    let mut raw_events = 0u64;
+    while let Some(answer) = answers.message().await? {
+        if matches!(answer.content, Some(read_resp::Content::Event(_))) {
+            raw_events += 1;
+        }
+    }
+    let raw_read_rate = raw_events as f64 / started.elapsed().as_secs_f64();
+    println!(
+        "catch-up read of $all: {raw_events} events at {raw_read_rate:.0} events/s (bare tonic client)"
+    );
     Ok(())
 }

@@ -7,6 +7,12 @@ mod support;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use grpc::proto::shared::{Empty, StreamIdentifier};
+use grpc::proto::streams::read_req::options::{
+    self as read_options, AllOptions, StreamOptions, SubscriptionOptions,
+};
+use grpc::proto::streams::streams_client::StreamsClient;
+use grpc::proto::streams::{ReadReq, read_req, read_resp};
 use kurrentdb::{
     AppendToStreamOptions, Client, ClientSettings, EventData, Position, ReadAllOptions,
     ReadStreamOptions, StreamPosition, StreamState, SubscribeToAllOptions,
@@ -33,6 +39,11 @@ struct Server {
 
 impl Server {
     async fn start(backend: Backend) -> Server {
+        Server::start_with(backend, &[]).await
+    }
+
+    /// With extra environment variables for the server.
+    async fn start_with(backend: Backend, env: &[(&str, &str)]) -> Server {
         let data_dir = tempfile::tempdir().unwrap();
         let log = tempfile::NamedTempFile::new().unwrap();
         let database = matches!(backend, Backend::Postgres).then(Database::create);
@@ -49,6 +60,7 @@ impl Server {
         if let Some(database) = &database {
             command.env("EVENTS_DATABASE_URL", &database.url);
         }
+        command.envs(env.iter().copied());
         let mut child = command.spawn().unwrap();
         let (grpc, base) = support::listening_grpc_and_base(&mut child, log.path());
         let server = Server {
@@ -79,6 +91,14 @@ impl Server {
     fn client(&self) -> Client {
         let settings: ClientSettings = format!("esdb://{}?tls=false", self.grpc).parse().unwrap();
         Client::new(settings).unwrap()
+    }
+
+    /// A raw tonic client of the Streams service (our own generated code), for what the
+    /// official client hides: status codes, trailers, the end of a subscription.
+    async fn raw(&self) -> StreamsClient<tonic::transport::Channel> {
+        StreamsClient::connect(format!("http://{}", self.grpc))
+            .await
+            .unwrap()
     }
 }
 
@@ -181,7 +201,8 @@ both_backends!(
     filters_select_by_prefix_and_by_expression,
     a_batch_append_is_atomic_and_reports_a_wrong_expected_version,
     events_cross_faces_both_ways,
-    delete_and_tombstone_reach_the_lifecycle_and_metadata_is_refused,
+    delete_and_tombstone_reach_the_lifecycle,
+    metadata_through_the_metastream_is_the_store_metadata,
 );
 
 async fn appends_check_each_expected_state_and_report_the_current_revision(backend: Backend) {
@@ -605,9 +626,8 @@ async fn events_cross_faces_both_ways(backend: Backend) {
 
 /// Delete and tombstone reach the store's lifecycle operations: a soft-deleted stream reads as
 /// not found and continues its versions when appended to again; a tombstoned one answers
-/// `stream-deleted` to reads and appends (over HTTP too: 410). Metadata through `$$<stream>`
-/// is not served yet over gRPC: refused (the client reports it unsupported), nothing stored.
-async fn delete_and_tombstone_reach_the_lifecycle_and_metadata_is_refused(backend: Backend) {
+/// `stream-deleted` to reads and appends (over HTTP too: 410).
+async fn delete_and_tombstone_reach_the_lifecycle(backend: Backend) {
     let server = Server::start(backend).await;
     let client = server.client();
     let any = AppendToStreamOptions::default();
@@ -678,19 +698,322 @@ async fn delete_and_tombstone_reach_the_lifecycle_and_metadata_is_refused(backen
         .await
         .unwrap();
     assert_eq!(http.status(), 410);
+}
 
-    let metadata = kurrentdb::StreamMetadata::builder().max_count(5).build();
-    let set = client
-        .set_stream_metadata("doomed", &any, &metadata)
+/// Stream metadata through the metastream `$$<stream>`, as KurrentDB clients write and read
+/// it: the client's `set_stream_metadata` becomes the store's metadata (in force at once:
+/// `$maxCount` hides the older events over both faces), `get_stream_metadata` reads it back
+/// with the metastream's version, a wrong expected version of the metastream is refused, and
+/// what is not metadata is refused without storing anything.
+async fn metadata_through_the_metastream_is_the_store_metadata(backend: Backend) {
+    let server = Server::start(backend).await;
+    let client = server.client();
+    let any = AppendToStreamOptions::default();
+    let read = ReadStreamOptions::default();
+    client
+        .append_to_stream(
+            "capped",
+            &any,
+            vec![
+                json_event("A", json!({})),
+                json_event("B", json!({})),
+                json_event("C", json!({})),
+            ],
+        )
+        .await
+        .unwrap();
+    let none = client.get_stream_metadata("capped", &read).await.unwrap();
+    assert!(
+        matches!(none, kurrentdb::StreamMetadataResult::NotFound),
+        "{none:?}"
+    );
+
+    let metadata = kurrentdb::StreamMetadata::builder()
+        .max_count(2)
+        .insert_custom_property("owner", "ops")
+        .build();
+    let written = client
+        .set_stream_metadata(
+            "capped",
+            &AppendToStreamOptions::default().stream_state(StreamState::NoStream),
+            &metadata,
+        )
+        .await
+        .unwrap();
+    assert_eq!(written.next_expected_version, 0, "the metastream's version");
+    let kurrentdb::StreamMetadataResult::Success(read_back) =
+        client.get_stream_metadata("capped", &read).await.unwrap()
+    else {
+        panic!("metadata was written");
+    };
+    assert_eq!(read_back.version(), 0);
+    assert_eq!(read_back.metadata(), &metadata);
+    let events = stream_events(&client, "capped", &read).await;
+    assert_eq!(
+        events
+            .iter()
+            .map(|e| e.event_type.as_str())
+            .collect::<Vec<_>>(),
+        ["B", "C"],
+        "$maxCount is in force at once"
+    );
+    let http: Value = reqwest::get(format!("{}/streams/capped/metadata", server.base))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(http["max_count"], 2, "{http}");
+    assert_eq!(http["custom"], json!({"owner": "ops"}), "{http}");
+
+    // The metastream's version is what the expectation is checked against.
+    let stale = client
+        .set_stream_metadata(
+            "capped",
+            &AppendToStreamOptions::default().stream_state(StreamState::NoStream),
+            &kurrentdb::StreamMetadata::builder().max_count(1).build(),
+        )
         .await
         .unwrap_err();
     assert!(
-        matches!(set, kurrentdb::Error::UnsupportedFeature),
-        "{set:?}"
+        matches!(stale, kurrentdb::Error::WrongExpectedVersion { .. }),
+        "{stale:?}"
     );
-    let http = reqwest::get(format!("{}/streams/doomed/metadata", server.base))
+    let newer = client
+        .set_stream_metadata(
+            "capped",
+            &AppendToStreamOptions::default().stream_state(StreamState::StreamRevision(0)),
+            &kurrentdb::StreamMetadata::builder().max_count(1).build(),
+        )
         .await
         .unwrap();
-    let body: Value = http.json().await.unwrap();
-    assert!(body.get("max_count").is_none_or(Value::is_null), "{body}");
+    assert_eq!(newer.next_expected_version, 1);
+    assert_eq!(stream_events(&client, "capped", &read).await.len(), 1);
+
+    // Not metadata: another event type, JSON that is not metadata. Nothing is stored.
+    for (event_type, data) in [
+        ("Other", json!({})),
+        ("$metadata", json!({"$maxCount": -1})),
+    ] {
+        let refused = client
+            .append_to_stream("$$capped", &any, vec![json_event(event_type, data)])
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(refused, kurrentdb::Error::Grpc { ref code, .. } if code.description().contains("invalid")),
+            "{refused:?}"
+        );
+    }
+    let kurrentdb::StreamMetadataResult::Success(last) =
+        client.get_stream_metadata("capped", &read).await.unwrap()
+    else {
+        panic!("metadata was written");
+    };
+    assert_eq!(last.version(), 1, "the refused writes stored nothing");
+    assert_eq!(last.metadata().max_count, Some(1));
+}
+
+/// A read of a stream from its start (`count` events), or a catch-up subscription to `$all`.
+fn raw_read(stream: Option<&str>, count: Option<u64>) -> ReadReq {
+    ReadReq {
+        options: Some(read_req::Options {
+            stream_option: Some(match stream {
+                Some(name) => read_options::StreamOption::Stream(StreamOptions {
+                    stream_identifier: Some(StreamIdentifier {
+                        stream_name: name.as_bytes().to_vec(),
+                    }),
+                    revision_option: Some(read_options::stream_options::RevisionOption::Start(
+                        Empty {},
+                    )),
+                }),
+                None => read_options::StreamOption::All(AllOptions {
+                    all_option: Some(read_options::all_options::AllOption::Start(Empty {})),
+                }),
+            }),
+            count_option: Some(match count {
+                Some(count) => read_options::CountOption::Count(count),
+                None => read_options::CountOption::Subscription(SubscriptionOptions {}),
+            }),
+            filter_option: Some(read_options::FilterOption::NoFilter(Empty {})),
+            uuid_option: Some(read_options::UuidOption {
+                content: Some(read_options::uuid_option::Content::String(Empty {})),
+            }),
+            ..Default::default()
+        }),
+    }
+}
+
+fn with_authorization<T>(message: T, value: &str) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    request
+        .metadata_mut()
+        .insert("authorization", value.parse().unwrap());
+    request
+}
+
+/// With `EVENTS_TOKEN` set, a call without credentials or with a wrong token is
+/// `UNAUTHENTICATED` (before the store is touched); the token as Bearer, or as the password
+/// of Basic credentials (what KurrentDB clients send), is let through.
+#[tokio::test]
+async fn calls_need_the_token_as_bearer_or_basic_password() {
+    let server = Server::start_with(Backend::Embedded, &[("EVENTS_TOKEN", "s3cret-token")]).await;
+    let mut raw = server.raw().await;
+    let read = || raw_read(Some("orders"), Some(10));
+    let bare = raw.read(read()).await.unwrap_err();
+    assert_eq!(bare.code(), tonic::Code::Unauthenticated, "{bare:?}");
+    assert!(bare.message().contains("Bearer"), "{bare:?}");
+    let wrong = raw
+        .read(with_authorization(read(), "Bearer not-the-token"))
+        .await
+        .unwrap_err();
+    assert_eq!(wrong.code(), tonic::Code::Unauthenticated, "{wrong:?}");
+    use base64::Engine as _;
+    let basic = base64::engine::general_purpose::STANDARD.encode("admin:s3cret-token");
+    for authorization in ["Bearer s3cret-token".to_owned(), format!("Basic {basic}")] {
+        let mut answers = raw
+            .read(with_authorization(read(), &authorization))
+            .await
+            .unwrap()
+            .into_inner();
+        let first = answers.message().await.unwrap().expect("one answer");
+        assert!(
+            matches!(first.content, Some(read_resp::Content::StreamNotFound(_))),
+            "{first:?}"
+        );
+    }
+}
+
+/// A live subscription ends with `UNAVAILABLE` when the server shuts down (SIGTERM), and the
+/// server exits cleanly instead of waiting for the subscriber.
+#[tokio::test]
+async fn a_live_subscription_ends_unavailable_on_shutdown() {
+    let mut server = Server::start(Backend::Embedded).await;
+    let mut raw = server.raw().await;
+    let mut answers = raw.read(raw_read(None, None)).await.unwrap().into_inner();
+    let confirmation = answers.message().await.unwrap().expect("a confirmation");
+    assert!(
+        matches!(
+            confirmation.content,
+            Some(read_resp::Content::Confirmation(_))
+        ),
+        "{confirmation:?}"
+    );
+    // Caught up on an empty store: the subscription is live.
+    let caught_up = answers.message().await.unwrap().expect("caught up");
+    assert!(
+        matches!(caught_up.content, Some(read_resp::Content::CaughtUp(_))),
+        "{caught_up:?}"
+    );
+    let status = Command::new("kill")
+        .args(["-TERM", &server.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let end = loop {
+        match answers.message().await {
+            Ok(Some(_)) => continue,
+            Ok(None) => panic!("the subscription ended without a status"),
+            Err(status) => break status,
+        }
+    };
+    assert_eq!(end.code(), tonic::Code::Unavailable, "{end:?}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let exit = loop {
+        if let Some(exit) = server.child.try_wait().unwrap() {
+            break exit;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the server did not exit within 30 s"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(exit.success(), "{exit:?}");
+}
+
+/// An event over `EVENTS_MAX_EVENT_SIZE_BYTES` is refused with the limit named and KurrentDB's
+/// `maximum-append-size-exceeded` exception, and nothing is stored; an invalid stream name
+/// and a read with no options are `INVALID_ARGUMENT`, never a bare `INTERNAL`.
+#[tokio::test]
+async fn oversized_events_and_malformed_requests_are_invalid_arguments() {
+    let server = Server::start_with(
+        Backend::Embedded,
+        &[("EVENTS_MAX_EVENT_SIZE_BYTES", "1024")],
+    )
+    .await;
+    let client = server.client();
+    let big = json_event("Big", json!({"pad": "x".repeat(2048)}));
+    let refused = client
+        .append_to_stream("sized", &AppendToStreamOptions::default(), vec![big])
+        .await
+        .unwrap_err();
+    let text = format!("{refused:?}");
+    assert!(text.contains("max_event_size_bytes"), "{text}");
+    let mut raw = server.raw().await;
+    let read = raw
+        .read(raw_read(Some("sized"), Some(10)))
+        .await
+        .unwrap()
+        .into_inner()
+        .message()
+        .await
+        .unwrap()
+        .expect("an answer");
+    assert!(
+        matches!(read.content, Some(read_resp::Content::StreamNotFound(_))),
+        "nothing stored: {read:?}"
+    );
+    let no_options = raw.read(ReadReq { options: None }).await.unwrap_err();
+    assert_eq!(
+        no_options.code(),
+        tonic::Code::InvalidArgument,
+        "{no_options:?}"
+    );
+    let empty_name = raw.read(raw_read(Some(""), Some(1))).await;
+    let status = match empty_name {
+        Err(status) => status,
+        Ok(answers) => answers
+            .into_inner()
+            .message()
+            .await
+            .expect_err("an empty stream name is refused"),
+    };
+    assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+}
+
+/// The connection cap (`LOGBOOK_MAX_CONNECTIONS`) holds for the gRPC listener: with one
+/// connection open, a second one is not served (its call waits in the backlog past its
+/// deadline); once the first closes, the second is served.
+#[tokio::test]
+async fn the_connection_cap_holds_on_the_grpc_listener() {
+    let server = Server::start_with(Backend::Embedded, &[("LOGBOOK_MAX_CONNECTIONS", "1")]).await;
+    let mut first = server.raw().await;
+    first
+        .read(raw_read(Some("capped"), Some(1)))
+        .await
+        .expect("the first connection is served");
+    let second = tonic::transport::Endpoint::from_shared(format!("http://{}", server.grpc))
+        .unwrap()
+        .connect_lazy();
+    let mut second = StreamsClient::new(second);
+    let mut waiting = tonic::Request::new(raw_read(Some("capped"), Some(1)));
+    waiting.set_timeout(Duration::from_millis(500));
+    let held = second.read(waiting).await;
+    assert!(
+        held.is_err(),
+        "a second connection was served beyond the cap"
+    );
+    drop(first);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let mut request = tonic::Request::new(raw_read(Some("capped"), Some(1)));
+        request.set_timeout(Duration::from_secs(5));
+        if second.read(request).await.is_ok() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the second connection was not served after the first closed"
+        );
+    }
 }
