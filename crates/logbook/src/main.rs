@@ -5,6 +5,13 @@ use std::process::ExitCode;
 use clap::Parser;
 use logbook::cli::{Cli, Command, EventsTool, TokensCommand};
 
+/// mimalloc rather than glibc's malloc: serving allocates small, short-lived buffers per
+/// request and per event (h2 frames, prost messages, JSON), and glibc's arenas spent a quarter
+/// of the gRPC read and BatchAppend profiles in malloc/free and their consolidation
+/// (docs/PERFORMANCE.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
