@@ -77,6 +77,27 @@ pub struct Index {
     pub segments: Vec<SegmentEntry>,
 }
 
+/// The index side of a scavenged segment, prepared outside the write lock
+/// ([`Index::prepare_replacement`]) and installed under it ([`Index::apply_replacement`]).
+#[derive(Debug)]
+pub struct Replacement {
+    segments: Vec<usize>,
+    /// (stream number, events it loses from its front).
+    stream_cuts: Vec<(usize, usize)>,
+    /// Live slots when it was prepared; later ones are added when it is applied.
+    covered: usize,
+    generation: u64,
+    ids: Vec<[u8; 16]>,
+    offsets: Vec<u32>,
+    sparse: Vec<u64>,
+    dense_base: u64,
+    table: IdTable,
+}
+
+/// What [`Index::apply_replacement`] replaced, dropped by its owner outside the lock.
+#[must_use]
+pub struct Retired(#[allow(dead_code)] Vec<Box<dyn std::any::Any + Send>>);
+
 impl Index {
     /// The next position (every position below it is a live event or a hole).
     pub fn len(&self) -> u64 {
@@ -293,104 +314,213 @@ impl Index {
         }
     }
 
+    /// Rebuilds the id table from `ids`, sized once for them.
     fn rebuild_table(&mut self) {
-        let mut table = IdTable {
-            seed: self.table.seed,
-            ..IdTable::default()
-        };
+        let mut table = IdTable::with_capacity(self.table.seed, self.ids.len());
         for (slot, id) in self.ids.iter().enumerate() {
-            table.insert(id, slot as u64, &self.ids[..=slot]);
+            table.place(id, slot as u64);
+            table.len += 1;
         }
         self.table = table;
     }
 
-    /// Removes the live events at `removed` (positions, increasing, all in the segment
-    /// `segment`, each the oldest live event of its stream at the time) and sets the offsets of
-    /// the segment's remaining events to `offsets` (in position order), with the segment's new
-    /// file and visible length: the index side of swapping in a scavenged segment. The head
-    /// does not move. O(live events): the vectors are compacted and the id table rebuilt.
-    pub fn replace_segment(
-        &mut self,
-        segment: usize,
+    /// The index side of swapping in a scavenged segment, first half: removes the live events
+    /// at `removed` (positions, increasing, all in the segment `segment`, each the oldest live
+    /// event of its stream at the time) and sets the offsets of the segment's remaining events
+    /// to `offsets` (in position order), in new vectors and a new id table built from the slots
+    /// live now. O(live events), read in stretches of 64 Ki under short read locks, so that
+    /// appends and reads go on meanwhile. The caller holds the scavenge lock: nothing below the
+    /// head changes until [`Index::apply_replacement`], which adds the slots appended in
+    /// between and installs the result; the head does not move.
+    pub fn prepare_replacement(
+        index: &std::sync::RwLock<Index>,
+        segments: &[(usize, &[u32])],
         removed: &[u64],
-        offsets: &[u32],
-        file: FileHandle,
-        visible_len: u64,
-    ) {
-        let head = self.len();
-        let first = self.segments[segment].first_position;
-        let end = self
-            .segments
-            .get(segment + 1)
-            .map_or(head, |next| next.first_position);
-        let from_slot = self.slot_at_or_after(first);
-        let to_slot = self.slot_at_or_after(end);
-        // Every slot up to the end of this segment gets an explicit position.
-        let sparse_to = to_slot.max(self.sparse.len());
-        let dense_base = if sparse_to < self.ids.len() {
-            self.position_of_slot(sparse_to)
-        } else {
-            head
+    ) -> Replacement {
+        const STRETCH: usize = 64 * 1024;
+        let read = || index.read().expect("index lock");
+        // Per segment (in position order): its slot range now, and where its kept events
+        // start once the removed events before it are gone.
+        let (covered, ranges, sparse_to, dense_base, generation, seed) = {
+            let index = read();
+            let head = index.len();
+            let mut ranges = Vec::with_capacity(segments.len());
+            let mut removed_before = 0usize;
+            for &(segment, offsets) in segments {
+                let first = index.segments[segment].first_position;
+                let end = index
+                    .segments
+                    .get(segment + 1)
+                    .map_or(head, |next| next.first_position);
+                let from_slot = index.slot_at_or_after(first);
+                let to_slot = index.slot_at_or_after(end);
+                let removed_here =
+                    removed.partition_point(|&p| p < end) - removed.partition_point(|&p| p < first);
+                assert_eq!(
+                    offsets.len(),
+                    (to_slot - from_slot) - removed_here,
+                    "one offset per kept event"
+                );
+                ranges.push((from_slot - removed_before, offsets));
+                removed_before += removed_here;
+            }
+            assert_eq!(
+                removed_before,
+                removed.len(),
+                "removed events are in the segments"
+            );
+            let last_to = segments.last().map_or(0, |&(segment, _)| {
+                let end = index
+                    .segments
+                    .get(segment + 1)
+                    .map_or(head, |next| next.first_position);
+                index.slot_at_or_after(end)
+            });
+            // Every slot up to the end of the last segment gets an explicit position.
+            let sparse_to = last_to.max(index.sparse.len());
+            let dense_base = if sparse_to < index.ids.len() {
+                index.position_of_slot(sparse_to)
+            } else {
+                head
+            };
+            (
+                index.ids.len(),
+                ranges,
+                sparse_to,
+                dense_base,
+                index.generation,
+                index.table.seed,
+            )
         };
+        let kept = covered - removed.len();
         let mut gone = removed.iter().peekable();
-        let mut keep = Vec::with_capacity(self.ids.len());
+        let mut ids = Vec::with_capacity(kept);
+        let mut new_offsets = Vec::with_capacity(kept);
         let mut sparse = Vec::with_capacity(sparse_to - removed.len().min(sparse_to));
-        for slot in 0..self.ids.len() {
-            let position = self.position_of_slot(slot);
-            let dead = gone.next_if(|&&p| p == position).is_some();
-            keep.push(!dead);
-            if !dead && slot < sparse_to {
-                sparse.push(position);
+        for start in (0..covered).step_by(STRETCH) {
+            let index = read();
+            for slot in start..(start + STRETCH).min(covered) {
+                let position = index.position_of_slot(slot);
+                if gone.next_if(|&&p| p == position).is_some() {
+                    continue;
+                }
+                ids.push(index.ids[slot]);
+                new_offsets.push(index.offsets[slot]);
+                if slot < sparse_to {
+                    sparse.push(position);
+                }
             }
         }
         assert!(gone.next().is_none(), "removed positions are live slots");
-        let mut flags = keep.iter();
-        self.ids
-            .retain(|_| *flags.next().expect("one flag per slot"));
-        let mut flags = keep.iter();
-        self.offsets
-            .retain(|_| *flags.next().expect("one flag per slot"));
-        let kept_in_segment = (to_slot - from_slot) - removed.len();
-        assert_eq!(offsets.len(), kept_in_segment, "one offset per kept event");
-        self.offsets[from_slot..from_slot + kept_in_segment].copy_from_slice(offsets);
-        self.sparse = sparse;
-        self.dense_base = dense_base;
-        // Give the memory of the removed events back (the budget is per live event).
-        if self.ids.capacity() > self.ids.len() + self.ids.len() / 4 {
-            self.ids.shrink_to_fit();
-            self.offsets.shrink_to_fit();
+        for (from, offsets) in ranges {
+            new_offsets[from..from + offsets.len()].copy_from_slice(offsets);
         }
-        self.rebuild_table();
-        // Dead events are a prefix of their stream, so each is its stream's first.
-        self.remove_stream_prefixes(removed);
-        let entry = &mut self.segments[segment];
-        entry.file = file;
-        entry.visible_len = visible_len;
-        self.generation += 1;
-        debug_assert_eq!(self.len(), head);
-    }
-
-    /// Drops `removed` (positions) from the fronts of their streams' position lists.
-    fn remove_stream_prefixes(&mut self, removed: &[u64]) {
-        if removed.is_empty() {
-            return;
-        }
-        let removed: std::collections::HashSet<u64> = removed.iter().copied().collect();
-        let mut first_versions = std::mem::take(&mut self.first_versions);
-        for (name, positions) in self.streams.iter_mut() {
-            let cut = positions
-                .iter()
-                .take_while(|position| removed.contains(position))
-                .count();
-            if cut > 0 {
-                positions.drain(..cut);
-                if positions.capacity() > 2 * positions.len() {
-                    positions.shrink_to_fit();
+        // Dead events are a prefix of their stream: how many each stream loses. Streams are
+        // only added meanwhile (at the end), so their numbers hold until the install.
+        let mut stream_cuts = Vec::new();
+        let stream_count = read().streams.len();
+        for start in (0..stream_count).step_by(STRETCH) {
+            let index = read();
+            for number in start..(start + STRETCH).min(stream_count) {
+                let (_, positions) = index.streams.get_index(number).expect("streams only grow");
+                let cut = positions
+                    .iter()
+                    .take_while(|p| removed.binary_search(p).is_ok())
+                    .count();
+                if cut > 0 {
+                    stream_cuts.push((number, cut));
                 }
-                *first_versions.entry(name.clone()).or_insert(0) += cut as u64;
             }
         }
-        self.first_versions = first_versions;
+        // Sized once for what it holds now plus room to grow, then filled in slot order.
+        let mut table = IdTable::with_capacity(seed, ids.len() + ids.len() / 8);
+        for (slot, id) in ids.iter().enumerate() {
+            table.place(id, slot as u64);
+            table.len += 1;
+        }
+        Replacement {
+            segments: segments.iter().map(|&(segment, _)| segment).collect(),
+            stream_cuts,
+            covered,
+            generation,
+            ids,
+            offsets: new_offsets,
+            sparse,
+            dense_base,
+            table,
+        }
+    }
+
+    /// Installs a [`Replacement`] (under the write lock): the slots appended since it was
+    /// prepared join it, then it replaces the vectors, the table and the segment's file.
+    /// `files` are the segments' new files and visible lengths, in the order they were given.
+    /// Answers what it replaced, to be dropped after the write lock is released (freeing
+    /// hundreds of MB takes time). If the index lost events meanwhile (the writer cut off an
+    /// unsynced tail after a failed fsync, which stops the store), nothing is installed: the
+    /// old files' handles and offsets stay a consistent view, and the next open replays the
+    /// renamed files.
+    #[must_use]
+    pub fn apply_replacement(&mut self, r: Replacement, files: Vec<(FileHandle, u64)>) -> Retired {
+        assert_eq!(
+            r.generation, self.generation,
+            "nothing but appends changed the index meanwhile"
+        );
+        let Replacement {
+            segments,
+            stream_cuts,
+            covered,
+            mut ids,
+            mut offsets,
+            sparse,
+            dense_base,
+            mut table,
+            ..
+        } = r;
+        if covered > self.ids.len() {
+            return Retired(vec![Box::new((ids, offsets, sparse, table))]);
+        }
+        let head = self.len();
+        // Appended meanwhile: dense slots after the snapshot, positions consecutive.
+        for slot in covered..self.ids.len() {
+            let id = self.ids[slot];
+            ids.push(id);
+            offsets.push(self.offsets[slot]);
+            table.insert(&id, (ids.len() - 1) as u64, &ids);
+        }
+        let old = (
+            std::mem::replace(&mut self.ids, ids),
+            std::mem::replace(&mut self.offsets, offsets),
+            std::mem::replace(&mut self.table, table),
+            std::mem::replace(&mut self.sparse, sparse),
+        );
+        self.dense_base = dense_base;
+        self.cut_stream_prefixes(&stream_cuts);
+        assert_eq!(segments.len(), files.len(), "one new file per segment");
+        let mut old_files = Vec::with_capacity(files.len());
+        for (segment, (file, visible_len)) in segments.into_iter().zip(files) {
+            let entry = &mut self.segments[segment];
+            old_files.push(std::mem::replace(&mut entry.file, file));
+            entry.visible_len = visible_len;
+        }
+        self.generation += 1;
+        debug_assert_eq!(self.len(), head);
+        Retired(vec![Box::new(old), Box::new(old_files)])
+    }
+
+    /// Drops the first `cut` positions of the streams at these indices (creation order):
+    /// their events were scavenged.
+    fn cut_stream_prefixes(&mut self, cuts: &[(usize, usize)]) {
+        for &(number, cut) in cuts {
+            let (name, positions) = self
+                .streams
+                .get_index_mut(number)
+                .expect("streams with scavenged events stay");
+            positions.drain(..cut);
+            if positions.capacity() > 2 * positions.len() {
+                positions.shrink_to_fit();
+            }
+            *self.first_versions.entry(name.clone()).or_insert(0) += cut as u64;
+        }
     }
 
     /// The `number`-th stream in creation order, with its first version.
@@ -578,6 +708,20 @@ impl IdTable {
 
     fn place(&mut self, id: &[u8; 16], position: u64) {
         place_in(self.seed, &mut self.slots, id, position);
+    }
+
+    /// An empty table keyed by `seed` (a fresh one when 0) with room for `entries` entries
+    /// within the fill limit.
+    pub fn with_capacity(seed: u64, entries: usize) -> IdTable {
+        let wanted = (entries * 10)
+            .div_ceil(MAX_FILL_TENTHS)
+            .max(16)
+            .next_power_of_two();
+        IdTable {
+            slots: vec![0; wanted],
+            len: 0,
+            seed: if seed == 0 { Self::seeded() } else { seed },
+        }
     }
 
     /// Re-creates the table for `entries` entries from `ids[..self.len]`, reading ids in
