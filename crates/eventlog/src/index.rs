@@ -459,7 +459,6 @@ impl Index {
     /// unsynced tail after a failed fsync, which stops the store), nothing is installed: the
     /// old files' handles and offsets stay a consistent view, and the next open replays the
     /// renamed files.
-    #[must_use]
     pub fn apply_replacement(&mut self, r: Replacement, files: Vec<(FileHandle, u64)>) -> Retired {
         assert_eq!(
             r.generation, self.generation,
