@@ -81,7 +81,7 @@ pub use error::{Error, Result};
 pub use event::{Appended, ExpectedVersion, NewEvent, Placed, RecordedEvent};
 pub use lifecycle::{Liveness, Retention};
 pub use options::{Durability, Limits, MIN_SEGMENT_SIZE_BYTES, Options};
-pub use store::{Commit, LOCK_FILE, OpenReport, Store, StoreStats, TornTail};
+pub use store::{Commit, LOCK_FILE, LivePage, OpenReport, Store, StoreStats, TornTail};
 
 /// File name of the index checkpoint inside a store directory.
 pub const CHECKPOINT_FILE: &str = checkpoint::CHECKPOINT_FILE;

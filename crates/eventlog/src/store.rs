@@ -61,6 +61,17 @@ impl Stats {
     }
 }
 
+/// What [`Store::read_all_live_within`] answers.
+#[derive(Debug)]
+pub struct LivePage {
+    /// The live events examined, in position order.
+    pub events: Vec<RecordedEvent>,
+    /// Events examined (live or dead).
+    pub examined: usize,
+    /// The position after the last event examined (`from` when none was).
+    pub next: u64,
+}
+
 /// A point-in-time summary of a store.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoreStats {
@@ -445,28 +456,81 @@ impl Store {
         limit: usize,
         max_bytes: usize,
     ) -> Result<Vec<RecordedEvent>> {
-        let mut events = Vec::with_capacity(limit.min(1024));
+        Ok(self.read_all_kept(from, limit, max_bytes, false)?.events)
+    }
+
+    /// Like [`Store::read_all_within`] (`limit` and `max_bytes` count the events examined),
+    /// but answers only the live events: deleted, truncated, expired and surplus events, and
+    /// metastream records but the last, are checked on the record in the read buffer and
+    /// never decoded into an event. Also answers how many events were examined and the
+    /// position after the last of them, so that a caller can go on past a page of dead ones.
+    pub fn read_all_live_within(
+        &self,
+        from: u64,
+        limit: usize,
+        max_bytes: usize,
+    ) -> Result<LivePage> {
+        self.read_all_kept(from, limit, max_bytes, true)
+    }
+
+    fn read_all_kept(
+        &self,
+        from: u64,
+        limit: usize,
+        max_bytes: usize,
+        live_only: bool,
+    ) -> Result<LivePage> {
+        let mut page = LivePage {
+            events: Vec::with_capacity(limit.min(1024)),
+            examined: 0,
+            next: from,
+        };
         let mut used = 0usize;
+        let now = now_micros();
         // The next position to read. Not a slot: the lock is released between spans, and a
         // scavenge swapping a segment in meanwhile renumbers the slots (never the positions).
-        let mut position = from;
-        while events.len() < limit && (events.is_empty() || used < max_bytes) {
+        while page.examined < limit && (page.examined == 0 || used < max_bytes) {
             let index = self.index();
             // Positions may have holes (a scavenge removed dead events): count live events.
-            let from_slot = index.slot_at_or_after(position);
+            let from_slot = index.slot_at_or_after(page.next);
             let end = index
                 .live()
-                .min(from_slot.saturating_add(limit - events.len()));
+                .min(from_slot.saturating_add(limit - page.examined));
             if from_slot >= end {
                 break;
             }
             let budget = max_bytes.saturating_sub(used).min(READ_SPAN_MAX_BYTES);
             let (location, to) = index.span(from_slot, end, budget).expect("slot below live");
-            read_span(&index, &location, from_slot, to, &mut events)?;
+            if live_only {
+                let catalog = self.catalog();
+                let everything = catalog.has_no_retention();
+                let keep = |fields: &crate::format::RecordFields<'_>| {
+                    (everything && !is_metastream(fields.stream))
+                        || live_in(
+                            &index,
+                            &catalog,
+                            now,
+                            fields.stream,
+                            fields.stream_version,
+                            fields.recorded_at_micros,
+                        )
+                };
+                read_span(&index, &location, from_slot, to, &keep, &mut page.events)?;
+            } else {
+                read_span(
+                    &index,
+                    &location,
+                    from_slot,
+                    to,
+                    &|_| true,
+                    &mut page.events,
+                )?;
+            }
             used = used.saturating_add(location.len);
-            position = index.position_of_slot(to - 1) + 1;
+            page.examined += to - from_slot;
+            page.next = index.position_of_slot(to - 1) + 1;
         }
-        Ok(events)
+        Ok(page)
     }
 
     /// Up to `limit` events of `stream` from `from_version` (inclusive); `None` for a stream
@@ -508,7 +572,7 @@ impl Store {
                 .expect("a stream's positions are live");
             let location = index.location_of_slot(slot).expect("slot below live");
             used = used.saturating_add(location.len);
-            read_span(&index, &location, slot, slot + 1, &mut events)?;
+            read_span(&index, &location, slot, slot + 1, &|_| true, &mut events)?;
         }
         Ok(Some(events))
     }
@@ -948,7 +1012,7 @@ pub(crate) fn read_index_range(
         let (location, to) = index
             .span(slot, end, READ_SPAN_MAX_BYTES)
             .expect("slot below live");
-        read_span(index, &location, slot, to, &mut events)?;
+        read_span(index, &location, slot, to, &|_| true, &mut events)?;
         slot = to;
     }
     Ok(events)
@@ -959,7 +1023,7 @@ pub(crate) fn read_at(index: &Index, position: u64) -> Result<RecordedEvent> {
     let slot = index.slot_of(position).expect("a live position");
     let location = index.location_of_slot(slot).expect("slot below live");
     let mut events = Vec::with_capacity(1);
-    read_span(index, &location, slot, slot + 1, &mut events)?;
+    read_span(index, &location, slot, slot + 1, &|_| true, &mut events)?;
     Ok(events.pop().expect("one event read"))
 }
 
@@ -977,6 +1041,7 @@ fn read_span(
     location: &Location<'_>,
     from: usize,
     to: usize,
+    keep: &dyn Fn(&crate::format::RecordFields<'_>) -> bool,
     out: &mut Vec<RecordedEvent>,
 ) -> Result<()> {
     READ_BUFFER.with(|buffer| {
@@ -984,7 +1049,15 @@ fn read_span(
         if buffer.len() < location.len {
             buffer.resize(location.len, 0);
         }
-        let result = decode_span(index, location, from, to, &mut buffer[..location.len], out);
+        let result = decode_span(
+            index,
+            location,
+            from,
+            to,
+            &mut buffer[..location.len],
+            keep,
+            out,
+        );
         if buffer.len() > READ_BUFFER_KEEP_BYTES {
             *buffer = Vec::new();
         }
@@ -998,6 +1071,7 @@ fn decode_span(
     from: usize,
     to: usize,
     bytes: &mut [u8],
+    keep: &dyn Fn(&crate::format::RecordFields<'_>) -> bool,
     out: &mut Vec<RecordedEvent>,
 ) -> Result<()> {
     let got = read_at_most(location.file, bytes, location.offset)
@@ -1015,7 +1089,9 @@ fn decode_span(
         let position = index.position_of_slot(slot);
         match decode_record(&bytes[at..]) {
             Decoded::Record(view) if view.fields.position == position => {
-                out.push(RecordedEvent::from_fields(&view.fields));
+                if keep(&view.fields) {
+                    out.push(RecordedEvent::from_fields(&view.fields));
+                }
                 at += view.record_len;
             }
             Decoded::Record(_) => return Err(corrupt(at, "record has an unexpected position")),

@@ -206,18 +206,18 @@ impl Embedded {
             };
             let chunk = wanted.min(usize::try_from(head - position).unwrap_or(usize::MAX));
             let budget = request.max_bytes.saturating_sub(used).max(1);
-            let mut events = store
-                .read_all_within(position, chunk, budget)
+            // Dead events are skipped in the engine's read buffer, never decoded.
+            let page = store
+                .read_all_live_within(position, chunk, budget)
                 .map_err(map_error)?;
-            let Some(last) = events.last() else {
+            if page.examined == 0 {
                 // Nothing at or after `position`: the rest up to the head is holes (scavenged).
                 position = head;
                 break;
-            };
-            let end = last.position + 1;
-            scanned += events.len();
-            store.retain_live(&mut events);
-            for event in events {
+            }
+            let end = page.next;
+            scanned += page.examined;
+            for event in page.events {
                 position = event.position + 1;
                 let admitted = request
                     .filter
@@ -257,14 +257,14 @@ impl Embedded {
         let scan_max = FILTER_SCAN_MAX_EVENTS.max(request.limit);
         'scan: while bottom > 0 && found.len() < request.limit && scanned < scan_max {
             let chunk = (SCAN_CHUNK_EVENTS as u64).min(bottom);
-            let mut events = store
-                .read_all_within(bottom - chunk, chunk as usize, usize::MAX)
+            let page = store
+                .read_all_live_within(bottom - chunk, chunk as usize, usize::MAX)
                 .map_err(map_error)?;
             // Positions may have holes (a scavenge): the read can run past `bottom`.
+            let mut events = page.events;
             events.retain(|event| event.position < bottom);
-            scanned += events.len();
+            scanned += page.examined.min(chunk as usize);
             let first = bottom - chunk;
-            store.retain_live(&mut events);
             for event in events.into_iter().rev() {
                 bottom = event.position;
                 let admitted = request
