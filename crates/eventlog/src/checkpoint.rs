@@ -197,8 +197,10 @@ pub fn write_temporary(vfs: &dyn Vfs, dir: &Path, index: &RwLock<Index>, cut: &C
             for start in (0..sparse_len).step_by(STRETCH_VALUES) {
                 let end = (start + STRETCH_VALUES).min(sparse_len);
                 bytes.clear();
-                read().sparse().0[start..end]
-                    .iter()
+                read()
+                    .sparse()
+                    .0
+                    .range(start..end)
                     .for_each(|v| bytes.extend_from_slice(&v.to_le_bytes()));
                 out.put(&bytes)?;
             }

@@ -11,14 +11,17 @@
 //! **Holes.** Positions are strictly increasing with holes where a scavenge removed dead
 //! events. A slot's position is implicit where there are no holes: slots from
 //! `sparse.len()` on have the consecutive positions `dense_base, dense_base + 1, ...`. Below
-//! that, `sparse` holds each slot's position explicitly (8 bytes more per live event, only
-//! for events at or before the last hole). A position is found from a slot in O(1) and a
-//! slot from a position in O(1) in the dense part, O(log n) in the sparse part. A store
-//! without holes has an empty `sparse` and `dense_base` 0: slot = position, as before.
-//! Total: 16 + 4 + 8 + 11-23 (the table's fill varies between 35% and 70%) = 39-51 bytes per
-//! live event without holes, 8 more with, plus a small cost per stream. Measured by the test
-//! `index_memory_per_live_event_with_holes_is_bounded`: 57.4 bytes at 60,000 live events of
-//! 120,000 (over the 48-byte target; the way down is in docs/FORMAT.md, "Holes").
+//! that, `sparse` ([`Positions`]) holds each slot's position explicitly, as a `u32` offset
+//! from a `u64` base per block of 64 Ki slots (4 bytes more per live event, only for events
+//! at or before the last hole). A position is found from a slot in O(1) and a slot from a
+//! position in O(1) in the dense part, O(log n) in the sparse part. A store without holes
+//! has an empty `sparse` and `dense_base` 0: slot = position, as before.
+//! The id table is sized for its entries (not to a power of two) and grows by half, so its
+//! fill stays between 47% and 70%: 11-17 bytes per entry.
+//! Total: 16 + 4 + 8 + 11-17 = 39-45 bytes per live event without holes, 4 more with, plus a
+//! small cost per stream. Measured by the test
+//! `index_memory_per_live_event_with_holes_is_bounded`: 47.9 bytes at 60,000 live events of
+//! 120,000 (target: 48).
 //!
 //! A stream's early versions can be removed by a scavenge (it only removes a stream's dead
 //! prefix: deleted, truncated, expired and surplus events are always its oldest), so a stream
@@ -55,6 +58,111 @@ pub struct Location<'a> {
 /// The stream map's hasher: fast, randomly seeded per process (stream names come from clients).
 type StreamHasher = foldhash::fast::RandomState;
 
+/// Strictly increasing positions, 4 bytes each: a `u64` base per block of 64 Ki entries and
+/// a `u32` offset from it per entry. An offset that does not fit (a hole of 4 Gi positions
+/// inside one block) is kept in `wide` instead, marked `u32::MAX`.
+#[derive(Debug, Default)]
+pub struct Positions {
+    bases: Vec<u64>,
+    offsets: Vec<u32>,
+    wide: std::collections::BTreeMap<usize, u64>,
+}
+
+const BLOCK_BITS: u32 = 16;
+const WIDE: u32 = u32::MAX;
+
+impl Positions {
+    pub fn len(&self) -> usize {
+        self.offsets.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.offsets.is_empty()
+    }
+
+    pub fn get(&self, i: usize) -> Option<u64> {
+        let offset = *self.offsets.get(i)?;
+        if offset == WIDE {
+            return self.wide.get(&i).copied();
+        }
+        Some(self.bases[i >> BLOCK_BITS] + u64::from(offset))
+    }
+
+    pub fn last(&self) -> Option<u64> {
+        self.len().checked_sub(1).and_then(|i| self.get(i))
+    }
+
+    /// Appends `position` (greater than the last).
+    pub fn push(&mut self, position: u64) {
+        let i = self.offsets.len();
+        debug_assert!(self.last().is_none_or(|last| last < position));
+        if i >> BLOCK_BITS == self.bases.len() {
+            self.bases.push(position);
+        }
+        match u32::try_from(position - self.bases[i >> BLOCK_BITS]) {
+            Ok(offset) if offset != WIDE => self.offsets.push(offset),
+            _ => {
+                self.offsets.push(WIDE);
+                self.wide.insert(i, position);
+            }
+        }
+    }
+
+    pub fn extend(&mut self, positions: impl IntoIterator<Item = u64>) {
+        for position in positions {
+            self.push(position);
+        }
+    }
+
+    pub fn truncate(&mut self, len: usize) {
+        if len >= self.len() {
+            return;
+        }
+        self.offsets.truncate(len);
+        self.bases.truncate(len.div_ceil(1 << BLOCK_BITS));
+        self.wide.retain(|&i, _| i < len);
+    }
+
+    /// The number of positions below `position` (where it would be inserted).
+    pub fn partition_point(&self, position: u64) -> usize {
+        let (mut low, mut high) = (0usize, self.len());
+        while low < high {
+            let middle = low + (high - low) / 2;
+            if self.get(middle).expect("below len") < position {
+                low = middle + 1;
+            } else {
+                high = middle;
+            }
+        }
+        low
+    }
+
+    /// The index holding `position`, if any.
+    pub fn find(&self, position: u64) -> Option<usize> {
+        let i = self.partition_point(position);
+        (self.get(i) == Some(position)).then_some(i)
+    }
+
+    /// The positions at `range`.
+    pub fn range(&self, range: std::ops::Range<usize>) -> impl Iterator<Item = u64> + '_ {
+        range.map(|i| self.get(i).expect("in range"))
+    }
+
+    /// Heap bytes held.
+    pub fn heap_bytes(&self) -> usize {
+        self.offsets.capacity() * 4 + self.bases.capacity() * 8 + self.wide.len() * 48
+    }
+}
+
+impl From<Vec<u64>> for Positions {
+    fn from(positions: Vec<u64>) -> Positions {
+        let mut out = Positions::default();
+        out.offsets.reserve_exact(positions.len());
+        out.extend(positions);
+        out
+    }
+}
+
 /// id -> slot -> position and location, stream -> positions.
 #[derive(Debug, Default)]
 pub struct Index {
@@ -62,7 +170,7 @@ pub struct Index {
     offsets: Vec<u32>,
     table: IdTable,
     /// Positions of slots `0..sparse.len()`, strictly increasing (empty without holes).
-    sparse: Vec<u64>,
+    sparse: Positions,
     /// Position of slot `sparse.len()`; the slots after it follow without holes.
     dense_base: u64,
     /// In creation order, so that a checkpoint can walk them in short stretches under the
@@ -89,7 +197,7 @@ pub struct Replacement {
     generation: u64,
     ids: Vec<[u8; 16]>,
     offsets: Vec<u32>,
-    sparse: Vec<u64>,
+    sparse: Positions,
     dense_base: u64,
     table: IdTable,
 }
@@ -122,7 +230,7 @@ impl Index {
     /// The position of `slot` (which must exist).
     pub fn position_of_slot(&self, slot: usize) -> u64 {
         match self.sparse.get(slot) {
-            Some(&position) => position,
+            Some(position) => position,
             None => self.dense_base + (slot - self.sparse.len()) as u64,
         }
     }
@@ -133,7 +241,7 @@ impl Index {
             let slot = self.sparse.len() + usize::try_from(position - self.dense_base).ok()?;
             return (slot < self.ids.len()).then_some(slot);
         }
-        self.sparse.binary_search(&position).ok()
+        self.sparse.find(position)
     }
 
     /// The first slot whose position is at or after `position` (`live()` if none).
@@ -142,7 +250,7 @@ impl Index {
             let past = usize::try_from(position - self.dense_base).unwrap_or(usize::MAX);
             return self.sparse.len().saturating_add(past).min(self.ids.len());
         }
-        self.sparse.partition_point(|&p| p < position)
+        self.sparse.partition_point(position)
     }
 
     /// Makes the next position `position` (> `len()`), leaving a hole before it.
@@ -210,7 +318,7 @@ impl Index {
         self.ids = ids;
         self.offsets = offsets;
         self.table = table;
-        self.sparse = sparse;
+        self.sparse = Positions::from(sparse);
         self.dense_base = dense_base;
     }
 
@@ -231,7 +339,7 @@ impl Index {
 
     /// The explicit positions of the first slots and the position of the next one (for
     /// checkpoints).
-    pub fn sparse(&self) -> (&[u64], u64) {
+    pub fn sparse(&self) -> (&Positions, u64) {
         (&self.sparse, self.dense_base)
     }
 
@@ -396,7 +504,10 @@ impl Index {
         let mut gone = removed.iter().peekable();
         let mut ids = Vec::with_capacity(kept);
         let mut new_offsets = Vec::with_capacity(kept);
-        let mut sparse = Vec::with_capacity(sparse_to - removed.len().min(sparse_to));
+        let mut sparse = Positions::default();
+        sparse
+            .offsets
+            .reserve_exact(sparse_to - removed.len().min(sparse_to));
         for start in (0..covered).step_by(STRETCH) {
             let index = read();
             for slot in start..(start + STRETCH).min(covered) {
@@ -432,8 +543,9 @@ impl Index {
                 }
             }
         }
-        // Sized once for what it holds now plus room to grow, then filled in slot order.
-        let mut table = IdTable::with_capacity(seed, ids.len() + ids.len() / 8);
+        // Sized once for what it holds now plus a sixteenth for the appends to come (then it
+        // grows by half, as any table), filled in slot order.
+        let mut table = IdTable::with_capacity(seed, ids.len() + ids.len() / 16);
         for (slot, id) in ids.iter().enumerate() {
             table.place(id, slot as u64);
             table.len += 1;
@@ -601,7 +713,7 @@ impl Index {
     pub fn heap_bytes(&self) -> usize {
         self.ids.capacity() * 16
             + self.offsets.capacity() * 4
-            + self.sparse.capacity() * 8
+            + self.sparse.heap_bytes()
             + self.table.slots.capacity() * 8
             + self
                 .streams
@@ -632,6 +744,9 @@ const POSITION_BITS: u32 = 40;
 const POSITION_MASK: u64 = (1 << POSITION_BITS) - 1;
 /// Grow beyond this fill, in tenths: linear probing stays short below 70%.
 const MAX_FILL_TENTHS: usize = 7;
+/// A growing table is rebuilt with this many tenths of the slots its entries need at the
+/// fill limit.
+const GROWTH_TENTHS: usize = 15;
 
 fn folded_multiply(a: u64, b: u64) -> u64 {
     let full = u128::from(a) * u128::from(b);
@@ -650,13 +765,37 @@ fn hash_with(seed: u64, id: &[u8; 16]) -> u64 {
 /// size (linear probing, nothing ever removed), which is how a checkpoint recreates it when
 /// the table grew while it was being written.
 pub fn place_in(seed: u64, slots: &mut [u64], id: &[u8; 16], position: u64) {
-    let mask = slots.len() - 1;
     let hash = hash_with(seed, id);
-    let mut at = hash as usize & mask;
+    let mut at = home(hash, slots.len());
     while slots[at] != 0 {
-        at = (at + 1) & mask;
+        at = next(at, slots.len());
     }
     slots[at] = (hash >> POSITION_BITS) << POSITION_BITS | (position + 1);
+}
+
+/// The first slot an id with this hash probes in a table of `len` slots. Tables are sized
+/// for their entries, not to a power of two (which wastes up to half of the slots): the low
+/// 32 bits of the hash are mapped onto `0..len` by a multiply and shift; the tag uses the
+/// high 24 bits, so the two stay independent. Tables of a power-of-two size (checkpoints
+/// written before sizes were free) keep the mask of those bits, so their layout still reads.
+fn home(hash: u64, len: usize) -> usize {
+    if len.is_power_of_two() {
+        hash as usize & (len - 1)
+    } else {
+        ((u128::from(hash as u32) * len as u128) >> 32) as usize
+    }
+}
+
+/// The slot after `at`, wrapping at the end of the table.
+fn next(at: usize, len: usize) -> usize {
+    if at + 1 == len { 0 } else { at + 1 }
+}
+
+/// Slots for `entries` entries at most at the fill limit, times `headroom_tenths / 10`.
+fn slots_for(entries: usize, headroom_tenths: usize) -> usize {
+    (entries * headroom_tenths)
+        .div_ceil(MAX_FILL_TENTHS)
+        .max(16)
 }
 
 impl IdTable {
@@ -673,10 +812,10 @@ impl IdTable {
         if self.slots.is_empty() {
             return None;
         }
-        let mask = self.slots.len() - 1;
+        let len = self.slots.len();
         let hash = self.hash(id);
         let tag = hash >> POSITION_BITS;
-        let mut at = hash as usize & mask;
+        let mut at = home(hash, len);
         loop {
             let slot = self.slots[at];
             if slot == 0 {
@@ -688,7 +827,7 @@ impl IdTable {
                     return Some(position);
                 }
             }
-            at = (at + 1) & mask;
+            at = next(at, len);
         }
     }
 
@@ -712,10 +851,7 @@ impl IdTable {
     /// An empty table keyed by `seed` (a fresh one when 0) with room for `entries` entries
     /// within the fill limit.
     pub fn with_capacity(seed: u64, entries: usize) -> IdTable {
-        let wanted = (entries * 10)
-            .div_ceil(MAX_FILL_TENTHS)
-            .max(16)
-            .next_power_of_two();
+        let wanted = slots_for(entries, 10);
         IdTable {
             slots: vec![0; wanted],
             len: 0,
@@ -725,11 +861,10 @@ impl IdTable {
 
     /// Re-creates the table for `entries` entries from `ids[..self.len]`, reading ids in
     /// position order (sequential memory) rather than slot order.
+    /// The table grows by half again, so its fill stays between 47% and 70% (8 bytes a slot:
+    /// 11-17 bytes per entry), not between 35% and 70% as when it doubled.
     fn rebuild(&mut self, entries: usize, ids: &[[u8; 16]]) {
-        let wanted = (entries * 10)
-            .div_ceil(MAX_FILL_TENTHS)
-            .max(16)
-            .next_power_of_two();
+        let wanted = slots_for(entries, GROWTH_TENTHS);
         if self.seed == 0 {
             self.seed = Self::seeded();
         }
@@ -739,7 +874,7 @@ impl IdTable {
         }
     }
 
-    /// Number of slots (a power of two; it changes only when the table grows).
+    /// Number of slots (it changes only when the table grows).
     pub fn slot_count(&self) -> usize {
         self.slots.len()
     }
@@ -767,13 +902,10 @@ impl IdTable {
     }
 
     /// A table from a checkpoint's seed and slots, after checking its shape against `ids`:
-    /// a power-of-two size within the fill limit, exactly one slot per id, every position in
-    /// range, and a sample of ids found at their positions.
+    /// a size within the fill limit, exactly one slot per id, every position in range, and a
+    /// sample of ids found at their positions.
     pub fn from_parts(seed: u64, slots: Vec<u64>, ids: &[[u8; 16]]) -> Result<IdTable, String> {
-        if seed == 0
-            || !slots.len().is_power_of_two()
-            || ids.len() * 10 > slots.len() * MAX_FILL_TENTHS
-        {
+        if seed == 0 || ids.len() * 10 > slots.len() * MAX_FILL_TENTHS {
             return Err("id table has an impossible shape".into());
         }
         let mut used = 0usize;
@@ -808,6 +940,48 @@ impl IdTable {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn positions_keep_four_bytes_each_across_blocks_and_huge_holes() {
+        let mut positions = Positions::default();
+        let mut expected = Vec::new();
+        let mut next = 3u64;
+        for i in 0..(3usize << BLOCK_BITS) {
+            // A hole of more than 4 Gi positions now and then: kept wide.
+            next += if i % 50_000 == 7 {
+                5 << 32
+            } else {
+                1 + (i % 3) as u64
+            };
+            positions.push(next);
+            expected.push(next);
+        }
+        assert_eq!(positions.len(), expected.len());
+        assert!(!positions.wide.is_empty());
+        for (i, &p) in expected.iter().enumerate() {
+            assert_eq!(positions.get(i), Some(p));
+            assert_eq!(positions.find(p), Some(i));
+            assert_eq!(positions.partition_point(p), i);
+            assert_eq!(
+                positions.find(p + 1).is_some(),
+                expected.get(i + 1) == Some(&(p + 1))
+            );
+        }
+        assert_eq!(positions.partition_point(u64::MAX), expected.len());
+        assert_eq!(positions.last(), expected.last().copied());
+        positions.truncate(70_000);
+        assert_eq!(positions.len(), 70_000);
+        assert_eq!(positions.last(), Some(expected[69_999]));
+        assert!(positions.wide.keys().all(|&i| i < 70_000));
+        positions.push(expected[69_999] + 1);
+        assert_eq!(positions.get(70_000), Some(expected[69_999] + 1));
+
+        // Without holes of 4 Gi (the rest of a block after one is kept wide): 4 bytes each.
+        let positions = Positions::from((0..200_000u64).map(|i| i * 7 + i % 5).collect::<Vec<_>>());
+        let bytes = positions.heap_bytes() as f64 / positions.len() as f64;
+        assert!(bytes < 4.2, "{bytes} bytes per position");
+        assert!(positions.wide.is_empty());
+    }
 
     #[test]
     fn the_id_table_finds_every_id_across_growth_and_misses_unknown_ones() {

@@ -368,5 +368,5 @@ fn index_memory_per_live_event_with_holes_is_bounded() {
         "index: {per_live:.1} bytes per live event ({} live)",
         events / 2
     );
-    assert!(per_live <= 58.0, "{per_live:.1} bytes per live event");
+    assert!(per_live <= 48.0, "{per_live:.1} bytes per live event");
 }
