@@ -64,16 +64,7 @@ fn start(data_dir: &Path, limit: Option<u32>) -> Server {
 
 impl Server {
     async fn ready(&self, client: &reqwest::Client) {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Ok(response) = client.get(format!("{}/health", self.base)).send().await
-                && response.status() == 200
-            {
-                return;
-            }
-            assert!(Instant::now() < deadline, "not ready within 30 s");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        support::wait_healthy(client, &self.base).await;
     }
 
     /// An idle keep-alive connection the server has accepted (it answered a request on it).

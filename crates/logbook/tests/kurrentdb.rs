@@ -76,16 +76,7 @@ impl Server {
 
     /// Polls /health until 200, with a deadline (no fixed sleeps).
     async fn ready(&self) {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Ok(response) = reqwest::get(format!("{}/health", self.base)).await
-                && response.status() == 200
-            {
-                return;
-            }
-            assert!(Instant::now() < deadline, "not ready within 30 s");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        support::wait_healthy(&reqwest::Client::new(), &self.base).await;
     }
 
     fn client(&self) -> Client {

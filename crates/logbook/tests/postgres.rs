@@ -52,16 +52,7 @@ impl Server {
     }
 
     async fn ready(&self, client: &reqwest::Client) {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Ok(response) = client.get(format!("{}/health", self.base)).send().await
-                && response.status() == 200
-            {
-                return;
-            }
-            assert!(Instant::now() < deadline, "not ready within 30 s");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        support::wait_healthy(client, &self.base).await;
     }
 
     fn kill(&mut self) {

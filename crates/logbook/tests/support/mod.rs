@@ -38,19 +38,24 @@ pub fn start(data_dir: &Path, extra: &[&str]) -> Server {
     Server { child, base }
 }
 
+/// Polls `{base}/health` until it answers 200, with a deadline of 30 s (no fixed sleeps).
+pub async fn wait_healthy(client: &reqwest::Client, base: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(response) = client.get(format!("{base}/health")).send().await
+            && response.status() == 200
+        {
+            return;
+        }
+        assert!(Instant::now() < deadline, "not ready within 30 s");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 impl Server {
     /// Polls /health until 200, with a deadline (no fixed sleeps).
     pub async fn ready(&self, client: &reqwest::Client) {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Ok(response) = client.get(format!("{}/health", self.base)).send().await
-                && response.status() == 200
-            {
-                return;
-            }
-            assert!(Instant::now() < deadline, "not ready within 30 s");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        wait_healthy(client, &self.base).await;
     }
 
     /// SIGKILL, and waits for the process to be gone.
