@@ -337,16 +337,8 @@ async fn append_metadata<S: EventStore>(
         )));
     }
     let metadata = StreamMetadata::from_json(&event.data).map_err(from_error)?;
-    match store.set_stream_metadata(owner, expected, metadata).await {
-        Ok(placed) => Ok(Ok(AppendSuccess {
-            revision: Some(placed.version),
-            commit: Some(commit_position(placed.position)),
-        })),
-        Err(Error::WrongExpectedVersion {
-            expected, current, ..
-        }) => Ok(Err((expected, current))),
-        Err(error) => Err(from_error(error)),
-    }
+    let placed = store.set_stream_metadata(owner, expected, metadata).await;
+    append_outcome(placed)
 }
 
 fn check_bounds<S: EventStore>(face: &Face<S>, count: usize, bytes: usize) -> Result<(), Status> {
@@ -399,14 +391,26 @@ async fn append<S: EventStore>(
             commit: state.map(|state| commit_position(state.last_position)),
         }));
     }
-    match store.append(events, expected).await {
-        Ok(appended) => {
-            let last = appended.events.last().expect("a non-empty batch");
-            Ok(Ok(AppendSuccess {
-                revision: Some(last.version),
-                commit: Some(commit_position(last.position)),
-            }))
-        }
+    let appended = store.append(events, expected).await;
+    append_outcome(appended.map(|appended| {
+        appended
+            .events
+            .into_iter()
+            .last()
+            .expect("a non-empty batch")
+    }))
+}
+
+/// The answer to an append whose last event landed at `placed`: a wrong expected version is
+/// an answer (`Err((expected, current))`), any other error a status.
+fn append_outcome(
+    placed: events::Result<events::Placed>,
+) -> Result<Result<AppendSuccess, (ExpectedVersion, Option<u64>)>, Status> {
+    match placed {
+        Ok(placed) => Ok(Ok(AppendSuccess {
+            revision: Some(placed.version),
+            commit: Some(commit_position(placed.position)),
+        })),
         Err(Error::WrongExpectedVersion {
             expected, current, ..
         }) => Ok(Err((expected, current))),
