@@ -34,9 +34,6 @@ pub enum ApiError {
     /// The log is still being recovered.
     #[error("the event log is still opening")]
     NotReady,
-    /// The request took longer than the request timeout.
-    #[error("the request timed out")]
-    Timeout,
 }
 
 impl ApiError {
@@ -63,9 +60,6 @@ impl ApiError {
                 "the event log is still being recovered; retry shortly",
             )
             .with_header(header::RETRY_AFTER, HeaderValue::from_static("1")),
-            ApiError::Timeout => Problem::unavailable(
-                "the request took longer than the request timeout; an append may still complete, so retry it with the same id",
-            ),
             ApiError::Store(error) => match error {
                 E::LimitExceeded {
                     limit, setting, ..

@@ -78,7 +78,7 @@ impl<'a> AppendRequest<'a> {
                     .into_iter()
                     .enumerate()
                     .map(|(index, element)| {
-                        if !element.get().starts_with('{') {
+                        if !web::json::is_object(element) {
                             return Err(ApiError::BadRequest(format!(
                                 "batch element {index} must be a JSON object (an event)"
                             )));
@@ -107,7 +107,7 @@ impl NewEventBody<'_> {
     /// The contract's event, in `stream` unless the body names its own.
     pub fn into_new_event(self, default_stream: &str) -> Result<events::NewEvent, ApiError> {
         if let Some(metadata) = self.metadata
-            && !metadata.get().starts_with('{')
+            && !web::json::is_object(metadata)
         {
             return Err(ApiError::BadRequest(
                 "`metadata` must be a JSON object when given".into(),

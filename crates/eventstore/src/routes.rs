@@ -161,12 +161,16 @@ fn parse_expected_version(raw: Option<&str>) -> Result<ExpectedVersion, ApiError
     }
 }
 
+const PAGE_LIMITS: web::paging::PageLimits = web::paging::PageLimits {
+    default: PAGE_LIMIT_DEFAULT as u32,
+    max: PAGE_LIMIT_MAX as u32,
+};
+
 fn page_limit(limit: Option<usize>) -> Result<usize, ApiError> {
-    match limit {
-        Some(0) => Err(ApiError::BadRequest("limit must be at least 1".into())),
-        Some(limit) => Ok(limit.min(PAGE_LIMIT_MAX)),
-        None => Ok(PAGE_LIMIT_DEFAULT),
-    }
+    PAGE_LIMITS
+        .resolve(limit.map(|limit| limit as u64))
+        .map(|limit| limit as usize)
+        .map_err(ApiError::BadRequest)
 }
 
 fn query<T>(query: Result<Query<T>, QueryRejection>) -> Result<T, ApiError> {

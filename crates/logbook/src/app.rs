@@ -9,12 +9,10 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use axum::extract::{Request, State};
+use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode, header};
-use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
@@ -22,11 +20,6 @@ use eventstore::EventStoreService;
 use teams::TeamsService;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tower_http::catch_panic::CatchPanicLayer;
-use tower_http::request_id::{
-    MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
-};
-use tower_http::trace::TraceLayer;
 use utoipa::OpenApi;
 use web::{ConfigProblem, Problem, ServiceContext};
 
@@ -261,46 +254,29 @@ impl App {
             started,
             openapi: Arc::new(openapi_document(events.is_some(), teams.is_some())),
         };
+        let timeout = Duration::from_secs(common.request_timeout_seconds);
         let mut router = Router::new()
             .route("/health", get(health))
             .route("/metrics", get(metrics))
             .route("/openapi.json", get(openapi_json))
-            .with_state(state);
-        router = router.merge(console::router(console_info(
-            config.events.as_ref(),
-            &events,
-            &teams,
-        )));
+            .with_state(state)
+            .merge(console::router(console_info(
+                config.events.as_ref(),
+                &events,
+                &teams,
+            )));
         if let Some(events) = &events {
             router = router.merge(events.router());
         }
+        router = web::middleware::timeout(router, timeout);
         if let Some(teams) = &teams {
-            router = router.merge(teams.router());
+            // The teams routes keep their own limit (TEAMS_REQUEST_TIMEOUT_SECONDS).
+            router = router.merge(web::middleware::timeout(
+                teams.router(),
+                teams.request_timeout(),
+            ));
         }
-        let timeout = Duration::from_secs(common.request_timeout_seconds);
-        let router = router
-            .layer(middleware::from_fn_with_state(timeout, request_timeout))
-            .layer(CatchPanicLayer::custom(|_| {
-                tracing::error!("a request handler panicked");
-                Problem::internal().into_response()
-            }))
-            .layer(PropagateRequestIdLayer::x_request_id())
-            .layer(
-                TraceLayer::new_for_http().make_span_with(|request: &Request| {
-                    let request_id = request
-                        .headers()
-                        .get("x-request-id")
-                        .and_then(|v| v.to_str().ok())
-                        .unwrap_or("");
-                    tracing::info_span!(
-                        "request",
-                        method = %request.method(),
-                        path = %request.uri().path(),
-                        request_id
-                    )
-                }),
-            )
-            .layer(SetRequestIdLayer::x_request_id(CountingRequestId::default()));
+        let router = web::middleware::stack(router);
         let services = match (&events, &teams) {
             (Some(_), Some(_)) => "events, teams",
             (Some(_), None) => "events",
@@ -469,38 +445,6 @@ impl Hangup {
         }
         #[cfg(not(unix))]
         let _ = (self, events, tls);
-    }
-}
-
-/// Request ids from a counter: unique per process, and cheaper than a random UUID per request.
-#[derive(Clone, Default)]
-struct CountingRequestId {
-    next: Arc<AtomicU64>,
-}
-
-impl MakeRequestId for CountingRequestId {
-    fn make_request_id<B>(&mut self, _request: &axum::http::Request<B>) -> Option<RequestId> {
-        let id = self.next.fetch_add(1, Ordering::Relaxed);
-        HeaderValue::from_str(&format!("{:x}-{id}", std::process::id()))
-            .ok()
-            .map(RequestId::new)
-    }
-}
-
-/// Answers 503 (a problem) when a request takes longer than the timeout. Streaming bodies
-/// (SSE) are not cut: the timeout covers producing the response head.
-async fn request_timeout(
-    State(timeout): State<Duration>,
-    request: Request,
-    next: Next,
-) -> Response {
-    match tokio::time::timeout(timeout, next.run(request)).await {
-        Ok(response) => response,
-        Err(_) => Problem::unavailable(format!(
-            "the request took longer than {} s; an append may still complete, so retry it with the same id",
-            timeout.as_secs()
-        ))
-        .into_response(),
     }
 }
 

@@ -59,9 +59,6 @@ pub enum Error {
     /// The body is not JSON (415).
     #[error("{0}")]
     UnsupportedMediaType(String),
-    /// The request took longer than the configured timeout (503).
-    #[error("the request took longer than the configured timeout")]
-    Timeout,
     /// The database failed (500, or 409 for a known unique index).
     #[error("database: {0}")]
     Database(#[from] sqlx::Error),
@@ -181,7 +178,6 @@ impl Error {
                 ),
             ),
             Error::UnsupportedMediaType(detail) => Problem::unsupported_media_type(detail.clone()),
-            Error::Timeout => Problem::unavailable("The request took too long; try again."),
             Error::Database(error) => match violated_unique_index(error) {
                 Some(UniqueIndex::TeamName) => {
                     Problem::conflict("A live team already has this name (names ignore case).")

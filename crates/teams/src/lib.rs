@@ -43,11 +43,14 @@
 //! if let Some(banner) = service.dev_banner() {
 //!     println!("{banner}");
 //! }
+//! // The common stack (request ids, the request span, the timeout), as the binary applies it.
+//! let router = web::middleware::stack(web::middleware::timeout(
+//!     service.router(),
+//!     service.request_timeout(),
+//! ));
 //! axum::serve(
 //!     listener,
-//!     service
-//!         .router()
-//!         .into_make_service_with_connect_info::<std::net::SocketAddr>(),
+//!     router.into_make_service_with_connect_info::<std::net::SocketAddr>(),
 //! )
 //! .await?;
 //! service.shutdown().await;
@@ -168,7 +171,7 @@ impl TeamsService {
     }
 
     /// All teams routes (admin API, POST /invitations/accept, GET /invite page), with their own
-    /// body limit. NOT /health and NOT /openapi.json: the binary serves those and merges
+    /// body limit; bare of the common stack (`web::middleware`), which the binary applies. NOT /health and NOT /openapi.json: the binary serves those and merges
     /// documents.
     ///
     /// Serve it with `into_make_service_with_connect_info::<SocketAddr>()`: the token
@@ -176,6 +179,12 @@ impl TeamsService {
     /// `ConnectInfo` every client shares one limit (a warning says so, once).
     pub fn router(&self) -> axum::Router {
         routes::router(self.state.clone())
+    }
+
+    /// How long a teams request may take (`TEAMS_REQUEST_TIMEOUT_SECONDS`): the binary wraps
+    /// [`router`](Self::router) in `web::middleware::timeout` with it.
+    pub fn request_timeout(&self) -> std::time::Duration {
+        self.state.settings.request_timeout
     }
 
     /// Lines to print at start-up in development mode (generated admin token, where mail

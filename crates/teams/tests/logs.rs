@@ -129,7 +129,7 @@ async fn no_token_or_admin_secret_appears_in_trace_logs_of_a_full_invitation_flo
     // The capture really saw the flow, at every level and from the libraries.
     for expected in [
         "invitation mail sent",
-        "teams_request",
+        "request{method=POST",
         "TRACE",
         "sqlx::query",
         "/invitations/accept",

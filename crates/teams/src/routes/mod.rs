@@ -15,22 +15,20 @@ pub(crate) mod teams;
 
 use std::sync::Arc;
 
-use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::Router;
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{DefaultBodyLimit, FromRequest, Query, Request, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderValue, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::{BoxError, Json, Router};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use tokio::sync::Notify;
-use tower::ServiceBuilder;
-use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
-use tower_http::trace::TraceLayer;
 use utoipa::IntoParams;
+use web::json::BodyRejection;
 
 use crate::config::TeamsSettings;
 use crate::error::Error;
@@ -40,6 +38,10 @@ use crate::store::Store;
 pub const PAGE_LIMIT_DEFAULT: u32 = 50;
 /// Largest page size of list endpoints; larger `limit`s are capped to it.
 pub const PAGE_LIMIT_MAX: u32 = 200;
+const PAGE_LIMITS: web::paging::PageLimits = web::paging::PageLimits {
+    default: PAGE_LIMIT_DEFAULT,
+    max: PAGE_LIMIT_MAX,
+};
 
 /// Largest single request header field (name and value) the teams routes accept, in bytes;
 /// a larger one is answered 431 before authentication or any handler runs. (Much larger
@@ -85,10 +87,11 @@ impl std::ops::Deref for AppState {
     }
 }
 
-/// All teams routes with their own body limit, timeout, request ids and tracing.
+/// All teams routes with their own policies (body limit, header-field limit, admin auth, rate
+/// limits); the binary adds the common stack and the teams request timeout
+/// (`web::middleware`).
 pub(crate) fn router(state: AppState) -> Router {
     let body_limit = state.settings.max_body_bytes;
-    let timeout = state.settings.request_timeout;
     let admin = Router::new()
         .route("/teams", post(teams::create_team).get(teams::list_teams))
         .route(
@@ -141,43 +144,8 @@ pub(crate) fn router(state: AppState) -> Router {
     admin
         .merge(public)
         .layer(DefaultBodyLimit::max(body_limit))
-        .layer(
-            ServiceBuilder::new()
-                .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
-                .layer(
-                    TraceLayer::new_for_http().make_span_with(|request: &Request| {
-                        let request_id = request
-                            .headers()
-                            .get("x-request-id")
-                            .and_then(|value| value.to_str().ok())
-                            .unwrap_or("-");
-                        // Method and path only: no query string, no headers (the bearer
-                        // token), and tokens only ever travel in bodies and fragments.
-                        tracing::info_span!(
-                            "teams_request",
-                            method = %request.method(),
-                            path = %request.uri().path(),
-                            request_id = %request_id,
-                        )
-                    }),
-                )
-                .layer(PropagateRequestIdLayer::x_request_id())
-                .layer(middleware::from_fn(limit_header_fields))
-                .layer(axum::error_handling::HandleErrorLayer::new(
-                    |error: BoxError| async move { timeout_problem(error) },
-                ))
-                .layer(tower::timeout::TimeoutLayer::new(timeout)),
-        )
+        .layer(middleware::from_fn(limit_header_fields))
         .with_state(state)
-}
-
-fn timeout_problem(error: BoxError) -> Response {
-    if error.is::<tower::timeout::error::Elapsed>() {
-        Error::Timeout.into_response()
-    } else {
-        tracing::error!(error = %error, "middleware error");
-        web::Problem::internal().into_response()
-    }
 }
 
 /// Refuses a request with any header field over [`HEADER_FIELD_MAX_BYTES`] (431 problem).
@@ -210,44 +178,22 @@ async fn require_admin(State(state): State<AppState>, request: Request, next: Ne
     }
 }
 
-/// A JSON object body whose rejections are RFC 9457 problems (400, 413, 415).
-///
-/// Every body of this API is an object. serde would also read a struct from a JSON array of
-/// its fields in order (`[null, null]` as an empty update), so anything but an object is a
-/// 400 before the fields are read.
+/// A JSON object body whose rejections are RFC 9457 problems (400, 413, 415): the one check
+/// of `web::json`, answered as this service's [`Error`].
 pub(crate) struct ApiJson<T>(pub(crate) T);
 
 impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
     type Rejection = Error;
 
     async fn from_request(request: Request, state: &S) -> Result<Self, Error> {
-        let Json(raw) = Json::<Box<serde_json::value::RawValue>>::from_request(request, state)
+        web::json::object_body(request, state)
             .await
-            .map_err(json_rejection)?;
-        if !raw.get().starts_with('{') {
-            return Err(Error::BadRequest(
-                "The request body must be a JSON object.".into(),
-            ));
-        }
-        serde_json::from_str(raw.get())
             .map(ApiJson)
-            .map_err(|error| {
-                Error::BadRequest(format!(
-                    "Failed to deserialize the JSON body into the target type: {error}"
-                ))
+            .map_err(|rejection| match rejection {
+                BodyRejection::BadRequest(detail) => Error::BadRequest(detail),
+                BodyRejection::TooLarge(detail) => Error::PayloadTooLarge(detail),
+                BodyRejection::UnsupportedMediaType(detail) => Error::UnsupportedMediaType(detail),
             })
-    }
-}
-
-fn json_rejection(rejection: JsonRejection) -> Error {
-    match rejection.status() {
-        StatusCode::PAYLOAD_TOO_LARGE => {
-            Error::PayloadTooLarge("The request body is larger than the configured limit.".into())
-        }
-        StatusCode::UNSUPPORTED_MEDIA_TYPE => Error::UnsupportedMediaType(
-            "The request body must be JSON with `Content-Type: application/json`.".into(),
-        ),
-        _ => Error::BadRequest(rejection.body_text()),
     }
 }
 
@@ -273,11 +219,9 @@ impl Page {
         query: Result<Query<PageQuery>, QueryRejection>,
     ) -> Result<Page, Error> {
         let Query(query) = query.map_err(|rejection| Error::BadRequest(rejection.body_text()))?;
-        let limit = match query.limit {
-            None => PAGE_LIMIT_DEFAULT,
-            Some(0) => return Err(Error::BadRequest("`limit` must be at least 1.".into())),
-            Some(limit) => limit.min(PAGE_LIMIT_MAX),
-        };
+        let limit = PAGE_LIMITS
+            .resolve(query.limit.map(u64::from))
+            .map_err(Error::BadRequest)?;
         let after_id = match query.cursor.as_deref() {
             None | Some("") => String::new(),
             Some(cursor) => URL_SAFE_NO_PAD
@@ -286,7 +230,7 @@ impl Page {
                 .and_then(|bytes| String::from_utf8(bytes).ok())
                 .filter(|id| uuid::Uuid::parse_str(id).is_ok())
                 .ok_or_else(|| {
-                    Error::BadRequest("`cursor` is not a cursor this API returned.".into())
+                    Error::BadRequest("`cursor` is not a cursor this API returned".into())
                 })?,
         };
         Ok(Page { after_id, limit })

@@ -205,7 +205,12 @@ async fn spawn_app_inner(
     });
     let frontend_url = settings.frontend_url.clone();
     let service = TeamsService::start(settings).await.expect("service starts");
-    let router = service.router();
+    // The stack the binary applies around the bare router: request ids, the request span,
+    // the teams request timeout.
+    let router = web::middleware::stack(web::middleware::timeout(
+        service.router(),
+        service.request_timeout(),
+    ));
     let server = tokio::spawn(async move {
         if connect_info {
             let service = router.into_make_service_with_connect_info::<SocketAddr>();
