@@ -29,6 +29,7 @@
 //! # let _ = app;
 //! ```
 
+#![warn(missing_docs)]
 use std::sync::Arc;
 
 use axum::Router;

@@ -45,6 +45,7 @@
 //! - Idempotency by event id is permanent: a repeat with identical content answers the
 //!   original placement, with other content [`Error::IdConflict`].
 
+#![warn(missing_docs)]
 #![forbid(unsafe_code)]
 
 pub mod error;

@@ -43,6 +43,7 @@
 //! single `pread` of (usually) page-cached bytes and runs inline; pages of up to 1,000 events
 //! go to the blocking pool. No route names the engine.
 
+#![warn(missing_docs)]
 #![forbid(unsafe_code)]
 
 pub mod access;

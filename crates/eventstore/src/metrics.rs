@@ -9,15 +9,25 @@ use std::time::Duration;
 /// The routes whose requests are counted, one label value each.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Route {
+    /// `POST /events`.
     Append,
+    /// `POST /streams/{stream}/events`.
     StreamAppend,
+    /// `GET /events/{id}`.
     GetEvent,
+    /// `GET /events` (`$all`).
     ReadAll,
+    /// `GET /streams/{stream}/events`.
     ReadStream,
+    /// `GET /subscribe` and the stream subscriptions (server-sent events).
     Subscribe,
+    /// `GET /streams`.
     ListStreams,
+    /// `GET /streams/{stream}`.
     StreamState,
+    /// `DELETE /streams/{stream}` (soft delete or tombstone).
     DeleteStream,
+    /// `GET`/`PUT /streams/{stream}/metadata`.
     StreamMetadata,
     /// `/admin/...` (scavenge).
     Admin,

@@ -129,7 +129,9 @@ impl NewEventBody<'_> {
 /// Where one appended event landed.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct PlacedBody {
+    /// The event's id (the one sent, or the one the server gave it).
     pub id: Uuid,
+    /// The stream it was appended to.
     #[schema(example = "orders-42")]
     pub stream: String,
     /// 0-based index within the stream.
@@ -153,20 +155,28 @@ impl From<events::Placed> for PlacedBody {
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(untagged)]
 pub enum AppendResponse {
+    /// An append of one event: where it landed.
     One(PlacedBody),
-    Batch { events: Vec<PlacedBody> },
+    /// An atomic batch: where each event landed, in the order sent.
+    Batch {
+        /// One placement per event of the batch.
+        events: Vec<PlacedBody>,
+    },
 }
 
 /// An event as read back.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct EventBody {
+    /// The event's id.
     pub id: Uuid,
+    /// The stream it belongs to.
     #[schema(example = "orders-42")]
     pub stream: String,
     /// 0-based index within the stream.
     pub version: u64,
     /// Global position: strictly increasing, with holes where dead events were.
     pub position: u64,
+    /// The event type.
     #[serde(rename = "type")]
     #[schema(example = "OrderPlaced")]
     pub event_type: String,
@@ -174,6 +184,7 @@ pub struct EventBody {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Object>)]
     pub data: Option<Box<RawValue>>,
+    /// The metadata object sent with it, byte for byte; absent when none was sent.
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Object>)]
     pub metadata: Option<Box<RawValue>>,
@@ -258,6 +269,7 @@ fn json_or_base64(json: bool, bytes: Vec<u8>) -> (Option<Box<RawValue>>, Option<
 /// A page of the whole log.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct LogPage {
+    /// The events, in position order (or reverse order for a backward read).
     pub events: Vec<EventBody>,
     /// Pass as `after` for the next page; `null` when nothing follows yet.
     pub next: Option<u64>,
@@ -266,6 +278,7 @@ pub struct LogPage {
 /// A page of one stream.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct StreamPage {
+    /// The events, in version order (or reverse order for a backward read).
     pub events: Vec<EventBody>,
     /// Pass as `from_version` for the next page; `null` when nothing follows yet.
     pub next: Option<u64>,
@@ -275,6 +288,7 @@ pub struct StreamPage {
 /// adds `metadata`).
 #[derive(Debug, Serialize, ToSchema)]
 pub struct StreamBody {
+    /// The stream's name.
     #[schema(example = "orders-42")]
     pub stream: String,
     /// The version of its last event.
@@ -311,6 +325,7 @@ impl From<events::StreamState> for StreamBody {
 /// A page of streams in byte order of name.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct StreamListBody {
+    /// The streams of this page.
     pub streams: Vec<StreamBody>,
     /// Pass as `after` for the next page; `null` when nothing follows.
     pub next: Option<String>,

@@ -28,6 +28,7 @@
 //! - Data and metadata bytes are stored as sent; `content-type: application/json` marks them
 //!   JSON ([`events::ContentType`]).
 
+#![warn(missing_docs)]
 #![forbid(unsafe_code)]
 // tonic's handlers answer `Result<_, tonic::Status>` (176 bytes); the helpers they call return
 // the same type rather than boxing it at every `?`.

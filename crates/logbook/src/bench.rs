@@ -73,6 +73,10 @@ pub struct BenchArgs {
     pub acknowledged_log: Option<PathBuf>,
 }
 
+/// `--workload`: what each request of the load does.
+// The variants' meaning is in the flag's help: clap would turn variant docs into a long,
+// multi-line --help for every flag.
+#[allow(missing_docs)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Workload {
     Append,
@@ -108,14 +112,23 @@ pub fn main(args: BenchArgs) -> ExitCode {
 /// What one run measured.
 #[derive(Debug)]
 pub struct Report {
+    /// What the requests did.
     pub workload: Workload,
+    /// Keep-alive connections used.
     pub connections: usize,
+    /// Requests answered with the expected status.
     pub requests: u64,
+    /// Requests that failed (any other status, or a transport error).
     pub errors: u64,
+    /// Wall time of the measured part of the run.
     pub elapsed: Duration,
+    /// Median latency.
     pub p50: Duration,
+    /// 99th percentile latency.
     pub p99: Duration,
+    /// 99.9th percentile latency.
     pub p999: Duration,
+    /// Slowest request.
     pub max: Duration,
 }
 

@@ -23,10 +23,12 @@ pub const DEFAULT_SHUTDOWN_TIMEOUT_SECONDS: u64 = 30;
 #[derive(Debug, Parser)]
 #[command(name = "logbook", version, about)]
 pub struct Cli {
+    /// What to do.
     #[command(subcommand)]
     pub command: Command,
 }
 
+/// The subcommands of `logbook`.
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Serve both APIs on one address (`serve events` / `serve teams`: one service alone).
@@ -63,12 +65,16 @@ pub enum TokensCommand {
 #[derive(Debug, Args)]
 #[command(args_conflicts_with_subcommands = true)]
 pub struct ServeCommand {
+    /// `events` or `teams` to serve one service alone; both when absent.
     #[command(subcommand)]
     pub only: Option<ServeOnly>,
+    /// Settings of the process (address, data directory, limits, TLS).
     #[command(flatten)]
     pub common: CommonArgs,
+    /// Settings of the event store.
     #[command(flatten)]
     pub events: EventsArgs,
+    /// Settings of the teams service.
     #[command(flatten)]
     pub teams: TeamsArgs,
 }
@@ -78,15 +84,19 @@ pub struct ServeCommand {
 pub enum ServeOnly {
     /// Serve only the event store API.
     Events {
+        /// Settings of the process.
         #[command(flatten)]
         common: CommonArgs,
+        /// Settings of the event store.
         #[command(flatten)]
         events: EventsArgs,
     },
     /// Serve only the teams API.
     Teams {
+        /// Settings of the process.
         #[command(flatten)]
         common: CommonArgs,
+        /// Settings of the teams service.
         #[command(flatten)]
         teams: TeamsArgs,
     },
@@ -118,6 +128,7 @@ impl ServeCommand {
 /// What `App::build` starts: the common settings and the services to run.
 #[derive(Debug, Clone)]
 pub struct ServeConfig {
+    /// Settings of the process.
     pub common: CommonArgs,
     /// `Some`: serve the event store.
     pub events: Option<EventsArgs>,
@@ -189,12 +200,20 @@ impl CommonArgs {
     }
 }
 
+/// `--env`: how strict start-up is.
+// The variants' meaning is in the flag's help: clap would turn variant docs into a long,
+// multi-line --help for every flag.
+#[allow(missing_docs)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Environment {
     Development,
     Production,
 }
 
+/// `--log-format`: how log lines are written to stderr.
+// The variants' meaning is in the flag's help: clap would turn variant docs into a long,
+// multi-line --help for every flag.
+#[allow(missing_docs)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
     Text,
@@ -205,15 +224,27 @@ pub enum LogFormat {
 #[derive(Debug, Subcommand)]
 pub enum EventsTool {
     /// Scan a store read-only and report its state; exits 1 when the log is damaged.
-    Verify { dir: PathBuf },
+    Verify {
+        /// The event store directory (`<data-dir>/events`).
+        dir: PathBuf,
+    },
     /// Cut the log back to its last valid batch, moving everything after it aside.
-    Repair { dir: PathBuf },
+    Repair {
+        /// The event store directory (`<data-dir>/events`).
+        dir: PathBuf,
+    },
     /// Print every event as one JSON line (the shape of GET /events/{id}).
-    Dump { dir: PathBuf },
+    Dump {
+        /// The event store directory (`<data-dir>/events`).
+        dir: PathBuf,
+    },
     /// Reclaim the bytes of dead events (deleted, tombstoned, truncated, expired) with the
     /// server stopped: seals the active segment, rewrites every segment holding a dead event.
     /// A running server scavenges with `POST /admin/scavenge` instead.
-    Scavenge { dir: PathBuf },
+    Scavenge {
+        /// The event store directory (`<data-dir>/events`).
+        dir: PathBuf,
+    },
     /// Copy the event store of a data directory, beside the server using it (no lock taken):
     /// every event acknowledged before the backup began, whole batches only. Serve
     /// `--data-dir <to>` to restore it.

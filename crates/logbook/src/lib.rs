@@ -17,6 +17,7 @@
 //! - [`tools`]: the offline event log tools.
 //! - [`bench`]: the HTTP load generator.
 
+#![warn(missing_docs)]
 #![forbid(unsafe_code)]
 
 pub mod app;
