@@ -210,12 +210,13 @@ pub(crate) async fn accept_invitation(
             // it matches nothing; SQLite runs them one after the other. A revoke or resend
             // that committed meanwhile makes it match nothing too.
             let claimed = sqlx::query(
-                "UPDATE invitations SET status = 'accepted', finished_at = $1 \
+                "UPDATE invitations SET status = $4, finished_at = $1 \
                  WHERE id = $2 AND status = 'pending' AND delivery_generation = $3 AND expires_at > $1",
             )
             .bind(now)
             .bind(&found.invitation_id)
             .bind(found.generation)
+            .bind(InvitationStatus::Accepted.as_str())
             .execute(&mut *write.tx)
             .await?;
             if claimed.rows_affected() != 1 {

@@ -328,11 +328,14 @@ impl Existing {
                 .entry(email.clone())
                 .or_insert(requested_at);
             *latest = (*latest).max(requested_at);
-            match InvitationStatus::at(&text(&row, "status")?, int(&row, "expires_at")?, now) {
+            let stored = text(&row, "status")?;
+            match InvitationStatus::at(&stored, int(&row, "expires_at")?, now) {
                 InvitationStatus::Pending => {
                     existing.pending.insert(email, id);
                 }
-                InvitationStatus::Expired if text(&row, "status")? == "pending" => {
+                InvitationStatus::Expired
+                    if InvitationStatus::from_stored(&stored) == InvitationStatus::Pending =>
+                {
                     existing.expired.push((id, email));
                 }
                 _ => {}
@@ -428,7 +431,7 @@ impl NewInvitations<'_> {
         let inserted = sqlx::query(
             "INSERT INTO invitations (id, team_id, email, role, status, expires_at, created_at, \
              delivery_status, delivery_attempts, delivery_next_attempt_at, delivery_requested_at) \
-             VALUES ($1, $2, $3, $4, 'pending', $5, $6, 'queued', 0, $7, $7)",
+             VALUES ($1, $2, $3, $4, $8, $5, $6, $9, 0, $7, $7)",
         )
         .bind(id)
         .bind(self.team_id)
@@ -437,6 +440,8 @@ impl NewInvitations<'_> {
         .bind(self.expires_at)
         .bind(self.now)
         .bind(due_at)
+        .bind(InvitationStatus::Pending.as_str())
+        .bind(DeliveryStatus::Queued.as_str())
         .execute(&mut *connection)
         .await;
         let release = match &inserted {
@@ -735,11 +740,12 @@ pub(crate) async fn revoke_invitation(
         _ => return Err(not_pending(&before, "revoked")),
     }
     let revoked = sqlx::query(
-        "UPDATE invitations SET status = 'revoked', finished_at = $1 \
+        "UPDATE invitations SET status = $3, finished_at = $1 \
          WHERE id = $2 AND status = 'pending' AND expires_at > $1",
     )
     .bind(now)
     .bind(&invitation_id)
+    .bind(InvitationStatus::Revoked.as_str())
     .execute(&mut *write.tx)
     .await?;
     if revoked.rows_affected() == 0 {
@@ -809,7 +815,7 @@ pub(crate) async fn resend_invitation(
     // A new generation ends the old links now; the worker mints the new one.
     let resent = sqlx::query(
         "UPDATE invitations SET delivery_generation = delivery_generation + 1, token_hash = NULL, \
-         expires_at = $1, delivery_status = 'queued', delivery_attempts = 0, \
+         expires_at = $1, delivery_status = $4, delivery_attempts = 0, \
          delivery_last_error = NULL, delivery_next_attempt_at = $2, delivery_requested_at = $2, \
          delivered_at = NULL, delivery_claimed_by = NULL \
          WHERE id = $3 AND status = 'pending' AND expires_at > $2",
@@ -817,6 +823,7 @@ pub(crate) async fn resend_invitation(
     .bind(now.saturating_add(ms(state.settings.invite_ttl)))
     .bind(now)
     .bind(&invitation_id)
+    .bind(DeliveryStatus::Queued.as_str())
     .execute(&mut *write.tx)
     .await?;
     let after = read_invitation(&mut write.tx, &team_id, &invitation_id, now).await?;
