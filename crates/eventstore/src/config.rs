@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use eventlog::{Durability, Limits, Options};
+use web::config::{Checker, Setting};
 use web::{ConfigProblem, ServiceContext};
 
 use crate::access::AccessArgs;
@@ -148,7 +149,24 @@ pub struct DatabaseSettings {
 }
 
 /// The setting that selects PostgreSQL, as named in start-up reports.
-pub const DATABASE_URL_SETTING: &str = "EVENTS_DATABASE_URL (--events-database-url)";
+pub const DATABASE_URL_SETTING: Setting =
+    Setting::new("EVENTS_DATABASE_URL", "--events-database-url");
+/// `--durability`, as named in start-up reports.
+const DURABILITY_SETTING: Setting = Setting::new("EVENTS_DURABILITY", "--durability");
+/// The segment size and the limits, checked together by the engine.
+const LIMITS_SETTING: Setting = Setting::new(
+    "EVENTS_SEGMENT_SIZE_BYTES / EVENTS_MAX_*",
+    "--segment-size-bytes / --max-*",
+);
+/// `--events-token`, as named in start-up reports.
+const TOKEN_SETTING: Setting = Setting::new("EVENTS_TOKEN", "--events-token");
+/// `--events-database-max-connections`, as named in start-up reports.
+const DATABASE_MAX_CONNECTIONS_SETTING: Setting = Setting::new(
+    "EVENTS_DATABASE_MAX_CONNECTIONS",
+    "--events-database-max-connections",
+);
+/// The common `--data-dir` of `logbook serve`, under which the embedded log lives.
+const DATA_DIR_SETTING: Setting = Setting::new("LOGBOOK_DATA_DIR", "--data-dir");
 
 impl EventsSettings {
     /// Settings for the PostgreSQL backend at `url` with `options`' limits (tests).
@@ -203,14 +221,39 @@ impl EventsArgs {
     /// Checks every setting and the event log directory (`<data-dir>/events`: creatable,
     /// writable, not locked by another process); returns every problem found.
     pub fn check(&self, ctx: &ServiceContext) -> Result<EventsSettings, Vec<ConfigProblem>> {
-        let mut problems = Vec::new();
+        let mut checker = Checker::new();
+        let options = self.check_options(&mut checker);
+        let token = self.check_token(&mut checker);
+        self.access
+            .check(ctx, token.as_ref(), checker.problems_mut());
+        let database = self.check_database_url(&mut checker);
+        if self.events_database_max_connections == 0 {
+            checker.problem(DATABASE_MAX_CONNECTIONS_SETTING, "must be at least 1");
+        }
+        let dir = ctx.data_dir.join(EVENTS_DIR);
+        // On PostgreSQL nothing of the event store lives under --data-dir.
+        if database.is_none()
+            && let Err(message) = check_store_dir(&dir)
+        {
+            checker.problem(DATA_DIR_SETTING, message);
+        }
+        checker.finish()?;
+        Ok(EventsSettings {
+            dir,
+            options,
+            token,
+            tokens_file: self.access.events_tokens_file.clone(),
+            max_subscriptions: self.access.max_subscriptions,
+            database,
+        })
+    }
+
+    /// The engine options: the durability mode, the segment size and the limits.
+    fn check_options(&self, checker: &mut Checker) -> Options {
         let durability = match parse_durability(&self.durability) {
             Ok(durability) => Some(durability),
             Err(message) => {
-                problems.push(ConfigProblem::new(
-                    "EVENTS_DURABILITY (--durability)",
-                    message,
-                ));
+                checker.problem(DURABILITY_SETTING, message);
                 None
             }
         };
@@ -229,66 +272,46 @@ impl EventsArgs {
             ..Options::default()
         };
         if let Err(error) = options.validate() {
-            problems.push(ConfigProblem::new(
-                "EVENTS_SEGMENT_SIZE_BYTES / EVENTS_MAX_* (--segment-size-bytes / --max-*)",
-                format!("{error}; adjust the named setting"),
-            ));
+            checker.problem(LIMITS_SETTING, format!("{error}; adjust the named setting"));
         }
-        let token = match &self.events_token {
+        options
+    }
+
+    /// `EVENTS_TOKEN`: unset, or a token that is not blank.
+    fn check_token(&self, checker: &mut Checker) -> Option<Secret> {
+        match &self.events_token {
             Some(token) if token.trim().is_empty() => {
-                problems.push(ConfigProblem::new(
-                    "EVENTS_TOKEN (--events-token)",
+                checker.problem(
+                    TOKEN_SETTING,
                     "is set but empty; unset it to leave the event API open or give a token",
-                ));
+                );
                 None
             }
             Some(token) => Some(Secret::new(token.clone())),
             None => None,
-        };
-        self.access.check(ctx, token.as_ref(), &mut problems);
-        let database = match self.events_database_url.as_deref().map(str::trim) {
+        }
+    }
+
+    /// `EVENTS_DATABASE_URL`: unset (the embedded log), or a PostgreSQL URL.
+    fn check_database_url(&self, checker: &mut Checker) -> Option<DatabaseSettings> {
+        match self.events_database_url.as_deref().map(str::trim) {
             None => None,
             Some("") => {
-                problems.push(ConfigProblem::new(
+                checker.problem(
                     DATABASE_URL_SETTING,
                     "is set but empty; unset it to use the embedded log under --data-dir",
-                ));
+                );
                 None
             }
             Some(url) => {
                 if let Err(message) = crate::backend::postgres::connect_options(url) {
-                    problems.push(ConfigProblem::new(DATABASE_URL_SETTING, message));
+                    checker.problem(DATABASE_URL_SETTING, message);
                 }
                 Some(DatabaseSettings {
                     url: Secret::new(url.to_owned()),
                     max_connections: self.events_database_max_connections,
                 })
             }
-        };
-        if self.events_database_max_connections == 0 {
-            problems.push(ConfigProblem::new(
-                "EVENTS_DATABASE_MAX_CONNECTIONS (--events-database-max-connections)",
-                "must be at least 1",
-            ));
-        }
-        let dir = ctx.data_dir.join(EVENTS_DIR);
-        // On PostgreSQL nothing of the event store lives under --data-dir.
-        if database.is_none()
-            && let Err(message) = check_store_dir(&dir)
-        {
-            problems.push(ConfigProblem::new("LOGBOOK_DATA_DIR (--data-dir)", message));
-        }
-        if problems.is_empty() {
-            Ok(EventsSettings {
-                dir,
-                options,
-                token,
-                tokens_file: self.access.events_tokens_file.clone(),
-                max_subscriptions: self.access.max_subscriptions,
-                database,
-            })
-        } else {
-            Err(problems)
         }
     }
 }
