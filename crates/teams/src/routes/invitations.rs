@@ -259,6 +259,15 @@ impl Batch {
         })
     }
 
+    /// The 207 answer: the results in request order and their counts.
+    fn into_response(self) -> InviteResponse {
+        let summary = self.summary();
+        InviteResponse {
+            results: self.results,
+            summary,
+        }
+    }
+
     /// Counts per status.
     fn summary(&self) -> InviteSummary {
         let mut summary = InviteSummary {
@@ -461,6 +470,14 @@ impl NewInvitations<'_> {
     }
 }
 
+/// How long the links of a batch stay valid: `expires_in_hours`, else `INVITE_TTL_HOURS`.
+fn batch_ttl_ms(body: &InviteRequest, state: &AppState) -> i64 {
+    body.expires_in_hours
+        .map_or(ms(state.settings.invite_ttl), |hours| {
+            i64::from(hours) * 3_600_000
+        })
+}
+
 /// Invite up to 100 emails at once; each email gets its own result.
 #[utoipa::path(post, path = "/teams/{team_id}/invitations", tag = "invitations", security(("admin_token" = [])),
     params(("team_id" = String, Path, description = "Team id"),
@@ -486,11 +503,7 @@ pub(crate) async fn invite(
     let idempotency = Idempotency::new(key, format!("POST /teams/{team_id}/invitations"), &body);
     let mut batch = Batch::parse(&body)?;
     let now = now_ms();
-    let ttl_ms = body
-        .expires_in_hours
-        .map_or(ms(state.settings.invite_ttl), |hours| {
-            i64::from(hours) * 3_600_000
-        });
+    let ttl_ms = batch_ttl_ms(&body, &state);
     let mut write = state.store.write().await?;
     let locked = lock_live_team(&mut write.tx, &team_id).await?;
     if let Some(idempotency) = &idempotency
@@ -510,12 +523,7 @@ pub(crate) async fn invite(
     .insert(&mut write.tx, &mut batch, &mut audit)
     .await?;
     audit.write(&mut write.tx, now).await?;
-    let summary = batch.summary();
-    let response = InviteResponse {
-        results: batch.results,
-        summary,
-    };
-    let body = serde_json::to_string(&response).unwrap_or_default();
+    let body = serde_json::to_string(&batch.into_response()).unwrap_or_default();
     if let Some(idempotency) = &idempotency {
         idempotency
             .remember(&mut write.tx, StatusCode::MULTI_STATUS, &body, now)
@@ -769,6 +777,32 @@ pub(crate) async fn revoke_invitation(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// The per-recipient throttle of resends: 429 (with the wait) if a mail to `email` was
+/// requested, for any of the team's invitations, less than `interval` before `now`.
+async fn throttle(
+    connection: &mut sqlx::AnyConnection,
+    team_id: &str,
+    email: &str,
+    interval: std::time::Duration,
+    now: i64,
+) -> Result<(), Error> {
+    let last_requested: Option<i64> = sqlx::query_scalar(
+        "SELECT MAX(delivery_requested_at) FROM invitations WHERE team_id = $1 AND email = $2",
+    )
+    .bind(team_id)
+    .bind(email)
+    .fetch_one(&mut *connection)
+    .await?;
+    let allowed_at = last_requested.unwrap_or(0).saturating_add(ms(interval));
+    if now < allowed_at {
+        let wait_ms = u64::try_from(allowed_at - now).unwrap_or(0);
+        return Err(Error::TooManyRequests {
+            retry_after_seconds: wait_ms.div_ceil(1000).max(1),
+        });
+    }
+    Ok(())
+}
+
 /// Send the invitation again with a new link and a new expiry; the previous links stop
 /// working. Throttled per recipient across the team's invitations
 /// (`INVITE_RESEND_INTERVAL_SECONDS`).
@@ -796,22 +830,14 @@ pub(crate) async fn resend_invitation(
     if before.status != InvitationStatus::Pending {
         return Err(not_pending(&before, "resent"));
     }
-    let last_requested: Option<i64> = sqlx::query_scalar(
-        "SELECT MAX(delivery_requested_at) FROM invitations WHERE team_id = $1 AND email = $2",
+    throttle(
+        &mut write.tx,
+        &team_id,
+        &before.email,
+        state.settings.resend_interval,
+        now,
     )
-    .bind(&team_id)
-    .bind(&before.email)
-    .fetch_one(&mut *write.tx)
     .await?;
-    let allowed_at = last_requested
-        .unwrap_or(0)
-        .saturating_add(ms(state.settings.resend_interval));
-    if now < allowed_at {
-        let wait_ms = u64::try_from(allowed_at - now).unwrap_or(0);
-        return Err(Error::TooManyRequests {
-            retry_after_seconds: wait_ms.div_ceil(1000).max(1),
-        });
-    }
     // A new generation ends the old links now; the worker mints the new one.
     let resent = sqlx::query(
         "UPDATE invitations SET delivery_generation = delivery_generation + 1, token_hash = NULL, \
