@@ -4,7 +4,6 @@
 //! Like the teams service, [`EventsArgs::check`] never stops at the first problem: it returns
 //! one [`ConfigProblem`] per bad setting, naming the variable and the flag and saying what to do.
 
-use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -19,7 +18,9 @@ pub const EVENTS_DIR: &str = "events";
 
 /// Every event store setting, each with a flag and an env var, flattened into `logbook serve`.
 /// Every field has a default, so development mode needs nothing.
-#[derive(clap::Args, Clone)]
+// (Not a doc comment: clap would print it in --help.) `Debug` prints the token and the
+// database URL, which may hold a password, as `[redacted]`: they are `Secret`s.
+#[derive(clap::Args, Clone, Debug)]
 pub struct EventsArgs {
     /// When an append is acknowledged: `fsync` (after fdatasync; survives power loss),
     /// `interval:<ms>` (fsync at most every <ms>; a power loss may lose the last <ms>) or `never`
@@ -55,7 +56,7 @@ pub struct EventsArgs {
     /// (`Authorization: Bearer <token>`); with neither it nor EVENTS_TOKENS_FILE the event API
     /// is open (refused in production unless EVENTS_AUTH=none).
     #[arg(long, env = "EVENTS_TOKEN", hide_env_values = true)]
-    pub events_token: Option<String>,
+    pub events_token: Option<Secret>,
     /// Token file, `EVENTS_AUTH`, subscription cap.
     #[command(flatten)]
     pub access: AccessArgs,
@@ -63,7 +64,7 @@ pub struct EventsArgs {
     /// any number of logbook processes) instead of the embedded log under --data-dir. The
     /// teams service's DATABASE_URL may name the same database.
     #[arg(long, env = "EVENTS_DATABASE_URL", hide_env_values = true)]
-    pub events_database_url: Option<String>,
+    pub events_database_url: Option<Secret>,
     /// Most PostgreSQL connections this process opens for the event store.
     #[arg(long, env = "EVENTS_DATABASE_MAX_CONNECTIONS", default_value_t = crate::backend::postgres::DEFAULT_MAX_CONNECTIONS)]
     pub events_database_max_connections: u32,
@@ -88,35 +89,6 @@ impl Default for EventsArgs {
             events_database_url: None,
             events_database_max_connections: crate::backend::postgres::DEFAULT_MAX_CONNECTIONS,
         }
-    }
-}
-
-impl fmt::Debug for EventsArgs {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("EventsArgs")
-            .field("durability", &self.durability)
-            .field("segment_size_bytes", &self.segment_size_bytes)
-            .field("max_event_size_bytes", &self.max_event_size_bytes)
-            .field("max_batch_events", &self.max_batch_events)
-            .field("max_batch_size_bytes", &self.max_batch_size_bytes)
-            .field("max_stream_name_bytes", &self.max_stream_name_bytes)
-            .field("max_event_type_bytes", &self.max_event_type_bytes)
-            .field("checkpoint_every_events", &self.checkpoint_every_events)
-            .field("checkpoint_every_seconds", &self.checkpoint_every_seconds)
-            .field(
-                "events_token",
-                &self.events_token.as_ref().map(|_| "[redacted]"),
-            )
-            .field("access", &self.access)
-            .field(
-                "events_database_url",
-                &self.events_database_url.as_ref().map(|_| "[redacted]"),
-            )
-            .field(
-                "events_database_max_connections",
-                &self.events_database_max_connections,
-            )
-            .finish()
     }
 }
 
@@ -280,21 +252,25 @@ impl EventsArgs {
     /// `EVENTS_TOKEN`: unset, or a token that is not blank.
     fn check_token(&self, checker: &mut Checker) -> Option<Secret> {
         match &self.events_token {
-            Some(token) if token.trim().is_empty() => {
+            Some(token) if token.expose().trim().is_empty() => {
                 checker.problem(
                     TOKEN_SETTING,
                     "is set but empty; unset it to leave the event API open or give a token",
                 );
                 None
             }
-            Some(token) => Some(Secret::new(token.clone())),
+            Some(token) => Some(token.clone()),
             None => None,
         }
     }
 
     /// `EVENTS_DATABASE_URL`: unset (the embedded log), or a PostgreSQL URL.
     fn check_database_url(&self, checker: &mut Checker) -> Option<DatabaseSettings> {
-        match self.events_database_url.as_deref().map(str::trim) {
+        match self
+            .events_database_url
+            .as_ref()
+            .map(|url| url.expose().trim())
+        {
             None => None,
             Some("") => {
                 checker.problem(
@@ -376,7 +352,7 @@ mod tests {
     #[test]
     fn the_token_is_redacted_in_debug_output() {
         let args = EventsArgs {
-            events_token: Some("hunter2-hunter2".into()),
+            events_token: Some(Secret::new("hunter2-hunter2")),
             ..EventsArgs::default()
         };
         assert!(!format!("{args:?}").contains("hunter2"));
