@@ -204,7 +204,7 @@ impl Role {
 }
 
 /// Where an invitation stands. `Expired` is also what a `pending` row past its `expires_at`
-/// reads as, everywhere, before the worker's sweep marks it (see [`InvitationStatus::at`]).
+/// reads as, everywhere, before the worker's sweep marks it (see `InvitationStatus::at`).
 ///
 /// Stored (and serialized) as [`InvitationStatus::as_str`]. Values written by the service are
 /// bound from this enum; `WHERE` clauses keep the literal spellings (`status = 'pending'`),
