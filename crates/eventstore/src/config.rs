@@ -4,11 +4,11 @@
 //! Like the teams service, [`EventsArgs::check`] never stops at the first problem: it returns
 //! one [`ConfigProblem`] per bad setting, naming the variable and the flag and saying what to do.
 
-use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use eventlog::{Durability, Limits, Options};
+use web::config::{Checker, Setting};
 use web::{ConfigProblem, ServiceContext};
 
 use crate::access::AccessArgs;
@@ -18,7 +18,9 @@ pub const EVENTS_DIR: &str = "events";
 
 /// Every event store setting, each with a flag and an env var, flattened into `logbook serve`.
 /// Every field has a default, so development mode needs nothing.
-#[derive(clap::Args, Clone)]
+// (Not a doc comment: clap would print it in --help.) `Debug` prints the token and the
+// database URL, which may hold a password, as `[redacted]`: they are `Secret`s.
+#[derive(clap::Args, Clone, Debug)]
 pub struct EventsArgs {
     /// When an append is acknowledged: `fsync` (after fdatasync; survives power loss),
     /// `interval:<ms>` (fsync at most every <ms>; a power loss may lose the last <ms>) or `never`
@@ -54,7 +56,7 @@ pub struct EventsArgs {
     /// (`Authorization: Bearer <token>`); with neither it nor EVENTS_TOKENS_FILE the event API
     /// is open (refused in production unless EVENTS_AUTH=none).
     #[arg(long, env = "EVENTS_TOKEN", hide_env_values = true)]
-    pub events_token: Option<String>,
+    pub events_token: Option<Secret>,
     /// Token file, `EVENTS_AUTH`, subscription cap.
     #[command(flatten)]
     pub access: AccessArgs,
@@ -62,7 +64,7 @@ pub struct EventsArgs {
     /// any number of logbook processes) instead of the embedded log under --data-dir. The
     /// teams service's DATABASE_URL may name the same database.
     #[arg(long, env = "EVENTS_DATABASE_URL", hide_env_values = true)]
-    pub events_database_url: Option<String>,
+    pub events_database_url: Option<Secret>,
     /// Most PostgreSQL connections this process opens for the event store.
     #[arg(long, env = "EVENTS_DATABASE_MAX_CONNECTIONS", default_value_t = crate::backend::postgres::DEFAULT_MAX_CONNECTIONS)]
     pub events_database_max_connections: u32,
@@ -87,35 +89,6 @@ impl Default for EventsArgs {
             events_database_url: None,
             events_database_max_connections: crate::backend::postgres::DEFAULT_MAX_CONNECTIONS,
         }
-    }
-}
-
-impl fmt::Debug for EventsArgs {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("EventsArgs")
-            .field("durability", &self.durability)
-            .field("segment_size_bytes", &self.segment_size_bytes)
-            .field("max_event_size_bytes", &self.max_event_size_bytes)
-            .field("max_batch_events", &self.max_batch_events)
-            .field("max_batch_size_bytes", &self.max_batch_size_bytes)
-            .field("max_stream_name_bytes", &self.max_stream_name_bytes)
-            .field("max_event_type_bytes", &self.max_event_type_bytes)
-            .field("checkpoint_every_events", &self.checkpoint_every_events)
-            .field("checkpoint_every_seconds", &self.checkpoint_every_seconds)
-            .field(
-                "events_token",
-                &self.events_token.as_ref().map(|_| "[redacted]"),
-            )
-            .field("access", &self.access)
-            .field(
-                "events_database_url",
-                &self.events_database_url.as_ref().map(|_| "[redacted]"),
-            )
-            .field(
-                "events_database_max_connections",
-                &self.events_database_max_connections,
-            )
-            .finish()
     }
 }
 
@@ -148,7 +121,24 @@ pub struct DatabaseSettings {
 }
 
 /// The setting that selects PostgreSQL, as named in start-up reports.
-pub const DATABASE_URL_SETTING: &str = "EVENTS_DATABASE_URL (--events-database-url)";
+pub const DATABASE_URL_SETTING: Setting =
+    Setting::new("EVENTS_DATABASE_URL", "--events-database-url");
+/// `--durability`, as named in start-up reports.
+const DURABILITY_SETTING: Setting = Setting::new("EVENTS_DURABILITY", "--durability");
+/// The segment size and the limits, checked together by the engine.
+const LIMITS_SETTING: Setting = Setting::new(
+    "EVENTS_SEGMENT_SIZE_BYTES / EVENTS_MAX_*",
+    "--segment-size-bytes / --max-*",
+);
+/// `--events-token`, as named in start-up reports.
+const TOKEN_SETTING: Setting = Setting::new("EVENTS_TOKEN", "--events-token");
+/// `--events-database-max-connections`, as named in start-up reports.
+const DATABASE_MAX_CONNECTIONS_SETTING: Setting = Setting::new(
+    "EVENTS_DATABASE_MAX_CONNECTIONS",
+    "--events-database-max-connections",
+);
+/// The common `--data-dir` of `logbook serve`, under which the embedded log lives.
+const DATA_DIR_SETTING: Setting = Setting::new("LOGBOOK_DATA_DIR", "--data-dir");
 
 impl EventsSettings {
     /// Settings for the PostgreSQL backend at `url` with `options`' limits (tests).
@@ -203,14 +193,39 @@ impl EventsArgs {
     /// Checks every setting and the event log directory (`<data-dir>/events`: creatable,
     /// writable, not locked by another process); returns every problem found.
     pub fn check(&self, ctx: &ServiceContext) -> Result<EventsSettings, Vec<ConfigProblem>> {
-        let mut problems = Vec::new();
+        let mut checker = Checker::new();
+        let options = self.check_options(&mut checker);
+        let token = self.check_token(&mut checker);
+        self.access
+            .check(ctx, token.as_ref(), checker.problems_mut());
+        let database = self.check_database_url(&mut checker);
+        if self.events_database_max_connections == 0 {
+            checker.problem(DATABASE_MAX_CONNECTIONS_SETTING, "must be at least 1");
+        }
+        let dir = ctx.data_dir.join(EVENTS_DIR);
+        // On PostgreSQL nothing of the event store lives under --data-dir.
+        if database.is_none()
+            && let Err(message) = check_store_dir(&dir)
+        {
+            checker.problem(DATA_DIR_SETTING, message);
+        }
+        checker.finish()?;
+        Ok(EventsSettings {
+            dir,
+            options,
+            token,
+            tokens_file: self.access.events_tokens_file.clone(),
+            max_subscriptions: self.access.max_subscriptions,
+            database,
+        })
+    }
+
+    /// The engine options: the durability mode, the segment size and the limits.
+    fn check_options(&self, checker: &mut Checker) -> Options {
         let durability = match parse_durability(&self.durability) {
             Ok(durability) => Some(durability),
             Err(message) => {
-                problems.push(ConfigProblem::new(
-                    "EVENTS_DURABILITY (--durability)",
-                    message,
-                ));
+                checker.problem(DURABILITY_SETTING, message);
                 None
             }
         };
@@ -229,66 +244,50 @@ impl EventsArgs {
             ..Options::default()
         };
         if let Err(error) = options.validate() {
-            problems.push(ConfigProblem::new(
-                "EVENTS_SEGMENT_SIZE_BYTES / EVENTS_MAX_* (--segment-size-bytes / --max-*)",
-                format!("{error}; adjust the named setting"),
-            ));
+            checker.problem(LIMITS_SETTING, format!("{error}; adjust the named setting"));
         }
-        let token = match &self.events_token {
-            Some(token) if token.trim().is_empty() => {
-                problems.push(ConfigProblem::new(
-                    "EVENTS_TOKEN (--events-token)",
+        options
+    }
+
+    /// `EVENTS_TOKEN`: unset, or a token that is not blank.
+    fn check_token(&self, checker: &mut Checker) -> Option<Secret> {
+        match &self.events_token {
+            Some(token) if token.expose().trim().is_empty() => {
+                checker.problem(
+                    TOKEN_SETTING,
                     "is set but empty; unset it to leave the event API open or give a token",
-                ));
+                );
                 None
             }
-            Some(token) => Some(Secret::new(token.clone())),
+            Some(token) => Some(token.clone()),
             None => None,
-        };
-        self.access.check(ctx, token.as_ref(), &mut problems);
-        let database = match self.events_database_url.as_deref().map(str::trim) {
+        }
+    }
+
+    /// `EVENTS_DATABASE_URL`: unset (the embedded log), or a PostgreSQL URL.
+    fn check_database_url(&self, checker: &mut Checker) -> Option<DatabaseSettings> {
+        match self
+            .events_database_url
+            .as_ref()
+            .map(|url| url.expose().trim())
+        {
             None => None,
             Some("") => {
-                problems.push(ConfigProblem::new(
+                checker.problem(
                     DATABASE_URL_SETTING,
                     "is set but empty; unset it to use the embedded log under --data-dir",
-                ));
+                );
                 None
             }
             Some(url) => {
                 if let Err(message) = crate::backend::postgres::connect_options(url) {
-                    problems.push(ConfigProblem::new(DATABASE_URL_SETTING, message));
+                    checker.problem(DATABASE_URL_SETTING, message);
                 }
                 Some(DatabaseSettings {
                     url: Secret::new(url.to_owned()),
                     max_connections: self.events_database_max_connections,
                 })
             }
-        };
-        if self.events_database_max_connections == 0 {
-            problems.push(ConfigProblem::new(
-                "EVENTS_DATABASE_MAX_CONNECTIONS (--events-database-max-connections)",
-                "must be at least 1",
-            ));
-        }
-        let dir = ctx.data_dir.join(EVENTS_DIR);
-        // On PostgreSQL nothing of the event store lives under --data-dir.
-        if database.is_none()
-            && let Err(message) = check_store_dir(&dir)
-        {
-            problems.push(ConfigProblem::new("LOGBOOK_DATA_DIR (--data-dir)", message));
-        }
-        if problems.is_empty() {
-            Ok(EventsSettings {
-                dir,
-                options,
-                token,
-                tokens_file: self.access.events_tokens_file.clone(),
-                max_subscriptions: self.access.max_subscriptions,
-                database,
-            })
-        } else {
-            Err(problems)
         }
     }
 }
@@ -353,7 +352,7 @@ mod tests {
     #[test]
     fn the_token_is_redacted_in_debug_output() {
         let args = EventsArgs {
-            events_token: Some("hunter2-hunter2".into()),
+            events_token: Some(Secret::new("hunter2-hunter2")),
             ..EventsArgs::default()
         };
         assert!(!format!("{args:?}").contains("hunter2"));

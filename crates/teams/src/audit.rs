@@ -2,14 +2,14 @@
 //! with `GET /teams/{team_id}/audit`, and relayed to an event store ([`AuditSink`]).
 //!
 //! # Writing
-//! A handler that changes a team locks the team row first ([`crate::queries::lock_live_team`]),
-//! which also yields the team's last audit sequence number; an [`AuditLog`] collects the
-//! entries of the change and [`AuditLog::write`] inserts them and moves the team's counter, in
+//! A handler that changes a team locks the team row first (`queries::lock_live_team`),
+//! which also yields the team's last audit sequence number; an `AuditLog` collects the
+//! entries of the change and `AuditLog::write` inserts them and moves the team's counter, in
 //! the caller's transaction. An entry therefore exists if and only if its change committed, and
 //! a team's entries are numbered 1, 2, 3... in commit order.
 //!
 //! # Relaying
-//! [`run_relay`] reads entries not yet relayed (`relayed_at IS NULL`), team by team in sequence
+//! `run_relay` reads entries not yet relayed (`relayed_at IS NULL`), team by team in sequence
 //! order, appends each to the stream `team-<team id>` with the entry's id as the event id, and
 //! then marks them relayed. It is at-least-once: a crash between the append and the mark
 //! appends the entry again after the restart, which the event store treats as a success

@@ -12,6 +12,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use lettre::message::Mailbox;
+use web::config::{Checker, Setting};
 use web::{ConfigProblem, ServiceContext};
 
 /// Default invitation lifetime: 7 days.
@@ -294,73 +295,40 @@ impl FromStr for Cidr {
     }
 }
 
-#[derive(Default)]
-struct Checker {
-    problems: Vec<ConfigProblem>,
-}
-
-impl Checker {
-    fn problem(&mut self, setting: &str, message: impl Into<String>) {
-        self.problems.push(ConfigProblem::new(setting, message));
-    }
-
-    /// A required-in-production setting: its value, a development default, or a problem.
-    fn required(
-        &mut self,
-        setting: &str,
-        given: &Option<String>,
-        production: bool,
-        what: &str,
-    ) -> Option<String> {
-        match given.as_deref().map(str::trim) {
-            Some(value) if !value.is_empty() => Some(value.to_owned()),
-            _ if production => {
-                self.problem(setting, format!("missing; set it to {what}"));
-                None
-            }
-            _ => None,
-        }
-    }
-
-    /// An absolute http(s) URL (https in production), as parsed: the value checked is the
-    /// value used.
-    fn http_url(&mut self, setting: &str, value: &str, production: bool) -> Option<url::Url> {
-        match url::Url::parse(value) {
-            Ok(url)
-                if matches!(url.scheme(), "http" | "https")
-                    && url.host_str().is_some_and(|host| !host.is_empty())
-                    && url.fragment().is_none()
-                    && url.query().is_none() =>
-            {
-                if production && url.scheme() != "https" {
-                    self.problem(
-                        setting,
-                        format!(
-                            "{value:?} is not https; production needs https (links and tokens must not travel in clear text)"
-                        ),
-                    );
-                    return None;
-                }
-                Some(url)
-            }
-            _ => {
-                self.problem(
+/// An absolute http(s) URL (https in production), as parsed: the value checked is the value
+/// used.
+fn check_http_url(
+    checker: &mut Checker,
+    setting: Setting,
+    value: &str,
+    production: bool,
+) -> Option<url::Url> {
+    match url::Url::parse(value) {
+        Ok(url)
+            if matches!(url.scheme(), "http" | "https")
+                && url.host_str().is_some_and(|host| !host.is_empty())
+                && url.fragment().is_none()
+                && url.query().is_none() =>
+        {
+            if production && url.scheme() != "https" {
+                checker.problem(
                     setting,
                     format!(
-                        "{value:?} is not an absolute http(s) URL; set it like https://teams.example.com (no query or fragment)"
+                        "{value:?} is not https; production needs https (links and tokens must not travel in clear text)"
                     ),
                 );
-                None
+                return None;
             }
+            Some(url)
         }
-    }
-
-    fn range(&mut self, setting: &str, value: u64, min: u64, max: u64) {
-        if value < min || value > max {
-            self.problem(
+        _ => {
+            checker.problem(
                 setting,
-                format!("{value} is out of range; set it between {min} and {max}"),
+                format!(
+                    "{value:?} is not an absolute http(s) URL; set it like https://teams.example.com (no query or fragment)"
+                ),
             );
+            None
         }
     }
 }
@@ -370,13 +338,74 @@ fn without_trailing_slash(url: &url::Url) -> String {
     url.as_str().trim_end_matches('/').to_owned()
 }
 
-const DATABASE_URL: &str = "DATABASE_URL (--database-url)";
-const APP_URL: &str = "APP_URL (--app-url)";
-const FRONTEND_URL: &str = "FRONTEND_URL (--frontend-url)";
-const SMTP_URL: &str = "SMTP_URL (--smtp-url)";
-const MAIL_FROM: &str = "MAIL_FROM (--mail-from)";
-const ADMIN_TOKEN: &str = "ADMIN_TOKEN (--admin-token)";
-const TRUSTED_PROXIES: &str = "TRUSTED_PROXIES (--trusted-proxies)";
+/// Every teams setting as start-up problems name it (its variable and flag, as in
+/// [`TeamsArgs`]).
+mod setting {
+    use web::config::Setting;
+
+    pub(super) const DATABASE_URL: Setting = Setting::new("DATABASE_URL", "--database-url");
+    pub(super) const DATABASE_MAX_CONNECTIONS: Setting =
+        Setting::new("DATABASE_MAX_CONNECTIONS", "--database-max-connections");
+    pub(super) const APP_URL: Setting = Setting::new("APP_URL", "--app-url");
+    pub(super) const FRONTEND_URL: Setting = Setting::new("FRONTEND_URL", "--frontend-url");
+    pub(super) const SMTP_URL: Setting = Setting::new("SMTP_URL", "--smtp-url");
+    pub(super) const MAIL_FROM: Setting = Setting::new("MAIL_FROM", "--mail-from");
+    pub(super) const ADMIN_TOKEN: Setting = Setting::new("ADMIN_TOKEN", "--admin-token");
+    pub(super) const INVITE_TTL_HOURS: Setting =
+        Setting::new("INVITE_TTL_HOURS", "--invite-ttl-hours");
+    pub(super) const INVITE_RESEND_INTERVAL_SECONDS: Setting = Setting::new(
+        "INVITE_RESEND_INTERVAL_SECONDS",
+        "--invite-resend-interval-seconds",
+    );
+    pub(super) const MAIL_RETRY_INITIAL_MS: Setting =
+        Setting::new("MAIL_RETRY_INITIAL_MS", "--mail-retry-initial-ms");
+    pub(super) const MAIL_RETRY_MAX_MS: Setting =
+        Setting::new("MAIL_RETRY_MAX_MS", "--mail-retry-max-ms");
+    pub(super) const MAIL_SEND_TIMEOUT_SECONDS: Setting =
+        Setting::new("MAIL_SEND_TIMEOUT_SECONDS", "--mail-send-timeout-seconds");
+    pub(super) const MAIL_MAX_ATTEMPTS: Setting =
+        Setting::new("MAIL_MAX_ATTEMPTS", "--mail-max-attempts");
+    pub(super) const MAIL_CONCURRENCY: Setting =
+        Setting::new("MAIL_CONCURRENCY", "--mail-concurrency");
+    pub(super) const TRUSTED_PROXIES: Setting =
+        Setting::new("TRUSTED_PROXIES", "--trusted-proxies");
+    pub(super) const TEAMS_MAX_BODY_BYTES: Setting =
+        Setting::new("TEAMS_MAX_BODY_BYTES", "--teams-max-body-bytes");
+    pub(super) const TEAMS_REQUEST_TIMEOUT_SECONDS: Setting = Setting::new(
+        "TEAMS_REQUEST_TIMEOUT_SECONDS",
+        "--teams-request-timeout-seconds",
+    );
+    pub(super) const ACCEPT_RATE_PER_MINUTE: Setting =
+        Setting::new("ACCEPT_RATE_PER_MINUTE", "--accept-rate-per-minute");
+
+    /// All of them, for the test that they match the flags and variables clap reads.
+    #[cfg(test)]
+    pub(super) const ALL: [Setting; 18] = [
+        DATABASE_URL,
+        DATABASE_MAX_CONNECTIONS,
+        APP_URL,
+        FRONTEND_URL,
+        SMTP_URL,
+        MAIL_FROM,
+        ADMIN_TOKEN,
+        INVITE_TTL_HOURS,
+        INVITE_RESEND_INTERVAL_SECONDS,
+        MAIL_RETRY_INITIAL_MS,
+        MAIL_RETRY_MAX_MS,
+        MAIL_SEND_TIMEOUT_SECONDS,
+        MAIL_MAX_ATTEMPTS,
+        MAIL_CONCURRENCY,
+        TRUSTED_PROXIES,
+        TEAMS_MAX_BODY_BYTES,
+        TEAMS_REQUEST_TIMEOUT_SECONDS,
+        ACCEPT_RATE_PER_MINUTE,
+    ];
+}
+
+use setting::{
+    ADMIN_TOKEN, APP_URL, DATABASE_URL, FRONTEND_URL, MAIL_FROM, SMTP_URL, TRUSTED_PROXIES,
+};
+
 const SMTP_URL_FORMS: &str =
     "use smtp://host:port, smtp://user:pass@host:587?tls=required or smtps://user:pass@host";
 
@@ -414,7 +443,7 @@ impl TeamsArgs {
     /// problems together.
     pub async fn check(&self, ctx: &ServiceContext) -> Result<TeamsSettings, Vec<ConfigProblem>> {
         let production = ctx.production;
-        let mut checker = Checker::default();
+        let mut checker = Checker::new();
         let urls = self.check_urls(ctx, &mut checker);
         let database_url = self.check_database(ctx, &mut checker).await;
         let mail = self.check_smtp(ctx, &mut checker);
@@ -422,9 +451,7 @@ impl TeamsArgs {
         let admin_token = self.check_admin_token(production, &mut checker);
         let trusted_proxies = self.check_trusted_proxies(&mut checker);
         self.check_ranges(&mut checker);
-        if !checker.problems.is_empty() {
-            return Err(checker.problems);
-        }
+        checker.finish()?;
         let (
             Some(frontend),
             Some(database_url),
@@ -468,18 +495,17 @@ impl TeamsArgs {
         let production = ctx.production;
         let local_url = format!("http://{}", ctx.local_addr);
         let app_url = match self.app_url.as_deref().map(str::trim) {
-            Some(value) if !value.is_empty() => checker
-                .http_url(APP_URL, value, production)
+            Some(value) if !value.is_empty() => check_http_url(checker, APP_URL, value, production)
                 .map(|url| without_trailing_slash(&url)),
             _ => (!production).then(|| local_url.clone()),
         };
         let frontend = match checker.required(
             FRONTEND_URL,
-            &self.frontend_url,
+            self.frontend_url.as_deref(),
             production,
             "the URL invitation links start with, e.g. https://app.example.com",
         ) {
-            Some(value) => checker.http_url(FRONTEND_URL, &value, production),
+            Some(value) => check_http_url(checker, FRONTEND_URL, &value, production),
             None if production => None,
             None => url::Url::parse(&local_url).ok(),
         };
@@ -489,7 +515,7 @@ impl TeamsArgs {
     async fn check_database(&self, ctx: &ServiceContext, checker: &mut Checker) -> Option<String> {
         let database_url = match checker.required(
             DATABASE_URL,
-            &self.database_url,
+            self.database_url.as_deref(),
             ctx.production,
             "sqlite:///absolute/path/teams.sqlite3 or postgres://user@host/database",
         ) {
@@ -510,7 +536,7 @@ impl TeamsArgs {
     fn check_smtp(&self, ctx: &ServiceContext, checker: &mut Checker) -> Option<MailTarget> {
         match checker.required(
             SMTP_URL,
-            &self.smtp_url,
+            self.smtp_url.as_deref(),
             ctx.production,
             "smtp://host:port, smtp://user:pass@host:587?tls=required or smtps://user:pass@host",
         ) {
@@ -529,7 +555,7 @@ impl TeamsArgs {
     fn check_mail_from(&self, production: bool, checker: &mut Checker) -> Option<Mailbox> {
         match checker.required(
             MAIL_FROM,
-            &self.mail_from,
+            self.mail_from.as_deref(),
             production,
             "the sender, e.g. \"Logbook <noreply@example.com>\"",
         ) {
@@ -552,7 +578,12 @@ impl TeamsArgs {
         let advice = format!(
             "a random secret of at least {ADMIN_TOKEN_MIN_CHARS} characters, e.g. from `openssl rand -base64 32`"
         );
-        match checker.required(ADMIN_TOKEN, &self.admin_token, production, &advice) {
+        match checker.required(
+            ADMIN_TOKEN,
+            self.admin_token.as_deref(),
+            production,
+            &advice,
+        ) {
             Some(value) if value.chars().count() < ADMIN_TOKEN_MIN_CHARS => {
                 checker.problem(
                     ADMIN_TOKEN,
@@ -610,77 +641,72 @@ impl TeamsArgs {
 
     /// Numbers: each within a range that makes sense (no zero retry cap, no zero attempts).
     fn check_ranges(&self, checker: &mut Checker) {
-        let ranges: [(&str, u64, u64, u64); 11] = [
-            (
-                "INVITE_TTL_HOURS (--invite-ttl-hours)",
-                self.invite_ttl_hours,
-                1,
-                INVITE_TTL_HOURS_MAX,
-            ),
-            (
-                "INVITE_RESEND_INTERVAL_SECONDS (--invite-resend-interval-seconds)",
-                self.invite_resend_interval_seconds,
-                0,
-                86_400,
-            ),
-            (
-                "DATABASE_MAX_CONNECTIONS (--database-max-connections)",
-                u64::from(self.database_max_connections),
-                1,
-                1000,
-            ),
-            (
-                "MAIL_RETRY_MAX_MS (--mail-retry-max-ms)",
-                self.mail_retry_max_ms,
-                1,
-                MAIL_RETRY_MAX_MS_MAX,
-            ),
-            (
-                "MAIL_RETRY_INITIAL_MS (--mail-retry-initial-ms)",
-                self.mail_retry_initial_ms,
-                1,
-                self.retry_initial_ceiling(),
-            ),
-            (
-                "MAIL_SEND_TIMEOUT_SECONDS (--mail-send-timeout-seconds)",
-                self.mail_send_timeout_seconds,
-                1,
-                3600,
-            ),
-            (
-                "MAIL_MAX_ATTEMPTS (--mail-max-attempts)",
-                u64::from(self.mail_max_attempts),
-                1,
-                1000,
-            ),
-            (
-                "MAIL_CONCURRENCY (--mail-concurrency)",
-                u64::from(self.mail_concurrency),
-                1,
-                256,
-            ),
-            (
-                "TEAMS_MAX_BODY_BYTES (--teams-max-body-bytes)",
-                self.teams_max_body_bytes as u64,
-                1024,
-                64 * 1024 * 1024,
-            ),
-            (
-                "TEAMS_REQUEST_TIMEOUT_SECONDS (--teams-request-timeout-seconds)",
-                self.teams_request_timeout_seconds,
-                1,
-                3600,
-            ),
-            (
-                "ACCEPT_RATE_PER_MINUTE (--accept-rate-per-minute)",
-                u64::from(self.accept_rate_per_minute),
-                1,
-                u64::from(ACCEPT_RATE_PER_MINUTE_MAX),
-            ),
-        ];
-        for (setting, value, min, max) in ranges {
-            checker.range(setting, value, min, max);
-        }
+        checker.range(
+            setting::INVITE_TTL_HOURS,
+            self.invite_ttl_hours,
+            1,
+            INVITE_TTL_HOURS_MAX,
+        );
+        checker.range(
+            setting::INVITE_RESEND_INTERVAL_SECONDS,
+            self.invite_resend_interval_seconds,
+            0,
+            86_400,
+        );
+        checker.range(
+            setting::DATABASE_MAX_CONNECTIONS,
+            u64::from(self.database_max_connections),
+            1,
+            1000,
+        );
+        checker.range(
+            setting::MAIL_RETRY_MAX_MS,
+            self.mail_retry_max_ms,
+            1,
+            MAIL_RETRY_MAX_MS_MAX,
+        );
+        checker.range(
+            setting::MAIL_RETRY_INITIAL_MS,
+            self.mail_retry_initial_ms,
+            1,
+            self.retry_initial_ceiling(),
+        );
+        checker.range(
+            setting::MAIL_SEND_TIMEOUT_SECONDS,
+            self.mail_send_timeout_seconds,
+            1,
+            3600,
+        );
+        checker.range(
+            setting::MAIL_MAX_ATTEMPTS,
+            u64::from(self.mail_max_attempts),
+            1,
+            1000,
+        );
+        checker.range(
+            setting::MAIL_CONCURRENCY,
+            u64::from(self.mail_concurrency),
+            1,
+            256,
+        );
+        checker.range(
+            setting::TEAMS_MAX_BODY_BYTES,
+            self.teams_max_body_bytes as u64,
+            1024,
+            64 * 1024 * 1024,
+        );
+        checker.range(
+            setting::TEAMS_REQUEST_TIMEOUT_SECONDS,
+            self.teams_request_timeout_seconds,
+            1,
+            3600,
+        );
+        checker.range(
+            setting::ACCEPT_RATE_PER_MINUTE,
+            u64::from(self.accept_rate_per_minute),
+            1,
+            u64::from(ACCEPT_RATE_PER_MINUTE_MAX),
+        );
     }
 }
 
@@ -712,4 +738,33 @@ fn normalize_database_url(value: &str) -> Result<String, String> {
         };
     }
     Err("unsupported scheme; use sqlite://relative/path, sqlite:///absolute/path or postgres://user@host/database".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_setting_names_a_flag_and_variable_clap_reads() {
+        let command = <TeamsArgs as clap::Args>::augment_args(clap::Command::new("teams"));
+        let read: Vec<(String, String)> = command
+            .get_arguments()
+            .filter_map(|arg| {
+                let flag = format!("--{}", arg.get_long()?);
+                let env = arg.get_env()?.to_str()?.to_owned();
+                Some((env, flag))
+            })
+            .collect();
+        for setting in setting::ALL {
+            assert!(
+                read.contains(&(setting.env.to_owned(), setting.flag.to_owned())),
+                "{setting} is not an argument of TeamsArgs"
+            );
+        }
+        assert_eq!(
+            read.len(),
+            setting::ALL.len(),
+            "a setting without a constant"
+        );
+    }
 }

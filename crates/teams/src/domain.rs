@@ -204,7 +204,12 @@ impl Role {
 }
 
 /// Where an invitation stands. `Expired` is also what a `pending` row past its `expires_at`
-/// reads as, everywhere, before the worker's sweep marks it (see [`InvitationStatus::at`]).
+/// reads as, everywhere, before the worker's sweep marks it (see `InvitationStatus::at`).
+///
+/// Stored (and serialized) as [`InvitationStatus::as_str`]. Values written by the service are
+/// bound from this enum; `WHERE` clauses keep the literal spellings (`status = 'pending'`),
+/// because the partial indexes of the migrations are defined with them and a planner only
+/// uses a partial index for a literal that matches its predicate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum InvitationStatus {
@@ -255,7 +260,8 @@ impl fmt::Display for InvitationStatus {
     }
 }
 
-/// Where an invitation's mail stands.
+/// Where an invitation's mail stands. Stored and serialized as [`DeliveryStatus::as_str`]
+/// (literal in `WHERE` clauses, like [`InvitationStatus`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum DeliveryStatus {

@@ -3,7 +3,7 @@
 //! Handlers return `Result<_, Error>`; [`Error::to_problem`] is the single `match` from error
 //! to status and RFC 9457 body. Database unique-constraint violations are told apart *by the
 //! name of the index* (PostgreSQL reports it; SQLite reports the indexed columns, which
-//! [`UNIQUE_INDEXES`] maps back to the name), so a conflict is a 409, never a blanket 500.
+//! `UNIQUE_INDEXES` maps back to the name), so a conflict is a 409, never a blanket 500.
 //! 5xx bodies are generic; the cause goes to the log.
 
 use axum::http::{HeaderValue, StatusCode, header};

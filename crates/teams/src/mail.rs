@@ -309,6 +309,15 @@ struct Claim {
     token: InviteToken,
 }
 
+/// What one attempt leaves in an invitation's delivery columns.
+struct DeliveryOutcome {
+    status: DeliveryStatus,
+    /// The failure, cut to [`LAST_ERROR_MAX_CHARS`].
+    last_error: Option<String>,
+    next_attempt_at: Option<i64>,
+    delivered_at: Option<i64>,
+}
+
 /// Delivers due invitations until `shutdown` turns `true`, up to `MAIL_CONCURRENCY` at once;
 /// then waits for sends in flight at most the send timeout plus [`SHUTDOWN_MARGIN`].
 pub(crate) async fn run_worker(worker: Worker, mut shutdown: watch::Receiver<bool>) {
@@ -545,7 +554,42 @@ impl Worker {
             return Ok(());
         };
         let mut audit = AuditLog::new(&claim.team_id, locked.audit_seq, RequestMeta::default());
-        let (status, last_error, next_attempt_at, delivered_at) = match &outcome {
+        let outcome = self.outcome(&outcome, attempts, now);
+        let updated = sqlx::query(
+            "UPDATE invitations SET delivery_status = $1, delivery_attempts = $2, \
+             delivery_last_error = $3, delivery_next_attempt_at = $4, \
+             delivered_at = COALESCE($5, delivered_at), delivery_claimed_by = NULL \
+             WHERE id = $6 AND delivery_generation = $7 AND delivery_claimed_by = $8",
+        )
+        .bind(outcome.status.as_str())
+        .bind(attempts)
+        .bind(&outcome.last_error)
+        .bind(outcome.next_attempt_at)
+        .bind(outcome.delivered_at)
+        .bind(&claim.invitation_id)
+        .bind(claim.generation)
+        .bind(&self.claimant)
+        .execute(&mut *write.tx)
+        .await?;
+        if updated.rows_affected() == 0 {
+            // Resent, revoked or taken over meanwhile: this attempt's outcome is history.
+            return Ok(());
+        }
+        self.report(claim, attempts, &outcome, &mut audit);
+        audit.write(&mut write.tx, now).await?;
+        write.commit().await
+    }
+
+    /// What attempt number `attempts` leaves in the delivery columns: sent, given up (a
+    /// permanent failure or the last attempt allowed), or failing with the next attempt due
+    /// after the backoff.
+    fn outcome(
+        &self,
+        outcome: &Result<(), SendFailure>,
+        attempts: i64,
+        now: i64,
+    ) -> DeliveryOutcome {
+        let (status, last_error, next_attempt_at, delivered_at) = match outcome {
             Ok(()) => (DeliveryStatus::Sent, None, None, Some(now)),
             Err(failure)
                 if failure.permanent || attempts >= i64::from(self.settings.max_attempts) =>
@@ -571,30 +615,25 @@ impl Worker {
                 )
             }
         };
-        let last_error: Option<String> =
-            last_error.map(|error| error.chars().take(LAST_ERROR_MAX_CHARS).collect());
-        let updated = sqlx::query(
-            "UPDATE invitations SET delivery_status = $1, delivery_attempts = $2, \
-             delivery_last_error = $3, delivery_next_attempt_at = $4, \
-             delivered_at = COALESCE($5, delivered_at), delivery_claimed_by = NULL \
-             WHERE id = $6 AND delivery_generation = $7 AND delivery_claimed_by = $8",
-        )
-        .bind(status.as_str())
-        .bind(attempts)
-        .bind(&last_error)
-        .bind(next_attempt_at)
-        .bind(delivered_at)
-        .bind(&claim.invitation_id)
-        .bind(claim.generation)
-        .bind(&self.claimant)
-        .execute(&mut *write.tx)
-        .await?;
-        if updated.rows_affected() == 0 {
-            // Resent, revoked or taken over meanwhile: this attempt's outcome is history.
-            return Ok(());
+        DeliveryOutcome {
+            status,
+            last_error: last_error.map(|error| error.chars().take(LAST_ERROR_MAX_CHARS).collect()),
+            next_attempt_at,
+            delivered_at,
         }
+    }
+
+    /// Counts, logs and audits an outcome that was recorded.
+    fn report(
+        &self,
+        claim: &Claim,
+        attempts: i64,
+        outcome: &DeliveryOutcome,
+        audit: &mut AuditLog,
+    ) {
         let subject = Some(claim.invitation_id.as_str());
-        match status {
+        let last_error = &outcome.last_error;
+        match outcome.status {
             DeliveryStatus::Sent => {
                 tracing::info!(invitation_id = %claim.invitation_id, attempts, "invitation mail sent");
                 audit.push(
@@ -621,8 +660,6 @@ impl Worker {
                     "invitation mail failed; will retry");
             }
         }
-        audit.write(&mut write.tx, now).await?;
-        write.commit().await
     }
 
     /// Marks pending invitations past their expiry `expired` (audited, team by team) and

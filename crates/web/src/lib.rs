@@ -10,10 +10,14 @@
 //! - [`json`]: JSON object bodies and their 400/413/415 answers; [`paging`]: page sizes.
 //! - [`secret`]: [`Secret`], a setting that never prints its value.
 //! - [`time`]: RFC 3339 timestamps without a date-time dependency.
-//! - [`config`]: [`ConfigProblem`], one line of a start-up check report. Services check all their
-//!   settings at once and return every problem together, so an operator fixes them in one pass.
+//! - [`config`]: [`ConfigProblem`], one line of a start-up check report, naming a
+//!   [`config::Setting`] (`ENV (--flag)`); [`config::Checker`] collects them. Services check
+//!   all their settings at once and return every problem together, so an operator fixes them
+//!   in one pass.
 //!
 //! This crate knows nothing of events or teams; the services depend on it, never the reverse.
+
+#![warn(missing_docs)]
 
 pub mod auth;
 pub mod config;

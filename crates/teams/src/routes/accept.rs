@@ -135,6 +135,63 @@ async fn find_usable(
     })
 }
 
+/// Marks a found invitation accepted. The conditional update is what makes a token single
+/// use: of two concurrent accepts, PostgreSQL lets the second re-check the row after the first
+/// commits and it matches nothing; SQLite runs them one after the other. A revoke or resend
+/// that committed meanwhile makes it match nothing too, and the answer says what happened.
+async fn claim(
+    connection: &mut sqlx::AnyConnection,
+    found: &Found,
+    token_hash: &str,
+    now: i64,
+) -> Result<(), Error> {
+    let claimed = sqlx::query(
+        "UPDATE invitations SET status = $4, finished_at = $1 \
+         WHERE id = $2 AND status = 'pending' AND delivery_generation = $3 AND expires_at > $1",
+    )
+    .bind(now)
+    .bind(&found.invitation_id)
+    .bind(found.generation)
+    .bind(InvitationStatus::Accepted.as_str())
+    .execute(&mut *connection)
+    .await?;
+    if claimed.rows_affected() != 1 {
+        // Say precisely what happened meanwhile.
+        find_usable(connection, token_hash, now).await?;
+        return Err(Error::Gone("This invitation can no longer be used.".into()));
+    }
+    Ok(())
+}
+
+/// Inserts the membership of an accepted invitation and returns its id (409 if the email is
+/// already a member).
+async fn join(
+    connection: &mut sqlx::AnyConnection,
+    found: &Found,
+    now: i64,
+) -> Result<String, Error> {
+    let member_id = new_id();
+    let inserted = sqlx::query(
+        "INSERT INTO members (id, team_id, email, role, invitation_id, joined_at) \
+         VALUES ($1, $2, $3, $4, $5, $6)",
+    )
+    .bind(&member_id)
+    .bind(&found.team_id)
+    .bind(&found.email)
+    .bind(found.role.as_str())
+    .bind(&found.invitation_id)
+    .bind(now)
+    .execute(&mut *connection)
+    .await;
+    match inserted {
+        Err(error) if violated_unique_index(&error) == Some(UniqueIndex::MemberEmail) => Err(
+            Error::Conflict("This email is already a member of the team.".into()),
+        ),
+        Err(error) => Err(error.into()),
+        Ok(_) => Ok(member_id),
+    }
+}
+
 fn token_responses(result: Result<Response, Error>) -> Response {
     no_store(match result {
         Ok(response) => response,
@@ -203,52 +260,19 @@ pub(crate) async fn accept_invitation(
             let mut write = state.store.write().await?;
             let found = find_usable(&mut write.tx, &hash, now).await?;
             let Some(locked) = lock_team(&mut write.tx, &found.team_id, true).await? else {
-                return Err(Error::Gone("The team of this invitation was deleted.".into()));
+                return Err(Error::Gone(
+                    "The team of this invitation was deleted.".into(),
+                ));
             };
-            // The conditional update is what makes a token single use: of two concurrent
-            // accepts, PostgreSQL lets the second re-check the row after the first commits and
-            // it matches nothing; SQLite runs them one after the other. A revoke or resend
-            // that committed meanwhile makes it match nothing too.
-            let claimed = sqlx::query(
-                "UPDATE invitations SET status = 'accepted', finished_at = $1 \
-                 WHERE id = $2 AND status = 'pending' AND delivery_generation = $3 AND expires_at > $1",
-            )
-            .bind(now)
-            .bind(&found.invitation_id)
-            .bind(found.generation)
-            .execute(&mut *write.tx)
-            .await?;
-            if claimed.rows_affected() != 1 {
-                // Say precisely what happened meanwhile.
-                find_usable(&mut write.tx, &hash, now).await?;
-                return Err(Error::Gone("This invitation can no longer be used.".into()));
-            }
-            let member_id = new_id();
-            let inserted = sqlx::query(
-                "INSERT INTO members (id, team_id, email, role, invitation_id, joined_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6)",
-            )
-            .bind(&member_id)
-            .bind(&found.team_id)
-            .bind(&found.email)
-            .bind(found.role.as_str())
-            .bind(&found.invitation_id)
-            .bind(now)
-            .execute(&mut *write.tx)
-            .await;
-            match inserted {
-                Err(error) if violated_unique_index(&error) == Some(UniqueIndex::MemberEmail) => {
-                    return Err(Error::Conflict(
-                        "This email is already a member of the team.".into(),
-                    ));
-                }
-                other => {
-                    other?;
-                }
-            }
+            claim(&mut write.tx, &found, &hash, now).await?;
+            let member_id = join(&mut write.tx, &found, now).await?;
             let mut audit = AuditLog::new(&found.team_id, locked.audit_seq, meta);
-            audit.push(Actor::Invitee, "invitation.accepted", Some(&found.invitation_id),
-                json!({ "email": found.email, "role": found.role, "member_id": member_id }));
+            audit.push(
+                Actor::Invitee,
+                "invitation.accepted",
+                Some(&found.invitation_id),
+                json!({ "email": found.email, "role": found.role, "member_id": member_id }),
+            );
             audit.write(&mut write.tx, now).await?;
             write.commit().await?;
             state.changed();

@@ -259,6 +259,15 @@ impl Batch {
         })
     }
 
+    /// The 207 answer: the results in request order and their counts.
+    fn into_response(self) -> InviteResponse {
+        let summary = self.summary();
+        InviteResponse {
+            results: self.results,
+            summary,
+        }
+    }
+
     /// Counts per status.
     fn summary(&self) -> InviteSummary {
         let mut summary = InviteSummary {
@@ -328,11 +337,14 @@ impl Existing {
                 .entry(email.clone())
                 .or_insert(requested_at);
             *latest = (*latest).max(requested_at);
-            match InvitationStatus::at(&text(&row, "status")?, int(&row, "expires_at")?, now) {
+            let stored = text(&row, "status")?;
+            match InvitationStatus::at(&stored, int(&row, "expires_at")?, now) {
                 InvitationStatus::Pending => {
                     existing.pending.insert(email, id);
                 }
-                InvitationStatus::Expired if text(&row, "status")? == "pending" => {
+                InvitationStatus::Expired
+                    if InvitationStatus::from_stored(&stored) == InvitationStatus::Pending =>
+                {
                     existing.expired.push((id, email));
                 }
                 _ => {}
@@ -428,7 +440,7 @@ impl NewInvitations<'_> {
         let inserted = sqlx::query(
             "INSERT INTO invitations (id, team_id, email, role, status, expires_at, created_at, \
              delivery_status, delivery_attempts, delivery_next_attempt_at, delivery_requested_at) \
-             VALUES ($1, $2, $3, $4, 'pending', $5, $6, 'queued', 0, $7, $7)",
+             VALUES ($1, $2, $3, $4, $8, $5, $6, $9, 0, $7, $7)",
         )
         .bind(id)
         .bind(self.team_id)
@@ -437,6 +449,8 @@ impl NewInvitations<'_> {
         .bind(self.expires_at)
         .bind(self.now)
         .bind(due_at)
+        .bind(InvitationStatus::Pending.as_str())
+        .bind(DeliveryStatus::Queued.as_str())
         .execute(&mut *connection)
         .await;
         let release = match &inserted {
@@ -454,6 +468,14 @@ impl NewInvitations<'_> {
         }
         Ok(inserted.is_ok())
     }
+}
+
+/// How long the links of a batch stay valid: `expires_in_hours`, else `INVITE_TTL_HOURS`.
+fn batch_ttl_ms(body: &InviteRequest, state: &AppState) -> i64 {
+    body.expires_in_hours
+        .map_or(ms(state.settings.invite_ttl), |hours| {
+            i64::from(hours) * 3_600_000
+        })
 }
 
 /// Invite up to 100 emails at once; each email gets its own result.
@@ -481,11 +503,7 @@ pub(crate) async fn invite(
     let idempotency = Idempotency::new(key, format!("POST /teams/{team_id}/invitations"), &body);
     let mut batch = Batch::parse(&body)?;
     let now = now_ms();
-    let ttl_ms = body
-        .expires_in_hours
-        .map_or(ms(state.settings.invite_ttl), |hours| {
-            i64::from(hours) * 3_600_000
-        });
+    let ttl_ms = batch_ttl_ms(&body, &state);
     let mut write = state.store.write().await?;
     let locked = lock_live_team(&mut write.tx, &team_id).await?;
     if let Some(idempotency) = &idempotency
@@ -505,12 +523,7 @@ pub(crate) async fn invite(
     .insert(&mut write.tx, &mut batch, &mut audit)
     .await?;
     audit.write(&mut write.tx, now).await?;
-    let summary = batch.summary();
-    let response = InviteResponse {
-        results: batch.results,
-        summary,
-    };
-    let body = serde_json::to_string(&response).unwrap_or_default();
+    let body = serde_json::to_string(&batch.into_response()).unwrap_or_default();
     if let Some(idempotency) = &idempotency {
         idempotency
             .remember(&mut write.tx, StatusCode::MULTI_STATUS, &body, now)
@@ -735,11 +748,12 @@ pub(crate) async fn revoke_invitation(
         _ => return Err(not_pending(&before, "revoked")),
     }
     let revoked = sqlx::query(
-        "UPDATE invitations SET status = 'revoked', finished_at = $1 \
+        "UPDATE invitations SET status = $3, finished_at = $1 \
          WHERE id = $2 AND status = 'pending' AND expires_at > $1",
     )
     .bind(now)
     .bind(&invitation_id)
+    .bind(InvitationStatus::Revoked.as_str())
     .execute(&mut *write.tx)
     .await?;
     if revoked.rows_affected() == 0 {
@@ -761,6 +775,32 @@ pub(crate) async fn revoke_invitation(
     write.commit().await?;
     state.changed();
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// The per-recipient throttle of resends: 429 (with the wait) if a mail to `email` was
+/// requested, for any of the team's invitations, less than `interval` before `now`.
+async fn throttle(
+    connection: &mut sqlx::AnyConnection,
+    team_id: &str,
+    email: &str,
+    interval: std::time::Duration,
+    now: i64,
+) -> Result<(), Error> {
+    let last_requested: Option<i64> = sqlx::query_scalar(
+        "SELECT MAX(delivery_requested_at) FROM invitations WHERE team_id = $1 AND email = $2",
+    )
+    .bind(team_id)
+    .bind(email)
+    .fetch_one(&mut *connection)
+    .await?;
+    let allowed_at = last_requested.unwrap_or(0).saturating_add(ms(interval));
+    if now < allowed_at {
+        let wait_ms = u64::try_from(allowed_at - now).unwrap_or(0);
+        return Err(Error::TooManyRequests {
+            retry_after_seconds: wait_ms.div_ceil(1000).max(1),
+        });
+    }
+    Ok(())
 }
 
 /// Send the invitation again with a new link and a new expiry; the previous links stop
@@ -790,26 +830,18 @@ pub(crate) async fn resend_invitation(
     if before.status != InvitationStatus::Pending {
         return Err(not_pending(&before, "resent"));
     }
-    let last_requested: Option<i64> = sqlx::query_scalar(
-        "SELECT MAX(delivery_requested_at) FROM invitations WHERE team_id = $1 AND email = $2",
+    throttle(
+        &mut write.tx,
+        &team_id,
+        &before.email,
+        state.settings.resend_interval,
+        now,
     )
-    .bind(&team_id)
-    .bind(&before.email)
-    .fetch_one(&mut *write.tx)
     .await?;
-    let allowed_at = last_requested
-        .unwrap_or(0)
-        .saturating_add(ms(state.settings.resend_interval));
-    if now < allowed_at {
-        let wait_ms = u64::try_from(allowed_at - now).unwrap_or(0);
-        return Err(Error::TooManyRequests {
-            retry_after_seconds: wait_ms.div_ceil(1000).max(1),
-        });
-    }
     // A new generation ends the old links now; the worker mints the new one.
     let resent = sqlx::query(
         "UPDATE invitations SET delivery_generation = delivery_generation + 1, token_hash = NULL, \
-         expires_at = $1, delivery_status = 'queued', delivery_attempts = 0, \
+         expires_at = $1, delivery_status = $4, delivery_attempts = 0, \
          delivery_last_error = NULL, delivery_next_attempt_at = $2, delivery_requested_at = $2, \
          delivered_at = NULL, delivery_claimed_by = NULL \
          WHERE id = $3 AND status = 'pending' AND expires_at > $2",
@@ -817,6 +849,7 @@ pub(crate) async fn resend_invitation(
     .bind(now.saturating_add(ms(state.settings.invite_ttl)))
     .bind(now)
     .bind(&invitation_id)
+    .bind(DeliveryStatus::Queued.as_str())
     .execute(&mut *write.tx)
     .await?;
     let after = read_invitation(&mut write.tx, &team_id, &invitation_id, now).await?;
