@@ -40,7 +40,7 @@ async fn open(dir: &Path) -> Embedded {
         durability: eventlog::Durability::Never,
         ..eventlog::Options::default()
     };
-    Embedded::open(dir.to_path_buf(), options, |_| {})
+    Embedded::open(dir.to_path_buf(), options, 0, |_| {})
         .await
         .expect("the store opens")
 }

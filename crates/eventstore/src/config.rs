@@ -65,6 +65,10 @@ pub struct EventsArgs {
     /// teams service's DATABASE_URL may name the same database.
     #[arg(long, env = "EVENTS_DATABASE_URL", hide_env_values = true)]
     pub events_database_url: Option<Secret>,
+    /// Most disk traffic of a scavenge (bytes read plus written per second), so that it leaves
+    /// the disk to appends and reads; 0: unpaced.
+    #[arg(long, env = "EVENTS_SCAVENGE_MAX_BYTES_PER_SECOND", default_value_t = crate::backend::embedded::SCAVENGE_MAX_BYTES_PER_SECOND)]
+    pub scavenge_max_bytes_per_second: u64,
     /// Most PostgreSQL connections this process opens for the event store.
     #[arg(long, env = "EVENTS_DATABASE_MAX_CONNECTIONS", default_value_t = crate::backend::postgres::DEFAULT_MAX_CONNECTIONS)]
     pub events_database_max_connections: u32,
@@ -87,6 +91,7 @@ impl Default for EventsArgs {
             events_token: None,
             access: AccessArgs::default(),
             events_database_url: None,
+            scavenge_max_bytes_per_second: crate::backend::embedded::SCAVENGE_MAX_BYTES_PER_SECOND,
             events_database_max_connections: crate::backend::postgres::DEFAULT_MAX_CONNECTIONS,
         }
     }
@@ -109,6 +114,8 @@ pub struct EventsSettings {
     pub max_subscriptions: usize,
     /// `Some`: the events live in PostgreSQL, not in `dir`.
     pub database: Option<DatabaseSettings>,
+    /// The pace of a scavenge of the embedded log (bytes per second; 0: unpaced).
+    pub scavenge_max_bytes_per_second: u64,
 }
 
 /// Where the PostgreSQL backend connects.
@@ -153,6 +160,7 @@ impl EventsSettings {
                 url: Secret::new(url.to_owned()),
                 max_connections: crate::backend::postgres::DEFAULT_MAX_CONNECTIONS,
             }),
+            scavenge_max_bytes_per_second: crate::backend::embedded::SCAVENGE_MAX_BYTES_PER_SECOND,
         }
     }
 
@@ -185,6 +193,7 @@ impl EventsSettings {
             tokens_file: None,
             max_subscriptions: crate::access::DEFAULT_MAX_SUBSCRIPTIONS,
             database: None,
+            scavenge_max_bytes_per_second: crate::backend::embedded::SCAVENGE_MAX_BYTES_PER_SECOND,
         }
     }
 }
@@ -217,6 +226,7 @@ impl EventsArgs {
             tokens_file: self.access.events_tokens_file.clone(),
             max_subscriptions: self.access.max_subscriptions,
             database,
+            scavenge_max_bytes_per_second: self.scavenge_max_bytes_per_second,
         })
     }
 

@@ -70,6 +70,7 @@ impl EventStoreService {
                 Embedded::open(
                     settings.dir.clone(),
                     settings.options.clone(),
+                    settings.scavenge_max_bytes_per_second,
                     move |commit| metrics.commit(commit.events, commit.fsync),
                 )
                 .await?,

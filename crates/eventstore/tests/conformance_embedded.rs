@@ -9,7 +9,7 @@ async fn fresh() -> (Embedded, tempfile::TempDir) {
         durability: eventlog::Durability::Never,
         ..eventlog::Options::default()
     };
-    let store = Embedded::open(dir.path().join("events"), options, |_| {})
+    let store = Embedded::open(dir.path().join("events"), options, 0, |_| {})
         .await
         .expect("the log opens");
     (store, dir)

@@ -247,3 +247,75 @@ async fn a_soft_deleted_stream_scavenged_away_continues_its_versions_after_a_ful
     assert_eq!(page["events"].as_array().unwrap().len(), 1, "{page}");
     server.stop().await;
 }
+
+#[tokio::test]
+async fn a_second_scavenge_while_one_runs_is_409_naming_it_and_shutdown_does_not_wait_for_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = eventlog::Options {
+        segment_size_bytes: 4096,
+        ..test_options()
+    };
+    // One byte per second: the first scavenge is still on its first segment for the whole
+    // test, so the second request meets it running (a condition, not a race).
+    let mut settings = eventstore::EventsSettings::new(dir.path(), options);
+    settings.scavenge_max_bytes_per_second = 1;
+    let service = eventstore::EventStoreService::start(settings)
+        .await
+        .expect("the store opens");
+    let server = common::serve(service, dir.path()).await;
+    let mut live = Vec::new();
+    for n in 0..20 {
+        append(&server, "gone", &format!(r#"{{"n":{n}}}"#)).await;
+        live.push(append(&server, "kept", &format!(r#"{{"n":{n}}}"#)).await);
+    }
+    let deleted = server
+        .client
+        .delete(server.url("/streams/gone?hard=true"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deleted.status(), 204);
+    let start = || async {
+        json(
+            server
+                .client
+                .post(server.url("/admin/scavenge?seal=true"))
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await
+    };
+    let (status, _, first) = start().await;
+    assert_eq!(status, 202, "{first}");
+    let (status, content_type, second) = start().await;
+    assert_eq!(status, 409, "{second}");
+    assert_eq!(content_type, "application/problem+json");
+    assert_eq!(second["scavenge_id"], first["id"], "{second}");
+    let (status, _, progress) = json(
+        server
+            .get(&format!(
+                "/admin/scavenge/{}",
+                first["id"].as_str().unwrap()
+            ))
+            .await,
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(progress["status"], "running", "{progress}");
+
+    // Closing does not wait for a paced scavenge to finish: it stops between two steps, and
+    // the store opens with every live event where it was.
+    let stopped = tokio::time::timeout(Duration::from_secs(30), server.stop()).await;
+    assert!(stopped.is_ok(), "closing waited for the scavenge");
+    let server = spawn_with(dir.path(), test_options(), None).await;
+    let (_, _, page) = json(server.get("/streams/kept/events?limit=100").await).await;
+    let positions: Vec<u64> = page["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["position"].as_u64().unwrap())
+        .collect();
+    assert_eq!(positions, live);
+    server.stop().await;
+}

@@ -33,8 +33,8 @@ const LIST_LIMIT_MAX: usize = 1000;
 /// Most names a listing examines per page (deleted streams are skipped).
 const LIST_SCAN_MAX_STREAMS: usize = 4096;
 
-/// Upper bound on a scavenge's disk traffic (bytes read plus written per second), so that it
-/// leaves the disk to appends and reads.
+/// Default upper bound on a scavenge's disk traffic (bytes read plus written per second), so
+/// that it leaves the disk to appends and reads (`EVENTS_SCAVENGE_MAX_BYTES_PER_SECOND`).
 pub const SCAVENGE_MAX_BYTES_PER_SECOND: u64 = 512 * 1024 * 1024;
 
 /// Scavenge progress kept for `GET /admin/scavenge/{id}` (the newest ones).
@@ -48,6 +48,8 @@ pub struct Embedded {
     head: Arc<watch::Sender<u64>>,
     /// The running scavenge and the last ones' outcomes.
     scavenges: Arc<std::sync::Mutex<Scavenges>>,
+    /// A scavenge's pace (bytes per second; 0: unpaced).
+    scavenge_max_bytes_per_second: u64,
 }
 
 #[derive(Debug, Default)]
@@ -75,11 +77,13 @@ fn is_dead(store: &eventlog::Store) -> impl eventlog::scavenge::IsDead + Send + 
 }
 
 impl Embedded {
-    /// Opens the log in `dir` (recovery and replay run on a blocking thread); `on_commit` is
-    /// told of every durable group commit (on the writer thread: keep it short).
+    /// Opens the log in `dir` (recovery and replay run on a blocking thread); scavenges run at
+    /// most `scavenge_max_bytes_per_second` (0: unpaced); `on_commit` is told of every durable
+    /// group commit (on the writer thread: keep it short).
     pub async fn open(
         dir: std::path::PathBuf,
         options: eventlog::Options,
+        scavenge_max_bytes_per_second: u64,
         on_commit: impl Fn(&eventlog::Commit) + Send + Sync + 'static,
     ) -> Result<Embedded> {
         let store = tokio::task::spawn_blocking(move || eventlog::Store::open(dir, options))
@@ -99,6 +103,7 @@ impl Embedded {
             store,
             head,
             scavenges: Arc::default(),
+            scavenge_max_bytes_per_second,
         })
     }
 
@@ -692,9 +697,10 @@ impl EventStore for Embedded {
         }
         let store = self.store.clone();
         let scavenges = Arc::clone(&self.scavenges);
+        let max_bytes_per_second = self.scavenge_max_bytes_per_second;
         let work = move || {
             let options = eventlog::scavenge::ScavengeOptions {
-                max_bytes_per_second: SCAVENGE_MAX_BYTES_PER_SECOND,
+                max_bytes_per_second,
             };
             let copy = |status: &mut ScavengeStatus, p: &eventlog::scavenge::ScavengeProgress| {
                 status.segments_total = p.segments_total;
