@@ -90,3 +90,13 @@ pub struct Appended {
     /// written and `events` are the original locations.
     pub duplicate: bool,
 }
+
+impl RecordedEvent {
+    /// Whether re-appending `event` would be a repeat of this one.
+    pub(crate) fn same_content(&self, event: &NewEvent) -> bool {
+        self.stream == event.stream
+            && self.event_type == event.event_type
+            && self.data == event.data
+            && self.metadata == event.metadata
+    }
+}

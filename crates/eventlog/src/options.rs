@@ -1,9 +1,11 @@
-//! Store options: durability, segment size, limits. Every limit has its unit in its name.
+//! Store options: durability, segment size, checkpoints, group commit. Every quantity has its
+//! unit in its name. The append limits are [`Limits`] (in `limits`).
 
 use std::time::Duration;
 
 use crate::error::{Error, Result};
 use crate::format::{MAX_RECORD_LEN, RECORD_HEADER_LEN};
+use crate::limits::Limits;
 use crate::vfs::{RealFs, Storage};
 
 /// When appended bytes reach stable storage, and so what an acknowledgement promises.
@@ -23,33 +25,6 @@ pub enum Durability {
     /// Never fsync (the OS writes back when it likes). A process crash loses nothing; a power
     /// loss may lose any acknowledged event not yet written back. For tests and benchmarks.
     Never,
-}
-
-/// Size limits on what an append may carry. Breaking one is [`Error::LimitExceeded`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Limits {
-    /// Largest event: stream name + type + data + metadata, in bytes. Default 1 MiB.
-    pub max_event_size_bytes: u32,
-    /// Most events in one atomic batch. Default 1,000.
-    pub max_batch_events: u32,
-    /// Largest batch, the sum of its events' sizes, in bytes. Default 16 MiB.
-    pub max_batch_size_bytes: u32,
-    /// Longest stream name, in UTF-8 bytes. Default 256.
-    pub max_stream_name_bytes: u16,
-    /// Longest event type, in UTF-8 bytes. Default 256.
-    pub max_event_type_bytes: u16,
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Limits {
-            max_event_size_bytes: 1024 * 1024,
-            max_batch_events: 1000,
-            max_batch_size_bytes: 16 * 1024 * 1024,
-            max_stream_name_bytes: 256,
-            max_event_type_bytes: 256,
-        }
-    }
 }
 
 /// Everything configurable about a store.

@@ -6,6 +6,8 @@
 //! starts anywhere after it: that is what an interrupted write leaves, and open cuts it off
 //! (keeping the cut bytes in a side file). Anything else is **mid-log damage**: open refuses it
 //! with [`Error::Corrupt`], and `repair` is the explicit way out.
+//!
+//! Here too: cutting a torn tail off at open ([`cut_torn_tail`], answering a [`TornTail`]).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -14,11 +16,13 @@ use std::time::{Duration, Instant};
 use crate::checkpoint::Claim;
 use crate::error::{Error, Result};
 use crate::format::{
-    Decoded, MAX_RECORD_LEN, RECORD_MAGIC, SEGMENT_HEADER_LEN, SEGMENT_VERSION_COMPACTED, ScanStop,
-    decode_record, read_at_most, scan_records, segment_header_version,
+    Decoded, MAX_RECORD_LEN, RECORD_MAGIC, SEGMENT_HEADER_LEN, SEGMENT_VERSION_COMPACTED,
+    decode_record, segment_header_version,
 };
 use crate::index::{Index, SegmentEntry};
-use crate::vfs::{Vfs, VfsFile};
+use crate::reader::{ScanStop, scan_records};
+use crate::segment::{copy_to_side_file, create_segment, fsync_dir, written_end};
+use crate::vfs::{Vfs, VfsFile, read_at_most};
 
 /// Where the scan found the log to stop being valid.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -33,6 +37,16 @@ pub struct Damage {
     pub file_len: u64,
     /// `true` when this is a torn tail (last segment, nothing valid after it).
     pub torn_tail: bool,
+}
+
+/// A torn tail cut off at open.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TornTail {
+    pub segment: PathBuf,
+    pub offset: u64,
+    pub bytes: u64,
+    /// Where the cut bytes were kept.
+    pub side_file: PathBuf,
 }
 
 /// The result of scanning a log.
@@ -412,6 +426,55 @@ fn lost_page_between(file: &dyn VfsFile, path: &Path, from: u64, to: u64) -> Res
         }
         start = boundary;
     }
+}
+
+/// Cuts a torn tail off the last segment, keeping the cut bytes in a side file.
+pub(crate) fn cut_torn_tail(
+    vfs: &dyn Vfs,
+    dir: &Path,
+    index: &mut Index,
+    damage: &Damage,
+) -> Result<TornTail> {
+    let path = &damage.path;
+    let file = vfs.open(path, true).map_err(|e| Error::io(path, e))?;
+    // Trailing zeros are preallocated space, not data: keep only up to the last written byte.
+    let end = written_end(&*file, path, damage.offset, damage.file_len)?;
+    let (side_file, bytes) = copy_to_side_file(vfs, path, "torn", &*file, damage.offset, end)?;
+    if damage.offset < SEGMENT_HEADER_LEN {
+        // The segment header itself is damaged: start the segment over, under the right name.
+        drop(file);
+        vfs.remove(path).map_err(|e| Error::io(path, e))?;
+        fsync_dir(vfs, dir)?;
+        if index.segments.last().is_some_and(|s| &s.path == path) {
+            index.segments.pop();
+        }
+        let (new_path, new_file) =
+            create_segment(vfs, dir, index.len()).map_err(|e| Error::io(dir, e.source))?;
+        index.segments.push(SegmentEntry {
+            first_position: index.len(),
+            path: new_path,
+            file: new_file,
+            visible_len: SEGMENT_HEADER_LEN,
+        });
+    } else {
+        file.set_len(damage.offset)
+            .and_then(|()| file.sync_data())
+            .map_err(|e| Error::io(path, e))?;
+    }
+    tracing::warn!(
+        segment = %path.display(),
+        offset = damage.offset,
+        bytes,
+        side_file = %side_file.display(),
+        reason = %damage.reason,
+        "cut a torn tail off the log; the cut bytes are kept in the side file"
+    );
+    Ok(TornTail {
+        segment: path.clone(),
+        offset: damage.offset,
+        bytes,
+        side_file,
+    })
 }
 
 /// Open's and verify's use of a checkpoint's [`Claim`]: when the checkpoint belongs to this

@@ -30,13 +30,11 @@ use std::time::{Duration, Instant};
 
 use crate::checkpoint::checkpoint_path;
 use crate::error::{Error, Result};
-use crate::format::{
-    SEGMENT_HEADER_LEN, SEGMENT_VERSION_COMPACTED, ScanStop, read_at_most, scan_records,
-    segment_header_of,
-};
+use crate::format::{SEGMENT_HEADER_LEN, SEGMENT_VERSION_COMPACTED, segment_header_of};
+use crate::reader::{ScanStop, scan_records};
 use crate::segment::fsync_dir;
-use crate::store::Shared;
-use crate::vfs::{FileHandle, Vfs, write_all_at};
+use crate::shared::Shared;
+use crate::vfs::{FileHandle, Vfs, read_at_most, write_all_at};
 
 /// Suffix of a scavenged segment being written (deleted at open: a crash left it).
 pub const SCAVENGE_TMP_SUFFIX: &str = ".scavenge-tmp";

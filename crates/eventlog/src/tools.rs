@@ -6,14 +6,11 @@ use std::path::{Path, PathBuf};
 
 use crate::checkpoint;
 use crate::error::{Error, Result};
-use crate::format::{
-    Decoded, MAX_RECORD_LEN, SEGMENT_HEADER_LEN, decode_record, read_at_most, segment_header,
-};
+use crate::format::{Decoded, MAX_RECORD_LEN, SEGMENT_HEADER_LEN, decode_record, segment_header};
 use crate::recovery::{Damage, INVALID_HEADER, apply_claim, scan_log};
 use crate::segment::{copy_to_side_file, fsync_dir, list_segments, unix_seconds};
 use crate::store::lock_dir;
-use crate::vfs::write_all_at;
-use crate::vfs::{RealFs, Vfs};
+use crate::vfs::{RealFs, Vfs, read_at_most, write_all_at};
 
 /// The state of a store, as `verify` found it.
 #[derive(Debug, Clone)]
@@ -150,7 +147,7 @@ impl LogReader {
 
     /// Up to `limit` events from position `from`, checksums verified.
     pub fn read(&self, from: u64, limit: usize) -> Result<Vec<crate::RecordedEvent>> {
-        crate::store::read_index_range(&self.index, from, limit)
+        crate::reader::read_index_range(&self.index, from, limit)
     }
 }
 

@@ -183,11 +183,25 @@ pub fn write_all_at(file: &dyn VfsFile, mut buf: &[u8], mut offset: u64) -> io::
     Ok(())
 }
 
+/// Reads as many bytes as the file has at `offset`, up to `buf.len()`.
+pub fn read_at_most(file: &dyn VfsFile, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+    let mut done = 0;
+    while done < buf.len() {
+        match file.read_at(&mut buf[done..], offset + done as u64) {
+            Ok(0) => break,
+            Ok(n) => done += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(done)
+}
+
 /// Reads the whole file.
 pub fn read_all(file: &dyn VfsFile) -> io::Result<Vec<u8>> {
     let len = file.len()? as usize;
     let mut bytes = vec![0u8; len];
-    let got = crate::format::read_at_most(file, &mut bytes, 0)?;
+    let got = read_at_most(file, &mut bytes, 0)?;
     bytes.truncate(got);
     Ok(bytes)
 }

@@ -22,8 +22,9 @@ use crate::format::{RecordFields, SEGMENT_HEADER_LEN, encode_record, record_len}
 use crate::index::{Index, SegmentEntry};
 use crate::lifecycle::{Retention, stream_of_metastream};
 use crate::prealloc::Preallocator;
+use crate::reader::read_at;
 use crate::segment::{create_segment, remove_created};
-use crate::store::{Commit, Shared};
+use crate::shared::{Commit, Shared};
 use crate::vfs::{FileHandle, write_all_at};
 use crate::{Durability, checkpoint};
 
@@ -441,7 +442,7 @@ impl Writer {
         for event in &events {
             let id = *event.id.as_bytes();
             let found = if let Some(position) = index.position_of(&id) {
-                match crate::store::read_at(&index, position) {
+                match read_at(&index, position) {
                     Ok(stored) if stored.same_content(event) => Some(Placed {
                         id: event.id,
                         stream: stored.stream,
