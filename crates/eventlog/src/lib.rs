@@ -80,6 +80,7 @@ mod recovery;
 pub mod scavenge;
 mod segment;
 mod shared;
+#[cfg(any(test, feature = "test-support"))]
 pub mod sim;
 mod store;
 pub mod tools;

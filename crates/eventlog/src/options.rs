@@ -49,7 +49,7 @@ pub struct Options {
     /// commits overwrite existing blocks and their fsyncs need no metadata commit. Default on.
     pub preallocate: bool,
     /// The file system the store lives on: the real one, or a simulated one in tests
-    /// ([`crate::sim::SimFs`]).
+    /// (`eventlog::sim::SimFs`, with the `test-support` feature).
     pub storage: Storage,
 }
 

@@ -18,7 +18,8 @@
 //! [`SimFs::advance_clock`]), asks the engine to do its background work inline
 //! ([`Vfs::deterministic`]), and can hold every call at a gate ([`SimFs::hold`]) so that a test
 //! can queue several appends while the writer is busy and have them form one group commit.
-//! Meant for tests; see `tests/faults.rs`.
+//! Meant for tests; see `tests/faults.rs`. Built only with the `test-support` feature (this
+//! crate's own tests turn it on).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io;

@@ -1,6 +1,7 @@
 //! The file operations the engine uses, behind a small interface, so tests can run the engine
 //! on a simulated disk that loses unsynced bytes, tears writes and fails on demand
-//! ([`crate::sim::SimFs`]). [`RealFs`] is the operating system's file system.
+//! (`eventlog::sim::SimFs`, with the `test-support` feature). [`RealFs`] is the operating
+//! system's file system.
 
 use std::fmt::Debug;
 use std::fs::{self, File, OpenOptions};
