@@ -91,7 +91,7 @@ pub use error::{Error, Result};
 pub use event::{Appended, ExpectedVersion, NewEvent, Placed, RecordedEvent};
 pub use lifecycle::{Liveness, Retention};
 pub use limits::Limits;
-pub use options::{Durability, MIN_SEGMENT_SIZE_BYTES, Options};
+pub use options::{Durability, MIN_SEGMENT_SIZE_BYTES, OptionProblem, Options};
 pub use recovery::TornTail;
 pub use shared::Commit;
 pub use store::{LOCK_FILE, LivePage, OpenReport, Store, StoreStats};
