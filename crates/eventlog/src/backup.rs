@@ -31,6 +31,7 @@ const BACKUP_CHUNK_BYTES: usize = 4 << 20;
 pub struct BackupReport {
     /// The finished backup store directory.
     pub dest: PathBuf,
+    /// Segment files in the backup.
     pub segments: u64,
     /// Events in the backup (the next position of the restored store).
     pub events: u64,

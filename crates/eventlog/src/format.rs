@@ -31,23 +31,34 @@ const FLAG_BINARY: u8 = 2;
 /// The fields of one event as written to disk.
 #[derive(Debug, Clone, Copy)]
 pub struct RecordFields<'a> {
+    /// The event id (UUID bytes).
     pub id: [u8; 16],
+    /// Global position.
     pub position: u64,
+    /// 0-based version within the stream.
     pub stream_version: u64,
+    /// When the writer recorded it, in microseconds since the Unix epoch.
     pub recorded_at_micros: i64,
+    /// This record's index within its batch.
     pub batch_index: u32,
+    /// Number of events in its batch.
     pub batch_len: u32,
+    /// Stream name (UTF-8).
     pub stream: &'a str,
+    /// Event type (UTF-8).
     pub event_type: &'a str,
+    /// Data bytes.
     pub data: &'a [u8],
+    /// Metadata bytes (`None`: the record has none, as opposed to empty ones).
     pub metadata: Option<&'a [u8]>,
-    /// The data is not JSON ([`FLAG_BINARY`]).
+    /// The data is not JSON (the record's binary flag).
     pub binary: bool,
 }
 
 /// A decoded, checksum-verified record borrowing from the bytes it was read from.
 #[derive(Debug, Clone, Copy)]
 pub struct RecordView<'a> {
+    /// The record's fields.
     pub fields: RecordFields<'a>,
     /// Length of the whole record in bytes.
     pub record_len: usize,
@@ -56,9 +67,11 @@ pub struct RecordView<'a> {
 /// What [`decode_record`] found at the start of a byte slice.
 #[derive(Debug)]
 pub enum Decoded<'a> {
+    /// A whole, valid record.
     Record(RecordView<'a>),
     /// The slice is a prefix of what could be a valid record; `needed` bytes are required.
     Incomplete {
+        /// Bytes from the start of the slice needed to tell more.
         needed: usize,
     },
     /// These bytes are not a valid record.

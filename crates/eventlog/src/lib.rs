@@ -24,7 +24,7 @@
 //! ```
 //!
 //! # Layout
-//! - [`format`]: the record and segment-header framing, a pure codec with no I/O
+//! - [`format`](mod@format): the record and segment-header framing, a pure codec with no I/O
 //!   (documented for reader authors in `docs/FORMAT.md`).
 //! - `reader`: reading records from segment files: the store's verified reads and the forward
 //!   scanner.
@@ -64,6 +64,7 @@
 //!   serve a damaged record.
 
 #![forbid(unsafe_code)]
+#![warn(missing_docs)]
 
 pub mod backup;
 mod checkpoint;

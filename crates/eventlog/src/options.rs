@@ -21,7 +21,10 @@ pub enum Durability {
     /// from the last `every`, and so does a failed fsync (the writer then cuts the log back to
     /// what it knows is durable, and stops). Events are visible as soon as written. The timer
     /// reads [`crate::vfs::Vfs::now`].
-    Interval { every: Duration },
+    Interval {
+        /// The longest time an acknowledged write may stay unsynced.
+        every: Duration,
+    },
     /// Never fsync (the OS writes back when it likes). A process crash loses nothing; a power
     /// loss may lose any acknowledged event not yet written back. For tests and benchmarks.
     Never,
@@ -30,10 +33,12 @@ pub enum Durability {
 /// Everything configurable about a store.
 #[derive(Debug, Clone)]
 pub struct Options {
+    /// When appended bytes reach stable storage. Default [`Durability::Fsync`].
     pub durability: Durability,
     /// A segment is sealed and a new one started once it would grow past this. Default 128 MiB.
     /// A batch never spans segments, so one large batch may overshoot it.
     pub segment_size_bytes: u64,
+    /// What an append may carry.
     pub limits: Limits,
     /// Write an index checkpoint after this many new events (and always on close). 0 disables
     /// periodic checkpoints. Default 1,000,000.

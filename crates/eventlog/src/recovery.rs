@@ -43,8 +43,11 @@ pub struct Damage {
 /// A torn tail cut off at open.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TornTail {
+    /// The segment that was cut.
     pub segment: PathBuf,
+    /// Where the cut is: the segment's new length.
     pub offset: u64,
+    /// Bytes cut off (and kept in `side_file`).
     pub bytes: u64,
     /// Where the cut bytes were kept.
     pub side_file: PathBuf,

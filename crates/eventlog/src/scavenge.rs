@@ -52,11 +52,17 @@ const SYNC_EVERY_BYTES: u64 = 1 << 20;
 /// An event as the liveness question sees it.
 #[derive(Debug, Clone, Copy)]
 pub struct Candidate<'a> {
+    /// The event id (UUID bytes).
     pub id: [u8; 16],
+    /// The event's stream.
     pub stream: &'a str,
+    /// The event's type.
     pub event_type: &'a str,
+    /// Its version in the stream.
     pub version: u64,
+    /// Its global position.
     pub position: u64,
+    /// When it was recorded, in microseconds since the Unix epoch.
     pub recorded_at_micros: i64,
 }
 
@@ -85,10 +91,13 @@ pub struct ScavengeOptions {
 pub struct ScavengeProgress {
     /// Sealed segments when the scavenge began.
     pub segments_total: u64,
+    /// Sealed segments examined so far.
     pub segments_done: u64,
-    /// Bytes of those segments before, and (of the ones done) after.
+    /// Bytes of those segments before the scavenge.
     pub bytes_before: u64,
+    /// Bytes of the segments done so far, after the scavenge (rewritten or left as they were).
     pub bytes_after: u64,
+    /// Dead events removed so far.
     pub events_removed: u64,
     /// Torn-tail side files deleted.
     pub side_files_removed: u64,

@@ -220,8 +220,11 @@ struct Node {
 /// like [`Faults::fail_next_sync`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FailCalls {
+    /// The `errno` the failing calls get (for example [`EMFILE`], [`ENOSPC`], [`EIO`]).
     pub code: i32,
+    /// Eligible calls that succeed before the first failure.
     pub skip: u32,
+    /// Eligible calls that fail, one after the other.
     pub count: u32,
 }
 
@@ -407,6 +410,7 @@ fn next_random(seed: &mut u64) -> u64 {
 }
 
 impl SimFs {
+    /// An empty simulated disk (only `/` exists), with no fault injected.
     pub fn new() -> SimFs {
         SimFs::default()
     }

@@ -43,14 +43,19 @@ pub struct LivePage {
 /// A point-in-time summary of a store.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoreStats {
+    /// Visible events (the next position).
     pub events: u64,
+    /// Streams with at least one event.
     pub streams: u64,
+    /// Segment files in the log.
     pub segments: u64,
     /// Bytes of visible log, summed over segments.
     pub log_bytes: u64,
     /// Approximate heap bytes of the in-memory index.
     pub index_heap_bytes: u64,
+    /// fsyncs of the log since open.
     pub fsyncs: u64,
+    /// Group commits since open.
     pub commits: u64,
     /// `false` once the writer stopped after an fsync failure.
     pub writable: bool,
@@ -59,15 +64,19 @@ pub struct StoreStats {
 /// What open found and did.
 #[derive(Debug, Clone, Default)]
 pub struct OpenReport {
+    /// Events in the index after open (the next position).
     pub events: u64,
     /// Events covered by the checkpoint that was loaded (0: none loaded).
     pub checkpoint_events: u64,
     /// Why a checkpoint present on disk was not used.
     pub checkpoint_rejected: Option<String>,
+    /// Events replayed from the log after the checkpoint (or all of them without one).
     pub replayed_events: u64,
+    /// Bytes of log replayed.
     pub replayed_bytes: u64,
     /// A torn tail that was cut off: (segment, offset, bytes cut, side file).
     pub torn_tail: Option<TornTail>,
+    /// How long open took.
     pub duration: Duration,
 }
 
