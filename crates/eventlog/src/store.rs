@@ -18,6 +18,7 @@ use crate::lifecycle::{
     stream_of_metastream,
 };
 use crate::options::Options;
+use crate::prealloc::{Mode, Preallocator};
 use crate::reader::{READ_SPAN_MAX_BYTES, read_at, read_span};
 use crate::recovery::{TornTail, apply_claim, cut_torn_tail, scan_log};
 use crate::scavenge::{IsDead, ScavengeOptions, ScavengeProgress};
@@ -123,30 +124,7 @@ impl Store {
             segments.push((0, path));
         }
         let mut report = OpenReport::default();
-        let loaded = checkpoint::load(vfs, &dir, &segments);
-        if let Some(reason) = loaded.rejected {
-            tracing::warn!(
-                reason = %reason,
-                "ignoring the index checkpoint; replaying the whole log"
-            );
-            report.checkpoint_rejected = Some(reason);
-        }
-        report.checkpoint_events = loaded.resume.as_ref().map_or(0, |r| r.index.len());
-        let mut scan = scan_log(vfs, &segments, loaded.resume)?;
-        apply_claim(&mut scan, loaded.claim.as_ref());
-        let mut index = scan.index;
-        report.replayed_events = scan.replayed_events;
-        report.replayed_bytes = scan.replayed_bytes;
-        if let Some(damage) = scan.damage {
-            if !damage.torn_tail {
-                return Err(Error::Corrupt {
-                    path: damage.path,
-                    offset: damage.offset,
-                    reason: damage.reason,
-                });
-            }
-            report.torn_tail = Some(cut_torn_tail(vfs, &dir, &mut index, &damage)?);
-        }
+        let mut index = recover(vfs, &dir, &segments, &mut report)?;
         // The active segment is the last one; reopen it for writing.
         let active = index.segments.last_mut().expect("at least one segment");
         let file = vfs
@@ -169,32 +147,7 @@ impl Store {
             listeners: RwLock::new(Vec::new()),
             stats: Stats::default(),
         });
-        let preallocator = if shared.options.preallocate {
-            let active = &shared.index.read().expect("index lock").segments;
-            let path = &active.last().expect("an active segment").path;
-            let storage = &shared.options.storage;
-            let mode = if storage.deterministic() {
-                crate::prealloc::Mode::Inline
-            } else {
-                crate::prealloc::Mode::Background
-            };
-            // Preallocation only makes fsyncs cheaper: without a descriptor for it (say, at
-            // the descriptor limit) the store runs without it until the next roll.
-            match storage
-                .open(path, true)
-                .and_then(|own| Ok((own.len()?, own)))
-            {
-                Ok((file_len, own)) => {
-                    Some(crate::prealloc::Preallocator::start(own, file_len, mode))
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "no preallocation for the active segment");
-                    None
-                }
-            }
-        } else {
-            None
-        };
+        let preallocator = start_preallocator(&shared);
         let (sender, receiver) = mpsc::channel();
         let writer = Writer::new(Arc::clone(&shared), receiver, file, len, preallocator);
         let writer = std::thread::Builder::new()
@@ -755,6 +708,69 @@ fn live_in(
     match catalog.retention(stream) {
         None => true,
         Some(retention) => retention.is_live(version, last_version(), recorded_at_micros, now),
+    }
+}
+
+/// Loads the checkpoint if it is usable, replays the rest of the log, and cuts off a torn
+/// tail; refuses mid-log damage. Fills in what `report` says about it.
+fn recover(
+    vfs: &dyn Vfs,
+    dir: &Path,
+    segments: &[(u64, std::path::PathBuf)],
+    report: &mut OpenReport,
+) -> Result<Index> {
+    let loaded = checkpoint::load(vfs, dir, segments);
+    if let Some(reason) = loaded.rejected {
+        tracing::warn!(
+            reason = %reason,
+            "ignoring the index checkpoint; replaying the whole log"
+        );
+        report.checkpoint_rejected = Some(reason);
+    }
+    report.checkpoint_events = loaded.resume.as_ref().map_or(0, |r| r.index.len());
+    let mut scan = scan_log(vfs, segments, loaded.resume)?;
+    apply_claim(&mut scan, loaded.claim.as_ref());
+    let mut index = scan.index;
+    report.replayed_events = scan.replayed_events;
+    report.replayed_bytes = scan.replayed_bytes;
+    if let Some(damage) = scan.damage {
+        if !damage.torn_tail {
+            return Err(Error::Corrupt {
+                path: damage.path,
+                offset: damage.offset,
+                reason: damage.reason,
+            });
+        }
+        report.torn_tail = Some(cut_torn_tail(vfs, dir, &mut index, &damage)?);
+    }
+    Ok(index)
+}
+
+/// Starts zero-filling the active segment ahead of the writer, when `Options::preallocate`
+/// asks for it and a descriptor for it can be had.
+fn start_preallocator(shared: &Shared) -> Option<Arc<Preallocator>> {
+    if !shared.options.preallocate {
+        return None;
+    }
+    let active = &shared.index.read().expect("index lock").segments;
+    let path = &active.last().expect("an active segment").path;
+    let storage = &shared.options.storage;
+    let mode = if storage.deterministic() {
+        Mode::Inline
+    } else {
+        Mode::Background
+    };
+    // Preallocation only makes fsyncs cheaper: without a descriptor for it (say, at the
+    // descriptor limit) the store runs without it until the next roll.
+    match storage
+        .open(path, true)
+        .and_then(|own| Ok((own.len()?, own)))
+    {
+        Ok((file_len, own)) => Some(Preallocator::start(own, file_len, mode)),
+        Err(e) => {
+            tracing::warn!(error = %e, "no preallocation for the active segment");
+            None
+        }
     }
 }
 

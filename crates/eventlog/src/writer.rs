@@ -631,95 +631,19 @@ impl Writer {
         }
         if let Err(e) = write_all_at(&*self.file, &flush.buf, self.len_bytes) {
             tracing::error!(error = %e, bytes = flush.buf.len(), "write to the log failed");
-            // Cut off whatever part of the write landed, durably: the next write starts clean,
-            // and neither a later seal nor a power cut can bring the partial bytes back (a
-            // sealed segment must end at its last record; recovery reads a hole left by lost
-            // pages as zeros).
-            match self.file.set_len(self.len_bytes) {
-                Err(cut) => {
-                    tracing::error!(error = %cut, "could not cut off a failed write");
-                    self.shared.stopped.store(true, Ordering::SeqCst);
-                }
-                Ok(()) => {
-                    self.unsynced = true;
-                    let _ = self.sync_now();
-                }
-            }
-            if let Some(preallocator) = &self.preallocator {
-                preallocator.truncated(self.len_bytes);
-            }
+            self.cut_failed_write();
             let failure = || Error::WriteFailed {
                 source: io::Error::new(e.kind(), e.to_string()),
             };
             self.answer(flush.replies, Some(&failure));
             return;
         }
-        let mut fsync = None;
-        let mut synced = false;
-        match self.shared.options.durability {
-            Durability::Fsync => {
-                let fsync_started = Instant::now();
-                if let Err(e) = self.file.sync_data() {
-                    self.stop_after_fsync_failure(&e);
-                    // The kernel may have dropped these pages' dirty state: they may never
-                    // reach the disk, yet reads would see them. Cut them off so that nothing
-                    // after this point is built on them; the next open starts from what the
-                    // log holds.
-                    if let Err(cut) = self.file.set_len(self.len_bytes) {
-                        tracing::error!(error = %cut, "could not cut off an unsynced write");
-                    }
-                    if let Some(preallocator) = &self.preallocator {
-                        preallocator.truncated(self.len_bytes);
-                    }
-                    self.answer(flush.replies, Some(&|| Error::WriterStopped));
-                    return;
-                }
-                fsync = Some(fsync_started.elapsed());
-                synced = true;
-                self.shared.stats.fsyncs.fetch_add(1, Ordering::Relaxed);
-            }
-            Durability::Interval { every } => {
-                self.unsynced = true;
-                if self.interval_due(every) {
-                    if self.sync_now().is_err() {
-                        // The failed fsync covered this flush: it is not acknowledged, nor
-                        // published, and cut off with the rest of the unsynced log.
-                        self.len_bytes += flush.buf.len() as u64;
-                        self.cut_unsynced();
-                        self.answer(flush.replies, Some(&|| Error::WriterStopped));
-                        return;
-                    }
-                    synced = true;
-                }
-            }
-            Durability::Never => self.unsynced = true,
-        }
-        let events = flush.entries.len() as u64;
-        self.len_bytes += flush.buf.len() as u64;
-        if let Some(preallocator) = &self.preallocator {
-            preallocator.wanted(self.len_bytes, self.shared.options.segment_size_bytes);
-        }
-        let head = {
-            let mut index = self.shared.index.write().expect("index lock poisoned");
-            for (id, offset, stream) in &flush.entries {
-                index.push(*id, *offset, stream);
-            }
-            // Under the index's write lock: a reader seeing these events sees their lifecycle.
-            let mut catalog = self.shared.catalog.write().expect("catalog lock poisoned");
-            for stream in flush.stream_event_counts.keys() {
-                catalog.add_name(stream);
-            }
-            for (stream, retention) in &flush.lifecycle {
-                catalog.set_retention(stream, *retention);
-            }
-            drop(catalog);
-            index
-                .segments
-                .last_mut()
-                .expect("an active segment")
-                .visible_len = self.len_bytes;
-            index.len()
+        let Some((fsync, synced)) = self.make_durable(flush.buf.len() as u64) else {
+            self.answer(flush.replies, Some(&|| Error::WriterStopped));
+            return;
         };
+        let events = flush.entries.len() as u64;
+        let head = self.publish(&flush);
         if synced {
             self.synced_len_bytes = self.len_bytes;
             self.synced_event_count = head;
@@ -739,6 +663,100 @@ impl Writer {
             listener(&commit);
         }
         self.answer(flush.replies, None);
+    }
+
+    /// After a failed write: cuts off whatever part of it landed, durably, so that the next
+    /// write starts clean, and neither a later seal nor a power cut can bring the partial
+    /// bytes back (a sealed segment must end at its last record; recovery reads a hole left by
+    /// lost pages as zeros). Stops the writer when even the cut fails.
+    fn cut_failed_write(&mut self) {
+        match self.file.set_len(self.len_bytes) {
+            Err(cut) => {
+                tracing::error!(error = %cut, "could not cut off a failed write");
+                self.shared.stopped.store(true, Ordering::SeqCst);
+            }
+            Ok(()) => {
+                self.unsynced = true;
+                let _ = self.sync_now();
+            }
+        }
+        if let Some(preallocator) = &self.preallocator {
+            preallocator.truncated(self.len_bytes);
+        }
+    }
+
+    /// Makes the `written_bytes` just written after `len_bytes` durable as the durability mode
+    /// says: answers how long the fsync took (when this flush waited for one) and whether the
+    /// log is now synced up to its end, or `None` when an fsync failed (the writer is then
+    /// stopped and the unsynced log cut off: the flush must not be acknowledged).
+    fn make_durable(&mut self, written_bytes: u64) -> Option<(Option<Duration>, bool)> {
+        match self.shared.options.durability {
+            Durability::Fsync => {
+                let fsync_started = Instant::now();
+                if let Err(e) = self.file.sync_data() {
+                    self.stop_after_fsync_failure(&e);
+                    // The kernel may have dropped these pages' dirty state: they may never
+                    // reach the disk, yet reads would see them. Cut them off so that nothing
+                    // after this point is built on them; the next open starts from what the
+                    // log holds.
+                    if let Err(cut) = self.file.set_len(self.len_bytes) {
+                        tracing::error!(error = %cut, "could not cut off an unsynced write");
+                    }
+                    if let Some(preallocator) = &self.preallocator {
+                        preallocator.truncated(self.len_bytes);
+                    }
+                    return None;
+                }
+                self.shared.stats.fsyncs.fetch_add(1, Ordering::Relaxed);
+                Some((Some(fsync_started.elapsed()), true))
+            }
+            Durability::Interval { every } => {
+                self.unsynced = true;
+                if !self.interval_due(every) {
+                    return Some((None, false));
+                }
+                if self.sync_now().is_err() {
+                    // The failed fsync covered this flush: it is not acknowledged, nor
+                    // published, and cut off with the rest of the unsynced log.
+                    self.len_bytes += written_bytes;
+                    self.cut_unsynced();
+                    return None;
+                }
+                Some((None, true))
+            }
+            Durability::Never => {
+                self.unsynced = true;
+                Some((None, false))
+            }
+        }
+    }
+
+    /// Publishes a written flush: its events in the index, its stream names and lifecycle in
+    /// the catalog, the active segment's new visible length. Answers the new head.
+    fn publish(&mut self, flush: &Flush) -> u64 {
+        self.len_bytes += flush.buf.len() as u64;
+        if let Some(preallocator) = &self.preallocator {
+            preallocator.wanted(self.len_bytes, self.shared.options.segment_size_bytes);
+        }
+        let mut index = self.shared.index.write().expect("index lock poisoned");
+        for (id, offset, stream) in &flush.entries {
+            index.push(*id, *offset, stream);
+        }
+        // Under the index's write lock: a reader seeing these events sees their lifecycle.
+        let mut catalog = self.shared.catalog.write().expect("catalog lock poisoned");
+        for stream in flush.stream_event_counts.keys() {
+            catalog.add_name(stream);
+        }
+        for (stream, retention) in &flush.lifecycle {
+            catalog.set_retention(stream, *retention);
+        }
+        drop(catalog);
+        index
+            .segments
+            .last_mut()
+            .expect("an active segment")
+            .visible_len = self.len_bytes;
+        index.len()
     }
 
     /// Answers every appender of a flush (through the notifier); with `failure`, new events get
