@@ -19,10 +19,9 @@
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
-use crate::format::read_at_most;
 use crate::recovery::scan_log;
 use crate::segment::{fsync_dir, list_segments};
-use crate::vfs::{RealFs, Vfs, write_all_at};
+use crate::vfs::{RealFs, Vfs, read_at_most, write_all_at};
 
 /// Bytes copied per read/write step (memory stays bounded whatever the segment size).
 const BACKUP_CHUNK_BYTES: usize = 4 << 20;
@@ -32,6 +31,7 @@ const BACKUP_CHUNK_BYTES: usize = 4 << 20;
 pub struct BackupReport {
     /// The finished backup store directory.
     pub dest: PathBuf,
+    /// Segment files in the backup.
     pub segments: u64,
     /// Events in the backup (the next position of the restored store).
     pub events: u64,

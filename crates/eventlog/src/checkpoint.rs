@@ -15,11 +15,11 @@ use std::path::{Path, PathBuf};
 use std::sync::RwLock;
 
 use crate::error::{Error, Result};
-use crate::format::{Decoded, SEGMENT_HEADER_LEN, decode_record, read_at_most};
+use crate::format::{Decoded, SEGMENT_HEADER_LEN, decode_record};
 use crate::index::{IdTable, Index, SegmentEntry};
 use crate::recovery::Resume;
 use crate::segment::fsync_dir;
-use crate::vfs::{FileHandle, Vfs};
+use crate::vfs::{FileHandle, Vfs, read_at_most};
 
 pub const CHECKPOINT_FILE: &str = "index.ckpt";
 const CHECKPOINT_TMP_FILE: &str = "index.ckpt.tmp";

@@ -14,7 +14,9 @@ pub enum Error {
     /// An I/O operation on a store file failed (opening, reading, recovery).
     #[error("I/O error on {path}: {source}")]
     Io {
+        /// The file the operation was on.
         path: PathBuf,
+        /// The operating system's error.
         #[source]
         source: io::Error,
     },
@@ -23,14 +25,20 @@ pub enum Error {
     #[error(
         "the store at {path} is locked by another process; stop it or choose another directory"
     )]
-    Locked { path: PathBuf },
+    Locked {
+        /// The store directory.
+        path: PathBuf,
+    },
 
     /// The log is damaged before its tail; the store refuses to serve a silently shorter log.
     /// `logbook events repair` truncates at the damage and moves everything after it aside.
     #[error("the log is damaged in {path} at byte offset {offset}: {reason}")]
     Corrupt {
+        /// The damaged file.
         path: PathBuf,
+        /// Where in it the damage starts.
         offset: u64,
+        /// What is wrong there.
         reason: String,
     },
 
@@ -41,8 +49,11 @@ pub enum Error {
     /// An event or batch breaks a configured limit; nothing was stored.
     #[error("{what} is {actual} bytes or items, over the limit of {limit} ({setting})")]
     LimitExceeded {
+        /// What broke the limit ("an event", "the batch", "stream name", ...).
         what: &'static str,
+        /// Its size or count.
         actual: u64,
+        /// The configured limit.
         limit: u64,
         /// Name of the setting that sets the limit.
         setting: &'static str,
@@ -56,7 +67,9 @@ pub enum Error {
     /// The stream is not at the expected version; nothing was stored.
     #[error("stream {stream:?} is at version {current:?}, expected {expected}")]
     WrongExpectedVersion {
+        /// The stream whose version was checked.
         stream: String,
+        /// The version the append expected.
         expected: ExpectedVersion,
         /// The stream's current version (`None`: the stream has no events).
         current: Option<u64>,
@@ -65,17 +78,24 @@ pub enum Error {
     /// An event with this id exists with different content (or a batch repeats only part of
     /// an earlier batch); nothing was stored.
     #[error("event id {id} already exists with different content")]
-    IdConflict { id: Uuid },
+    IdConflict {
+        /// The id that is already taken.
+        id: Uuid,
+    },
 
     /// The stream is tombstoned: it can never be written again (nor its metadata); nothing
     /// was stored.
     #[error("stream {stream:?} is deleted for good (tombstoned)")]
-    StreamDeleted { stream: String },
+    StreamDeleted {
+        /// The tombstoned stream.
+        stream: String,
+    },
 
     /// Writing the batch failed (for example the disk is full); nothing of it was acknowledged or
     /// made visible, and the partial write was cut off. Retrying later may succeed.
     #[error("writing to the log failed: {source}")]
     WriteFailed {
+        /// The operating system's error.
         #[source]
         source: io::Error,
     },

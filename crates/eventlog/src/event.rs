@@ -10,7 +10,9 @@ pub struct NewEvent {
     /// Client-chosen or generated (UUIDv7) id; re-appending the same id with the same content is
     /// idempotent.
     pub id: Uuid,
+    /// The stream the event goes to; created by its first event.
     pub stream: String,
+    /// The event's type name, as the appender gives it.
     pub event_type: String,
     /// JSON bytes, stored and returned byte-exactly.
     pub data: Vec<u8>,
@@ -34,15 +36,20 @@ impl NewEvent {
 /// An event as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RecordedEvent {
+    /// The id the event was appended with.
     pub id: Uuid,
+    /// The stream the event belongs to.
     pub stream: String,
     /// 0-based index within the stream.
     pub version: u64,
     /// Global position: strictly increasing from 0 (handed out consecutively; reads that skip
     /// dead events see holes, and a scavenge removes dead events for good).
     pub position: u64,
+    /// The event's type name.
     pub event_type: String,
+    /// The data bytes, exactly as appended.
     pub data: Vec<u8>,
+    /// The metadata bytes, exactly as appended (`None`: none given).
     pub metadata: Option<Vec<u8>>,
     /// As [`NewEvent::binary`].
     pub binary: bool,
@@ -75,9 +82,13 @@ impl fmt::Display for ExpectedVersion {
 /// Where one appended event landed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Placed {
+    /// The event's id.
     pub id: Uuid,
+    /// The stream it went to.
     pub stream: String,
+    /// Its version in that stream (0-based).
     pub version: u64,
+    /// Its global position.
     pub position: u64,
 }
 
@@ -89,4 +100,14 @@ pub struct Appended {
     /// `true` when the whole batch was already stored with identical content: nothing new was
     /// written and `events` are the original locations.
     pub duplicate: bool,
+}
+
+impl RecordedEvent {
+    /// Whether re-appending `event` would be a repeat of this one.
+    pub(crate) fn same_content(&self, event: &NewEvent) -> bool {
+        self.stream == event.stream
+            && self.event_type == event.event_type
+            && self.data == event.data
+            && self.metadata == event.metadata
+    }
 }

@@ -1,13 +1,12 @@
-//! Record and segment-header framing: encoding, decoding, and the forward scanner.
+//! Record and segment-header framing: encoding and decoding, a pure codec over byte slices.
+//!
+//! No I/O here: reading records from files (the forward scanner, span reads) is in `reader`,
+//! and the positional-read helper is [`crate::vfs::read_at_most`].
 //!
 //! The byte layout is documented for reader authors in `docs/FORMAT.md`; keep the two in step.
 //! Every integer is little-endian. A record is self-delimiting (`record_len`) and carries a
 //! CRC32C over everything except the CRC field itself, so a reader can tell a whole record from
 //! a torn or damaged one without any other file.
-
-use std::io;
-
-use crate::vfs::VfsFile;
 
 /// First four bytes of every record.
 pub const RECORD_MAGIC: [u8; 4] = *b"LBEV";
@@ -32,23 +31,34 @@ const FLAG_BINARY: u8 = 2;
 /// The fields of one event as written to disk.
 #[derive(Debug, Clone, Copy)]
 pub struct RecordFields<'a> {
+    /// The event id (UUID bytes).
     pub id: [u8; 16],
+    /// Global position.
     pub position: u64,
+    /// 0-based version within the stream.
     pub stream_version: u64,
+    /// When the writer recorded it, in microseconds since the Unix epoch.
     pub recorded_at_micros: i64,
+    /// This record's index within its batch.
     pub batch_index: u32,
+    /// Number of events in its batch.
     pub batch_len: u32,
+    /// Stream name (UTF-8).
     pub stream: &'a str,
+    /// Event type (UTF-8).
     pub event_type: &'a str,
+    /// Data bytes.
     pub data: &'a [u8],
+    /// Metadata bytes (`None`: the record has none, as opposed to empty ones).
     pub metadata: Option<&'a [u8]>,
-    /// The data is not JSON ([`FLAG_BINARY`]).
+    /// The data is not JSON (the record's binary flag).
     pub binary: bool,
 }
 
 /// A decoded, checksum-verified record borrowing from the bytes it was read from.
 #[derive(Debug, Clone, Copy)]
 pub struct RecordView<'a> {
+    /// The record's fields.
     pub fields: RecordFields<'a>,
     /// Length of the whole record in bytes.
     pub record_len: usize,
@@ -57,9 +67,11 @@ pub struct RecordView<'a> {
 /// What [`decode_record`] found at the start of a byte slice.
 #[derive(Debug)]
 pub enum Decoded<'a> {
+    /// A whole, valid record.
     Record(RecordView<'a>),
     /// The slice is a prefix of what could be a valid record; `needed` bytes are required.
     Incomplete {
+        /// Bytes from the start of the slice needed to tell more.
         needed: usize,
     },
     /// These bytes are not a valid record.
@@ -245,112 +257,6 @@ pub fn segment_header_version(bytes: &[u8]) -> Option<u32> {
 /// Whether `bytes` (at least [`SEGMENT_HEADER_LEN`] long) is a valid segment header.
 pub fn is_valid_segment_header(bytes: &[u8]) -> bool {
     segment_header_version(bytes).is_some()
-}
-
-/// Why a forward scan stopped.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ScanStop {
-    /// The scan reached the end of the file exactly at a record boundary.
-    End,
-    /// The file ends inside a record.
-    Incomplete,
-    /// The bytes at the stop offset are not a valid record (or the visitor rejected it).
-    Invalid(&'static str),
-}
-
-/// Where and why a forward scan stopped.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ScanOutcome {
-    /// Offset of the first byte not consumed as a valid record.
-    pub offset: u64,
-    pub stop: ScanStop,
-}
-
-/// Bytes read per `pread` while scanning.
-const SCAN_CHUNK_BYTES: usize = 4 * 1024 * 1024;
-
-/// Visits every valid record of `file` from `start` up to `end`, in order, with large
-/// positional reads. The visitor may reject a record (for example a position out of sequence),
-/// which stops the scan at that record as [`ScanStop::Invalid`].
-pub fn scan_records(
-    file: &dyn VfsFile,
-    start: u64,
-    end: u64,
-    mut visit: impl FnMut(u64, &RecordView<'_>) -> Result<(), &'static str>,
-) -> io::Result<ScanOutcome> {
-    let mut buf = vec![0u8; SCAN_CHUNK_BYTES];
-    let mut buf_offset = start; // file offset of buf[0]
-    let mut lo = 0usize;
-    let mut hi = 0usize;
-    loop {
-        match decode_record(&buf[lo..hi]) {
-            Decoded::Record(view) => {
-                let offset = buf_offset + lo as u64;
-                if let Err(reason) = visit(offset, &view) {
-                    return Ok(ScanOutcome {
-                        offset,
-                        stop: ScanStop::Invalid(reason),
-                    });
-                }
-                lo += view.record_len;
-            }
-            Decoded::Invalid(reason) => {
-                return Ok(ScanOutcome {
-                    offset: buf_offset + lo as u64,
-                    stop: ScanStop::Invalid(reason),
-                });
-            }
-            Decoded::Incomplete { needed } => {
-                let read_from = buf_offset + hi as u64;
-                if read_from >= end {
-                    let stop = if lo == hi {
-                        ScanStop::End
-                    } else {
-                        ScanStop::Incomplete
-                    };
-                    return Ok(ScanOutcome {
-                        offset: buf_offset + lo as u64,
-                        stop,
-                    });
-                }
-                buf.copy_within(lo..hi, 0);
-                buf_offset += lo as u64;
-                hi -= lo;
-                lo = 0;
-                if buf.len() < needed.max(SCAN_CHUNK_BYTES) {
-                    buf.resize(needed.max(SCAN_CHUNK_BYTES), 0);
-                }
-                let want = ((buf.len() - hi) as u64).min(end - read_from) as usize;
-                let got = read_at_most(file, &mut buf[hi..hi + want], read_from)?;
-                if got == 0 {
-                    // The file is shorter than `end` says; treat as its end.
-                    return Ok(ScanOutcome {
-                        offset: buf_offset,
-                        stop: if hi == 0 {
-                            ScanStop::End
-                        } else {
-                            ScanStop::Incomplete
-                        },
-                    });
-                }
-                hi += got;
-            }
-        }
-    }
-}
-
-/// Reads as many bytes as the file has at `offset`, up to `buf.len()`.
-pub fn read_at_most(file: &dyn VfsFile, buf: &mut [u8], offset: u64) -> io::Result<usize> {
-    let mut done = 0;
-    while done < buf.len() {
-        match file.read_at(&mut buf[done..], offset + done as u64) {
-            Ok(0) => break,
-            Ok(n) => done += n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(done)
 }
 
 /// The offset of the first valid record that starts a batch after `from` in `bytes`, if any.

@@ -24,16 +24,22 @@
 //! ```
 //!
 //! # Layout
-//! - [`format`]: the record and segment-header framing, and the forward scanner
+//! - [`format`](mod@format): the record and segment-header framing, a pure codec with no I/O
 //!   (documented for reader authors in `docs/FORMAT.md`).
+//! - `reader`: reading records from segment files: the store's verified reads and the forward
+//!   scanner.
 //! - `segment`: segment file names, creation (with directory fsync), side files.
 //! - `index`: id -> position -> (segment, offset), stream -> positions; ~40-50 bytes per event.
-//! - `recovery`: rebuilding the index by scanning, torn tail vs mid-log damage.
+//! - `recovery`: rebuilding the index by scanning, torn tail vs mid-log damage, cutting a
+//!   torn tail off.
 //! - [`lifecycle`]: metadata, soft delete, tombstones and retention as events of metastreams
 //!   (`$$<stream>`), the sorted catalog of stream names, and [`Liveness`].
 //! - `checkpoint`: an atomically replaced snapshot of the index so that open replays only the
 //!   tail; always optional.
+//! - `shared`: what the writer and the store share (the index and catalog locks, [`Commit`],
+//!   commit listeners, counters).
 //! - `writer`: the one writer thread; group commit; segment rolling.
+//! - [`Limits`] (`limits`): append limits and the batch checks made before queueing.
 //! - `store`: [`Store`], the public face.
 //! - [`tools`]: `verify` and `repair`, behind `logbook events verify|repair`.
 //! - [`scavenge`]: rewriting sealed segments without dead events (erasure).
@@ -58,6 +64,7 @@
 //!   serve a damaged record.
 
 #![forbid(unsafe_code)]
+#![warn(missing_docs)]
 
 pub mod backup;
 mod checkpoint;
@@ -66,11 +73,15 @@ mod event;
 pub mod format;
 mod index;
 pub mod lifecycle;
+mod limits;
 mod options;
 mod prealloc;
+mod reader;
 mod recovery;
 pub mod scavenge;
 mod segment;
+mod shared;
+#[cfg(any(test, feature = "test-support"))]
 pub mod sim;
 mod store;
 pub mod tools;
@@ -80,8 +91,11 @@ mod writer;
 pub use error::{Error, Result};
 pub use event::{Appended, ExpectedVersion, NewEvent, Placed, RecordedEvent};
 pub use lifecycle::{Liveness, Retention};
-pub use options::{Durability, Limits, MIN_SEGMENT_SIZE_BYTES, Options};
-pub use store::{Commit, LOCK_FILE, LivePage, OpenReport, Store, StoreStats, TornTail};
+pub use limits::Limits;
+pub use options::{Durability, MIN_SEGMENT_SIZE_BYTES, OptionProblem, Options};
+pub use recovery::TornTail;
+pub use shared::Commit;
+pub use store::{LOCK_FILE, LivePage, OpenReport, Store, StoreStats};
 
 /// File name of the index checkpoint inside a store directory.
 pub const CHECKPOINT_FILE: &str = checkpoint::CHECKPOINT_FILE;

@@ -30,13 +30,11 @@ use std::time::{Duration, Instant};
 
 use crate::checkpoint::checkpoint_path;
 use crate::error::{Error, Result};
-use crate::format::{
-    SEGMENT_HEADER_LEN, SEGMENT_VERSION_COMPACTED, ScanStop, read_at_most, scan_records,
-    segment_header_of,
-};
+use crate::format::{SEGMENT_HEADER_LEN, SEGMENT_VERSION_COMPACTED, segment_header_of};
+use crate::reader::{ScanStop, scan_records};
 use crate::segment::fsync_dir;
-use crate::store::Shared;
-use crate::vfs::{FileHandle, Vfs, write_all_at};
+use crate::shared::Shared;
+use crate::vfs::{FileHandle, Vfs, read_at_most, write_all_at};
 
 /// Suffix of a scavenged segment being written (deleted at open: a crash left it).
 pub const SCAVENGE_TMP_SUFFIX: &str = ".scavenge-tmp";
@@ -54,11 +52,17 @@ const SYNC_EVERY_BYTES: u64 = 1 << 20;
 /// An event as the liveness question sees it.
 #[derive(Debug, Clone, Copy)]
 pub struct Candidate<'a> {
+    /// The event id (UUID bytes).
     pub id: [u8; 16],
+    /// The event's stream.
     pub stream: &'a str,
+    /// The event's type.
     pub event_type: &'a str,
+    /// Its version in the stream.
     pub version: u64,
+    /// Its global position.
     pub position: u64,
+    /// When it was recorded, in microseconds since the Unix epoch.
     pub recorded_at_micros: i64,
 }
 
@@ -87,10 +91,13 @@ pub struct ScavengeOptions {
 pub struct ScavengeProgress {
     /// Sealed segments when the scavenge began.
     pub segments_total: u64,
+    /// Sealed segments examined so far.
     pub segments_done: u64,
-    /// Bytes of those segments before, and (of the ones done) after.
+    /// Bytes of those segments before the scavenge.
     pub bytes_before: u64,
+    /// Bytes of the segments done so far, after the scavenge (rewritten or left as they were).
     pub bytes_after: u64,
+    /// Dead events removed so far.
     pub events_removed: u64,
     /// Torn-tail side files deleted.
     pub side_files_removed: u64,

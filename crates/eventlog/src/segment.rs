@@ -4,8 +4,8 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
-use crate::format::{read_at_most, segment_header};
-use crate::vfs::{FileHandle, Vfs, VfsFile, write_all_at};
+use crate::format::segment_header;
+use crate::vfs::{FileHandle, Vfs, VfsFile, read_at_most, write_all_at};
 
 /// Suffix of segment files; the stem is the first position, zero-padded to 20 digits.
 pub const SEGMENT_SUFFIX: &str = ".seg";

@@ -18,7 +18,8 @@
 //! [`SimFs::advance_clock`]), asks the engine to do its background work inline
 //! ([`Vfs::deterministic`]), and can hold every call at a gate ([`SimFs::hold`]) so that a test
 //! can queue several appends while the writer is busy and have them form one group commit.
-//! Meant for tests; see `tests/faults.rs`.
+//! Meant for tests; see `tests/faults.rs`. Built only with the `test-support` feature (this
+//! crate's own tests turn it on).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io;
@@ -219,8 +220,11 @@ struct Node {
 /// like [`Faults::fail_next_sync`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FailCalls {
+    /// The `errno` the failing calls get (for example [`EMFILE`], [`ENOSPC`], [`EIO`]).
     pub code: i32,
+    /// Eligible calls that succeed before the first failure.
     pub skip: u32,
+    /// Eligible calls that fail, one after the other.
     pub count: u32,
 }
 
@@ -406,6 +410,7 @@ fn next_random(seed: &mut u64) -> u64 {
 }
 
 impl SimFs {
+    /// An empty simulated disk (only `/` exists), with no fault injected.
     pub fn new() -> SimFs {
         SimFs::default()
     }

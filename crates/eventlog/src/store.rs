@@ -1,7 +1,7 @@
 //! The public [`Store`]: open (with recovery), append, read, checkpoint, close.
 
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Sender};
 use std::sync::{Arc, Mutex, RwLock};
 use std::thread::JoinHandle;
@@ -12,54 +12,23 @@ use uuid::Uuid;
 use crate::checkpoint;
 use crate::error::{Error, Result};
 use crate::event::{Appended, ExpectedVersion, NewEvent, RecordedEvent};
-use crate::format::{Decoded, SEGMENT_HEADER_LEN, decode_record, read_at_most};
-use crate::index::{Index, Location, SegmentEntry};
+use crate::index::Index;
 use crate::lifecycle::{
     Catalog, Liveness, METASTREAM_PREFIX, Retention, metastream_of, now_micros,
     stream_of_metastream,
 };
 use crate::options::Options;
-use crate::recovery::{Damage, apply_claim, scan_log};
+use crate::prealloc::{Mode, Preallocator};
+use crate::reader::{READ_SPAN_MAX_BYTES, read_at, read_span};
+use crate::recovery::{TornTail, apply_claim, cut_torn_tail, scan_log};
 use crate::scavenge::{IsDead, ScavengeOptions, ScavengeProgress};
-use crate::segment::{copy_to_side_file, create_segment, fsync_dir, list_segments, written_end};
+use crate::segment::{create_segment, fsync_dir, list_segments};
+use crate::shared::{Commit, Shared, Stats};
 use crate::vfs::{LockError, Vfs};
 use crate::writer::{Command, Writer};
 
 /// The lock file that makes one process the owner of a store directory.
 pub const LOCK_FILE: &str = "LOCK";
-
-/// One durable group commit, as told to commit listeners.
-#[derive(Debug, Clone)]
-pub struct Commit {
-    /// Number of visible events after this commit (the next position).
-    pub head: u64,
-    /// Events this commit made visible.
-    pub events: u64,
-    /// Bytes written.
-    pub bytes: u64,
-    /// How long the fsync took, when this commit fsynced.
-    pub fsync: Option<Duration>,
-    /// Write + fsync time.
-    pub duration: Duration,
-}
-
-/// A commit listener.
-pub type Listener = Box<dyn Fn(&Commit) + Send + Sync>;
-
-/// Counters kept by the writer.
-#[derive(Debug, Default)]
-pub struct Stats {
-    pub fsyncs: AtomicU64,
-    pub commits: AtomicU64,
-    pub bytes_written: AtomicU64,
-}
-
-impl Stats {
-    pub(crate) fn record_commit(&self, _events: u64, bytes: u64) {
-        self.commits.fetch_add(1, Ordering::Relaxed);
-        self.bytes_written.fetch_add(bytes, Ordering::Relaxed);
-    }
-}
 
 /// What [`Store::read_all_live_within`] answers.
 #[derive(Debug)]
@@ -75,14 +44,19 @@ pub struct LivePage {
 /// A point-in-time summary of a store.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoreStats {
+    /// Visible events (the next position).
     pub events: u64,
+    /// Streams with at least one event.
     pub streams: u64,
+    /// Segment files in the log.
     pub segments: u64,
     /// Bytes of visible log, summed over segments.
     pub log_bytes: u64,
     /// Approximate heap bytes of the in-memory index.
     pub index_heap_bytes: u64,
+    /// fsyncs of the log since open.
     pub fsyncs: u64,
+    /// Group commits since open.
     pub commits: u64,
     /// `false` once the writer stopped after an fsync failure.
     pub writable: bool,
@@ -91,46 +65,20 @@ pub struct StoreStats {
 /// What open found and did.
 #[derive(Debug, Clone, Default)]
 pub struct OpenReport {
+    /// Events in the index after open (the next position).
     pub events: u64,
     /// Events covered by the checkpoint that was loaded (0: none loaded).
     pub checkpoint_events: u64,
     /// Why a checkpoint present on disk was not used.
     pub checkpoint_rejected: Option<String>,
+    /// Events replayed from the log after the checkpoint (or all of them without one).
     pub replayed_events: u64,
+    /// Bytes of log replayed.
     pub replayed_bytes: u64,
     /// A torn tail that was cut off: (segment, offset, bytes cut, side file).
     pub torn_tail: Option<TornTail>,
+    /// How long open took.
     pub duration: Duration,
-}
-
-/// A torn tail cut off at open.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TornTail {
-    pub segment: PathBuf,
-    pub offset: u64,
-    pub bytes: u64,
-    /// Where the cut bytes were kept.
-    pub side_file: PathBuf,
-}
-
-pub(crate) struct Shared {
-    pub dir: PathBuf,
-    pub options: Options,
-    pub index: RwLock<Index>,
-    /// Stream names in order and lifecycle (taken after `index`, never before it).
-    pub catalog: RwLock<Catalog>,
-    pub stopped: AtomicBool,
-    /// Set when close begins: no background checkpoint starts after it.
-    pub closing: AtomicBool,
-    /// Serializes checkpoint writers (they share the temporary file), and keeps them out
-    /// while a scavenge swaps a segment in.
-    pub checkpoint_lock: Mutex<()>,
-    /// One scavenge at a time.
-    pub scavenge_lock: Mutex<()>,
-    /// Events the open replayed from the log (not from a checkpoint).
-    pub replayed_at_open: u64,
-    pub listeners: RwLock<Vec<Listener>>,
-    pub stats: Stats,
 }
 
 struct Handle {
@@ -176,30 +124,7 @@ impl Store {
             segments.push((0, path));
         }
         let mut report = OpenReport::default();
-        let loaded = checkpoint::load(vfs, &dir, &segments);
-        if let Some(reason) = loaded.rejected {
-            tracing::warn!(
-                reason = %reason,
-                "ignoring the index checkpoint; replaying the whole log"
-            );
-            report.checkpoint_rejected = Some(reason);
-        }
-        report.checkpoint_events = loaded.resume.as_ref().map_or(0, |r| r.index.len());
-        let mut scan = scan_log(vfs, &segments, loaded.resume)?;
-        apply_claim(&mut scan, loaded.claim.as_ref());
-        let mut index = scan.index;
-        report.replayed_events = scan.replayed_events;
-        report.replayed_bytes = scan.replayed_bytes;
-        if let Some(damage) = scan.damage {
-            if !damage.torn_tail {
-                return Err(Error::Corrupt {
-                    path: damage.path,
-                    offset: damage.offset,
-                    reason: damage.reason,
-                });
-            }
-            report.torn_tail = Some(cut_torn_tail(vfs, &dir, &mut index, &damage)?);
-        }
+        let mut index = recover(vfs, &dir, &segments, &mut report)?;
         // The active segment is the last one; reopen it for writing.
         let active = index.segments.last_mut().expect("at least one segment");
         let file = vfs
@@ -222,32 +147,7 @@ impl Store {
             listeners: RwLock::new(Vec::new()),
             stats: Stats::default(),
         });
-        let preallocator = if shared.options.preallocate {
-            let active = &shared.index.read().expect("index lock").segments;
-            let path = &active.last().expect("an active segment").path;
-            let storage = &shared.options.storage;
-            let mode = if storage.deterministic() {
-                crate::prealloc::Mode::Inline
-            } else {
-                crate::prealloc::Mode::Background
-            };
-            // Preallocation only makes fsyncs cheaper: without a descriptor for it (say, at
-            // the descriptor limit) the store runs without it until the next roll.
-            match storage
-                .open(path, true)
-                .and_then(|own| Ok((own.len()?, own)))
-            {
-                Ok((file_len, own)) => {
-                    Some(crate::prealloc::Preallocator::start(own, file_len, mode))
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "no preallocation for the active segment");
-                    None
-                }
-            }
-        } else {
-            None
-        };
+        let preallocator = start_preallocator(&shared);
         let (sender, receiver) = mpsc::channel();
         let writer = Writer::new(Arc::clone(&shared), receiver, file, len, preallocator);
         let writer = std::thread::Builder::new()
@@ -371,66 +271,11 @@ impl Store {
         if self.handle.shared.stopped.load(Ordering::SeqCst) {
             return Err(Error::WriterStopped);
         }
-        let limits = &self.handle.shared.options.limits;
-        let Some(first) = events.first() else {
-            return Err(Error::InvalidAppend(
-                "a batch needs at least one event".into(),
-            ));
-        };
-        if events.len() > limits.max_batch_events as usize {
-            return Err(Error::LimitExceeded {
-                what: "the batch",
-                actual: events.len() as u64,
-                limit: u64::from(limits.max_batch_events),
-                setting: "max_batch_events",
-            });
-        }
-        let mut total = 0u64;
-        let mut ids = std::collections::HashSet::with_capacity(events.len());
-        for event in events {
-            check_name(
-                "stream name",
-                &event.stream,
-                limits.max_stream_name_bytes,
-                "max_stream_name_bytes",
-            )?;
-            check_name(
-                "event type",
-                &event.event_type,
-                limits.max_event_type_bytes,
-                "max_event_type_bytes",
-            )?;
-            let size = event.size_bytes();
-            if size > u64::from(limits.max_event_size_bytes) {
-                return Err(Error::LimitExceeded {
-                    what: "an event",
-                    actual: size,
-                    limit: u64::from(limits.max_event_size_bytes),
-                    setting: "max_event_size_bytes",
-                });
-            }
-            total += size;
-            if !ids.insert(event.id) {
-                return Err(Error::InvalidAppend(format!(
-                    "event id {} appears twice in one batch",
-                    event.id
-                )));
-            }
-            if expected != ExpectedVersion::Any && event.stream != first.stream {
-                return Err(Error::InvalidAppend(
-                    "an expected version needs every event of the batch in one stream".into(),
-                ));
-            }
-        }
-        if total > u64::from(limits.max_batch_size_bytes) {
-            return Err(Error::LimitExceeded {
-                what: "the batch",
-                actual: total,
-                limit: u64::from(limits.max_batch_size_bytes),
-                setting: "max_batch_size_bytes",
-            });
-        }
-        Ok(())
+        self.handle
+            .shared
+            .options
+            .limits
+            .check_batch(events, expected)
     }
 
     /// The event with this id, if stored and visible.
@@ -866,6 +711,69 @@ fn live_in(
     }
 }
 
+/// Loads the checkpoint if it is usable, replays the rest of the log, and cuts off a torn
+/// tail; refuses mid-log damage. Fills in what `report` says about it.
+fn recover(
+    vfs: &dyn Vfs,
+    dir: &Path,
+    segments: &[(u64, std::path::PathBuf)],
+    report: &mut OpenReport,
+) -> Result<Index> {
+    let loaded = checkpoint::load(vfs, dir, segments);
+    if let Some(reason) = loaded.rejected {
+        tracing::warn!(
+            reason = %reason,
+            "ignoring the index checkpoint; replaying the whole log"
+        );
+        report.checkpoint_rejected = Some(reason);
+    }
+    report.checkpoint_events = loaded.resume.as_ref().map_or(0, |r| r.index.len());
+    let mut scan = scan_log(vfs, segments, loaded.resume)?;
+    apply_claim(&mut scan, loaded.claim.as_ref());
+    let mut index = scan.index;
+    report.replayed_events = scan.replayed_events;
+    report.replayed_bytes = scan.replayed_bytes;
+    if let Some(damage) = scan.damage {
+        if !damage.torn_tail {
+            return Err(Error::Corrupt {
+                path: damage.path,
+                offset: damage.offset,
+                reason: damage.reason,
+            });
+        }
+        report.torn_tail = Some(cut_torn_tail(vfs, dir, &mut index, &damage)?);
+    }
+    Ok(index)
+}
+
+/// Starts zero-filling the active segment ahead of the writer, when `Options::preallocate`
+/// asks for it and a descriptor for it can be had.
+fn start_preallocator(shared: &Shared) -> Option<Arc<Preallocator>> {
+    if !shared.options.preallocate {
+        return None;
+    }
+    let active = &shared.index.read().expect("index lock").segments;
+    let path = &active.last().expect("an active segment").path;
+    let storage = &shared.options.storage;
+    let mode = if storage.deterministic() {
+        Mode::Inline
+    } else {
+        Mode::Background
+    };
+    // Preallocation only makes fsyncs cheaper: without a descriptor for it (say, at the
+    // descriptor limit) the store runs without it until the next roll.
+    match storage
+        .open(path, true)
+        .and_then(|own| Ok((own.len()?, own)))
+    {
+        Ok((file_len, own)) => Some(Preallocator::start(own, file_len, mode)),
+        Err(e) => {
+            tracing::warn!(error = %e, "no preallocation for the active segment");
+            None
+        }
+    }
+}
+
 /// The catalog of a freshly scanned index: every name, and the retention the last record of
 /// each metastream states (one read per metastream).
 fn build_catalog(index: &mut Index) -> Result<Catalog> {
@@ -889,29 +797,6 @@ fn build_catalog(index: &mut Index) -> Result<Catalog> {
         index.raise_next_version(&stream, truncate_before);
     }
     Ok(catalog)
-}
-
-/// Largest contiguous read `read_all` does at once.
-const READ_SPAN_MAX_BYTES: usize = 4 * 1024 * 1024;
-
-fn check_name(what: &'static str, value: &str, max: u16, setting: &'static str) -> Result<()> {
-    if value.is_empty() {
-        return Err(Error::InvalidAppend(format!("the {what} is empty")));
-    }
-    if value.len() > usize::from(max) {
-        return Err(Error::LimitExceeded {
-            what,
-            actual: value.len() as u64,
-            limit: u64::from(max),
-            setting,
-        });
-    }
-    if value.chars().any(char::is_control) {
-        return Err(Error::InvalidAppend(format!(
-            "the {what} contains a control character"
-        )));
-    }
-    Ok(())
 }
 
 /// Creates the store directory if needed and makes its entry durable: a directory's entry is
@@ -948,180 +833,4 @@ pub(crate) fn lock_dir(vfs: &dyn Vfs, dir: &Path) -> Result<Box<dyn Send + Sync>
         },
         LockError::Io(e) => Error::io(dir.join(LOCK_FILE), e),
     })
-}
-
-/// Cuts a torn tail off the last segment, keeping the cut bytes in a side file.
-fn cut_torn_tail(
-    vfs: &dyn Vfs,
-    dir: &Path,
-    index: &mut Index,
-    damage: &Damage,
-) -> Result<TornTail> {
-    let path = &damage.path;
-    let file = vfs.open(path, true).map_err(|e| Error::io(path, e))?;
-    // Trailing zeros are preallocated space, not data: keep only up to the last written byte.
-    let end = written_end(&*file, path, damage.offset, damage.file_len)?;
-    let (side_file, bytes) = copy_to_side_file(vfs, path, "torn", &*file, damage.offset, end)?;
-    if damage.offset < SEGMENT_HEADER_LEN {
-        // The segment header itself is damaged: start the segment over, under the right name.
-        drop(file);
-        vfs.remove(path).map_err(|e| Error::io(path, e))?;
-        fsync_dir(vfs, dir)?;
-        if index.segments.last().is_some_and(|s| &s.path == path) {
-            index.segments.pop();
-        }
-        let (new_path, new_file) =
-            create_segment(vfs, dir, index.len()).map_err(|e| Error::io(dir, e.source))?;
-        index.segments.push(SegmentEntry {
-            first_position: index.len(),
-            path: new_path,
-            file: new_file,
-            visible_len: SEGMENT_HEADER_LEN,
-        });
-    } else {
-        file.set_len(damage.offset)
-            .and_then(|()| file.sync_data())
-            .map_err(|e| Error::io(path, e))?;
-    }
-    tracing::warn!(
-        segment = %path.display(),
-        offset = damage.offset,
-        bytes,
-        side_file = %side_file.display(),
-        reason = %damage.reason,
-        "cut a torn tail off the log; the cut bytes are kept in the side file"
-    );
-    Ok(TornTail {
-        segment: path.clone(),
-        offset: damage.offset,
-        bytes,
-        side_file,
-    })
-}
-
-/// Reads up to `limit` live events from position `from` on of a scanned index (no store open).
-pub(crate) fn read_index_range(
-    index: &Index,
-    from: u64,
-    limit: usize,
-) -> Result<Vec<RecordedEvent>> {
-    let mut events = Vec::with_capacity(limit.min(1024));
-    let mut slot = index.slot_at_or_after(from);
-    let end = index.live().min(slot.saturating_add(limit));
-    while slot < end {
-        let (location, to) = index
-            .span(slot, end, READ_SPAN_MAX_BYTES)
-            .expect("slot below live");
-        read_span(index, &location, slot, to, &|_| true, &mut events)?;
-        slot = to;
-    }
-    Ok(events)
-}
-
-/// Reads and verifies the record at `position`, which must be live.
-pub(crate) fn read_at(index: &Index, position: u64) -> Result<RecordedEvent> {
-    let slot = index.slot_of(position).expect("a live position");
-    let location = index.location_of_slot(slot).expect("slot below live");
-    let mut events = Vec::with_capacity(1);
-    read_span(index, &location, slot, slot + 1, &|_| true, &mut events)?;
-    Ok(events.pop().expect("one event read"))
-}
-
-thread_local! {
-    /// Read buffer reused across reads on one thread (no allocation or zeroing per read).
-    static READ_BUFFER: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
-}
-
-/// Buffers larger than this are not kept between reads.
-const READ_BUFFER_KEEP_BYTES: usize = 1024 * 1024;
-
-/// Reads slots `from..to`, which `location` covers exactly, verifying every record.
-fn read_span(
-    index: &Index,
-    location: &Location<'_>,
-    from: usize,
-    to: usize,
-    keep: &dyn Fn(&crate::format::RecordFields<'_>) -> bool,
-    out: &mut Vec<RecordedEvent>,
-) -> Result<()> {
-    READ_BUFFER.with(|buffer| {
-        let mut buffer = buffer.borrow_mut();
-        if buffer.len() < location.len {
-            buffer.resize(location.len, 0);
-        }
-        let result = decode_span(
-            index,
-            location,
-            from,
-            to,
-            &mut buffer[..location.len],
-            keep,
-            out,
-        );
-        if buffer.len() > READ_BUFFER_KEEP_BYTES {
-            *buffer = Vec::new();
-        }
-        result
-    })
-}
-
-fn decode_span(
-    index: &Index,
-    location: &Location<'_>,
-    from: usize,
-    to: usize,
-    bytes: &mut [u8],
-    keep: &dyn Fn(&crate::format::RecordFields<'_>) -> bool,
-    out: &mut Vec<RecordedEvent>,
-) -> Result<()> {
-    let got = read_at_most(location.file, bytes, location.offset)
-        .map_err(|e| Error::io(location.path, e))?;
-    let corrupt = |at: usize, reason: &str| Error::Corrupt {
-        path: location.path.to_path_buf(),
-        offset: location.offset + at as u64,
-        reason: reason.to_owned(),
-    };
-    if got != bytes.len() {
-        return Err(corrupt(got, "the segment is shorter than the index says"));
-    }
-    let mut at = 0usize;
-    for slot in from..to {
-        let position = index.position_of_slot(slot);
-        match decode_record(&bytes[at..]) {
-            Decoded::Record(view) if view.fields.position == position => {
-                if keep(&view.fields) {
-                    out.push(RecordedEvent::from_fields(&view.fields));
-                }
-                at += view.record_len;
-            }
-            Decoded::Record(_) => return Err(corrupt(at, "record has an unexpected position")),
-            Decoded::Incomplete { .. } => return Err(corrupt(at, "record is cut short")),
-            Decoded::Invalid(reason) => return Err(corrupt(at, reason)),
-        }
-    }
-    Ok(())
-}
-
-impl RecordedEvent {
-    fn from_fields(fields: &crate::format::RecordFields<'_>) -> Self {
-        RecordedEvent {
-            id: Uuid::from_bytes(fields.id),
-            stream: fields.stream.to_owned(),
-            version: fields.stream_version,
-            position: fields.position,
-            event_type: fields.event_type.to_owned(),
-            data: fields.data.to_vec(),
-            metadata: fields.metadata.map(<[u8]>::to_vec),
-            binary: fields.binary,
-            recorded_at_micros: fields.recorded_at_micros,
-        }
-    }
-
-    /// Whether re-appending `event` would be a repeat of this one.
-    pub(crate) fn same_content(&self, event: &NewEvent) -> bool {
-        self.stream == event.stream
-            && self.event_type == event.event_type
-            && self.data == event.data
-            && self.metadata == event.metadata
-    }
 }

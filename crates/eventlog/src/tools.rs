@@ -6,22 +6,22 @@ use std::path::{Path, PathBuf};
 
 use crate::checkpoint;
 use crate::error::{Error, Result};
-use crate::format::{
-    Decoded, MAX_RECORD_LEN, SEGMENT_HEADER_LEN, decode_record, read_at_most, segment_header,
-};
+use crate::format::{Decoded, MAX_RECORD_LEN, SEGMENT_HEADER_LEN, decode_record, segment_header};
 use crate::recovery::{Damage, INVALID_HEADER, apply_claim, scan_log};
 use crate::segment::{copy_to_side_file, fsync_dir, list_segments, unix_seconds};
 use crate::store::lock_dir;
-use crate::vfs::write_all_at;
-use crate::vfs::{RealFs, Vfs};
+use crate::vfs::{RealFs, Vfs, read_at_most, write_all_at};
 
 /// The state of a store, as `verify` found it.
 #[derive(Debug, Clone)]
 pub struct VerifyReport {
+    /// The store directory.
     pub dir: PathBuf,
+    /// The segment files, in log order.
     pub segments: Vec<PathBuf>,
     /// Valid events before any damage.
     pub events: u64,
+    /// Streams with at least one valid event.
     pub streams: u64,
     /// Bytes of valid log.
     pub valid_bytes: u64,
@@ -150,7 +150,7 @@ impl LogReader {
 
     /// Up to `limit` events from position `from`, checksums verified.
     pub fn read(&self, from: u64, limit: usize) -> Result<Vec<crate::RecordedEvent>> {
-        crate::store::read_index_range(&self.index, from, limit)
+        crate::reader::read_index_range(&self.index, from, limit)
     }
 }
 
@@ -167,10 +167,13 @@ pub fn check_unlocked(dir: impl AsRef<Path>) -> Result<()> {
 /// One thing `repair` moved aside.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Moved {
+    /// The file a part was moved out of.
     pub from: PathBuf,
     /// Byte offset in `from` where the moved part starts (0: the whole file).
     pub offset: u64,
+    /// Bytes moved.
     pub bytes: u64,
+    /// The side file they went to.
     pub to: PathBuf,
 }
 
@@ -179,10 +182,12 @@ pub struct Moved {
 pub struct RepairReport {
     /// Events kept.
     pub events: u64,
+    /// What was moved aside, in log order.
     pub moved: Vec<Moved>,
     /// Segments whose damaged header was rewritten (the header is the same for every segment)
     /// because whole batches follow it, with the side file holding the old header bytes.
     pub headers_rewritten: Vec<(PathBuf, PathBuf)>,
+    /// Whether the index checkpoint was removed (it described the log before the repair).
     pub checkpoint_removed: bool,
 }
 

@@ -1,6 +1,7 @@
 //! The file operations the engine uses, behind a small interface, so tests can run the engine
 //! on a simulated disk that loses unsynced bytes, tears writes and fails on demand
-//! ([`crate::sim::SimFs`]). [`RealFs`] is the operating system's file system.
+//! (`eventlog::sim::SimFs`, with the `test-support` feature). [`RealFs`] is the operating
+//! system's file system.
 
 use std::fmt::Debug;
 use std::fs::{self, File, OpenOptions};
@@ -13,11 +14,15 @@ use std::sync::Arc;
 // `len` is the file's size in bytes, as `Metadata::len`; an `is_empty` would mean nothing here.
 #[allow(clippy::len_without_is_empty)]
 pub trait VfsFile: Send + Sync + Debug {
+    /// Reads into `buf` from `offset`; answers the bytes read (0 at the end of the file).
     fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize>;
+    /// Writes `buf` at `offset`; answers the bytes written (maybe fewer).
     fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<usize>;
     /// `fdatasync`: the file's data (and size) reach stable storage.
     fn sync_data(&self) -> io::Result<()>;
+    /// Sets the file's size in bytes, cutting it or extending it with zeros.
     fn set_len(&self, len: u64) -> io::Result<()>;
+    /// The file's size in bytes.
     fn len(&self) -> io::Result<u64>;
     /// Bytes an unprivileged writer may still use on the file's file system, if known.
     fn free_space(&self) -> Option<u64> {
@@ -33,12 +38,15 @@ pub type FileHandle = Arc<dyn VfsFile>;
 pub enum LockError {
     /// Someone else holds it.
     Held,
+    /// Taking it failed.
     Io(io::Error),
 }
 
 /// A file system.
 pub trait Vfs: Send + Sync + Debug {
+    /// Creates `dir` and its missing parents.
     fn create_dir_all(&self, dir: &Path) -> io::Result<()>;
+    /// Whether `dir` exists and is a directory.
     fn is_dir(&self, dir: &Path) -> bool;
     /// Names of the entries of `dir`.
     fn list(&self, dir: &Path) -> io::Result<Vec<String>>;
@@ -48,7 +56,9 @@ pub trait Vfs: Send + Sync + Debug {
     fn create_new(&self, path: &Path) -> io::Result<FileHandle>;
     /// Creates or truncates a file for writing.
     fn create_truncate(&self, path: &Path) -> io::Result<FileHandle>;
+    /// Renames `from` to `to`, replacing `to` if it exists.
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()>;
+    /// Removes a file.
     fn remove(&self, path: &Path) -> io::Result<()>;
     /// Makes entry changes in `dir` (create, rename, remove) durable.
     fn sync_dir(&self, dir: &Path) -> io::Result<()>;
@@ -183,11 +193,25 @@ pub fn write_all_at(file: &dyn VfsFile, mut buf: &[u8], mut offset: u64) -> io::
     Ok(())
 }
 
+/// Reads as many bytes as the file has at `offset`, up to `buf.len()`.
+pub fn read_at_most(file: &dyn VfsFile, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+    let mut done = 0;
+    while done < buf.len() {
+        match file.read_at(&mut buf[done..], offset + done as u64) {
+            Ok(0) => break,
+            Ok(n) => done += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(done)
+}
+
 /// Reads the whole file.
 pub fn read_all(file: &dyn VfsFile) -> io::Result<Vec<u8>> {
     let len = file.len()? as usize;
     let mut bytes = vec![0u8; len];
-    let got = crate::format::read_at_most(file, &mut bytes, 0)?;
+    let got = read_at_most(file, &mut bytes, 0)?;
     bytes.truncate(got);
     Ok(bytes)
 }

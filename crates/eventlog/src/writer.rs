@@ -22,8 +22,9 @@ use crate::format::{RecordFields, SEGMENT_HEADER_LEN, encode_record, record_len}
 use crate::index::{Index, SegmentEntry};
 use crate::lifecycle::{Retention, stream_of_metastream};
 use crate::prealloc::Preallocator;
+use crate::reader::read_at;
 use crate::segment::{create_segment, remove_created};
-use crate::store::{Commit, Shared};
+use crate::shared::{Commit, Shared};
 use crate::vfs::{FileHandle, write_all_at};
 use crate::{Durability, checkpoint};
 
@@ -65,7 +66,7 @@ struct Flush {
     /// (id, offset in segment, stream) per new event, in position order.
     entries: Vec<([u8; 16], u32, String)>,
     /// Stream -> number of events it will have after this flush (for streams touched).
-    stream_lengths: HashMap<String, u64>,
+    stream_event_counts: HashMap<String, u64>,
     /// Id -> index into `entries` and the event, for duplicates within one group.
     pending: HashMap<[u8; 16], (usize, NewEvent)>,
     /// Stream -> the retention its last lifecycle record in this flush states (published
@@ -74,9 +75,23 @@ struct Flush {
     replies: Vec<Reply>,
 }
 
+impl Flush {
+    /// The number of events `stream` has with this flush: what its next event's version is.
+    fn stream_event_count(&self, index: &Index, stream: &str) -> u64 {
+        self.stream_event_counts
+            .get(stream)
+            .copied()
+            .unwrap_or_else(|| index.stream_next_version(stream))
+    }
+}
+
+/// The writer thread's state: the active segment and how much of it is written and synced,
+/// and when to checkpoint.
 pub struct Writer {
     shared: Arc<Shared>,
+    /// Where appenders queue their commands.
     receiver: Receiver<Command>,
+    /// The active segment, open for writing.
     file: FileHandle,
     /// Bytes of the active segment that are written (and published).
     len_bytes: u64,
@@ -86,11 +101,13 @@ pub struct Writer {
     /// fsync cuts the log back to (outside `Durability::Fsync` acknowledged bytes may be
     /// unsynced, and after a failed fsync they may never reach the disk).
     synced_len_bytes: u64,
-    synced_events: u64,
-    last_sync: Instant,
-    events_since_checkpoint: u64,
+    synced_event_count: u64,
+    /// When the active segment was last fsynced (or the store opened), on the engine's clock.
+    last_sync_at: Instant,
+    /// Events published since the last checkpoint was started.
+    events_since_checkpoint_count: u64,
     /// When the last checkpoint was started (or the store opened).
-    last_checkpoint: Instant,
+    last_checkpoint_at: Instant,
     /// Answers go to the notifier thread: waking 64 appenders costs a syscall each, and the
     /// writer would rather be writing and fsyncing the next group meanwhile.
     notifier: Option<(Sender<Answers>, std::thread::JoinHandle<()>)>,
@@ -137,20 +154,20 @@ impl Writer {
         shared: Arc<Shared>,
         receiver: Receiver<Command>,
         file: FileHandle,
-        len: u64,
+        len_bytes: u64,
         preallocator: Option<Arc<Preallocator>>,
     ) -> Self {
-        let synced_events = shared.index.read().expect("index lock").len();
+        let synced_event_count = shared.index.read().expect("index lock").len();
         Writer {
             receiver,
             file,
-            len_bytes: len,
+            len_bytes,
             unsynced: false,
-            synced_len_bytes: len,
-            synced_events,
-            last_sync: shared.options.storage.now(),
-            events_since_checkpoint: 0,
-            last_checkpoint: shared.options.storage.now(),
+            synced_len_bytes: len_bytes,
+            synced_event_count,
+            last_sync_at: shared.options.storage.now(),
+            events_since_checkpoint_count: 0,
+            last_checkpoint_at: shared.options.storage.now(),
             notifier: None,
             preallocator,
             leftover_segment: None,
@@ -180,10 +197,10 @@ impl Writer {
         match self.file.sync_data() {
             Ok(()) => {
                 self.unsynced = false;
-                self.last_sync = self.now();
+                self.last_sync_at = self.now();
                 self.shared.stats.fsyncs.fetch_add(1, Ordering::Relaxed);
                 self.synced_len_bytes = self.len_bytes;
-                self.synced_events = self.shared.index.read().expect("index lock").len();
+                self.synced_event_count = self.shared.index.read().expect("index lock").len();
                 Ok(())
             }
             Err(e) => {
@@ -203,7 +220,7 @@ impl Writer {
         }
         tracing::error!(
             bytes = self.len_bytes - self.synced_len_bytes,
-            events = self.shared.index.read().expect("index lock").len() - self.synced_events,
+            events = self.shared.index.read().expect("index lock").len() - self.synced_event_count,
             "cutting off acknowledged but unsynced events after the failed fsync"
         );
         if let Err(e) = self.file.set_len(self.synced_len_bytes) {
@@ -216,7 +233,7 @@ impl Writer {
             .index
             .write()
             .expect("index lock")
-            .truncate(self.synced_events, self.synced_len_bytes);
+            .truncate(self.synced_event_count, self.synced_len_bytes);
         self.len_bytes = self.synced_len_bytes;
         self.unsynced = false;
     }
@@ -333,7 +350,7 @@ impl Writer {
                 return self.receiver.recv().ok();
             }
             let wait = every
-                .saturating_sub(self.now().saturating_duration_since(self.last_sync))
+                .saturating_sub(self.now().saturating_duration_since(self.last_sync_at))
                 // A simulated clock moves only when the test moves it: wake up now and then.
                 .max(Duration::from_millis(1));
             match self.receiver.recv_timeout(wait) {
@@ -349,7 +366,7 @@ impl Writer {
     }
 
     fn interval_due(&self, every: Duration) -> bool {
-        self.now().saturating_duration_since(self.last_sync) >= every
+        self.now().saturating_duration_since(self.last_sync_at) >= every
     }
 
     fn stop_after_fsync_failure(&self, error: &io::Error) {
@@ -417,108 +434,148 @@ impl Writer {
         done: Done,
     ) {
         let index = self.shared.index.read().expect("index lock poisoned");
-        // A tombstone is final: nothing more in the stream, nor in its metastream (after
-        // the index lock, as every reader of the catalog).
-        {
-            let catalog = self.shared.catalog.read().expect("catalog lock poisoned");
-            let tombstoned = |stream: &str| {
-                flush.lifecycle.get(stream).is_some_and(|r| r.tombstoned)
-                    || (!flush.lifecycle.contains_key(stream) && catalog.is_tombstoned(stream))
-            };
-            for event in &events {
-                let owner = stream_of_metastream(&event.stream).unwrap_or(&event.stream);
-                if tombstoned(owner) {
-                    return done(Err(Error::StreamDeleted {
-                        stream: owner.to_owned(),
-                    }));
-                }
+        // Under the index lock: the catalog is taken after it, as every reader of it does.
+        if let Err(e) = self.refuse_tombstoned(flush, &events) {
+            return done(Err(e));
+        }
+        match self.repeats(&index, flush, &events) {
+            Err(e) => return done(Err(e)),
+            Ok(Some((appended, of_this_flush))) => {
+                return flush.replies.push(if of_this_flush {
+                    Reply::New(done, appended)
+                } else {
+                    Reply::Settled(done, Ok(appended))
+                });
+            }
+            Ok(None) => {}
+        }
+        if let Err(e) = self.check_expected(&index, flush, &events[0].stream, expected, condition) {
+            return done(Err(e));
+        }
+        let placed = self.encode(&index, flush, events);
+        flush.replies.push(Reply::New(
+            done,
+            Appended {
+                events: placed,
+                duplicate: false,
+            },
+        ));
+    }
+
+    /// A tombstone is final: refuses events of a tombstoned stream or of its metastream (by
+    /// the catalog, or a tombstone earlier in this flush). Call it holding the index lock.
+    fn refuse_tombstoned(&self, flush: &Flush, events: &[NewEvent]) -> Result<()> {
+        let catalog = self.shared.catalog.read().expect("catalog lock poisoned");
+        let tombstoned = |stream: &str| {
+            flush.lifecycle.get(stream).is_some_and(|r| r.tombstoned)
+                || (!flush.lifecycle.contains_key(stream) && catalog.is_tombstoned(stream))
+        };
+        for event in events {
+            let owner = stream_of_metastream(&event.stream).unwrap_or(&event.stream);
+            if tombstoned(owner) {
+                return Err(Error::StreamDeleted {
+                    stream: owner.to_owned(),
+                });
             }
         }
-        // Idempotency: an id seen before must come with identical content, and a batch is
-        // either entirely new or entirely a repeat.
+        Ok(())
+    }
+
+    /// Idempotency: an id seen before (in the log or earlier in this flush) must come with
+    /// identical content, and a batch is either entirely new or entirely a repeat. Answers
+    /// `None` for a new batch; for a repeat, where its events are and whether they are events
+    /// of this flush (then answered once it is durable, otherwise at once).
+    fn repeats(
+        &self,
+        index: &Index,
+        flush: &Flush,
+        events: &[NewEvent],
+    ) -> Result<Option<(Appended, bool)>> {
         let mut repeats = Vec::new();
         let mut repeats_pending = false;
-        for event in &events {
+        for event in events {
             let id = *event.id.as_bytes();
             let found = if let Some(position) = index.position_of(&id) {
-                match crate::store::read_at(&index, position) {
-                    Ok(stored) if stored.same_content(event) => Some(Placed {
-                        id: event.id,
-                        stream: stored.stream,
-                        version: stored.version,
-                        position,
-                    }),
-                    Ok(_) => {
-                        return done(Err(Error::IdConflict { id: event.id }));
-                    }
-                    Err(e) => return done(Err(e)),
+                let stored = read_at(index, position)?;
+                if !stored.same_content(event) {
+                    return Err(Error::IdConflict { id: event.id });
                 }
+                Some(Placed {
+                    id: event.id,
+                    stream: stored.stream,
+                    version: stored.version,
+                    position,
+                })
             } else if let Some((entry, pending)) = flush.pending.get(&id) {
                 if pending != event {
-                    return done(Err(Error::IdConflict { id: event.id }));
+                    return Err(Error::IdConflict { id: event.id });
                 }
                 repeats_pending = true;
-                let position = index.len() + *entry as u64;
-                let version = flush_version(&index, flush, *entry);
                 Some(Placed {
                     id: event.id,
                     stream: pending.stream.clone(),
-                    version,
-                    position,
+                    version: flush_version(index, flush, *entry),
+                    position: index.len() + *entry as u64,
                 })
             } else {
                 None
             };
             repeats.extend(found);
         }
-        if !repeats.is_empty() {
-            if repeats.len() != events.len() {
-                return done(Err(Error::IdConflict { id: repeats[0].id }));
-            }
-            let appended = Appended {
-                events: repeats,
-                duplicate: true,
-            };
-            flush.replies.push(if repeats_pending {
-                Reply::New(done, appended)
-            } else {
-                Reply::Settled(done, Ok(appended))
-            });
-            return;
+        if repeats.is_empty() {
+            return Ok(None);
         }
-        // Optimistic concurrency, against the index plus this flush.
-        let stream_length = |flush: &Flush, stream: &str| {
-            flush
-                .stream_lengths
-                .get(stream)
-                .copied()
-                .unwrap_or_else(|| index.stream_next_version(stream))
+        if repeats.len() != events.len() {
+            return Err(Error::IdConflict { id: repeats[0].id });
+        }
+        let appended = Appended {
+            events: repeats,
+            duplicate: true,
         };
-        let own = Some((events[0].stream.as_str(), expected));
+        Ok(Some((appended, repeats_pending)))
+    }
+
+    /// Optimistic concurrency: `stream` must be at `expected`, and the `condition`'s stream
+    /// at its version, against the index plus this flush.
+    fn check_expected(
+        &self,
+        index: &Index,
+        flush: &Flush,
+        stream: &str,
+        expected: ExpectedVersion,
+        condition: Option<(String, ExpectedVersion)>,
+    ) -> Result<()> {
+        let own = Some((stream, expected));
         let other = condition
             .as_ref()
             .map(|(stream, expected)| (stream.as_str(), *expected));
         for (checked, expected) in own.into_iter().chain(other) {
-            let current = stream_length(flush, checked).checked_sub(1);
+            let current = flush.stream_event_count(index, checked).checked_sub(1);
             let matches = match expected {
                 ExpectedVersion::NoStream => current.is_none(),
                 ExpectedVersion::Exact(version) => current == Some(version),
                 ExpectedVersion::Any => true,
             };
             if !matches {
-                return done(Err(Error::WrongExpectedVersion {
+                return Err(Error::WrongExpectedVersion {
                     stream: checked.to_owned(),
                     expected,
                     current,
-                }));
+                });
             }
         }
+        Ok(())
+    }
+
+    /// Encodes an accepted batch into the flush, giving its events their positions and
+    /// versions, and records what publishing the flush will need; answers where they went.
+    fn encode(&self, index: &Index, flush: &mut Flush, events: Vec<NewEvent>) -> Vec<Placed> {
         let recorded_at_micros = now_micros();
         let batch_len = events.len() as u32;
         let mut placed = Vec::with_capacity(events.len());
         for (batch_index, event) in events.into_iter().enumerate() {
             let position = index.len() + flush.entries.len() as u64;
-            let version = stream_length(flush, &event.stream);
+            let version = flush.stream_event_count(index, &event.stream);
             let offset = self.len_bytes + flush.buf.len() as u64;
             encode_record(
                 &mut flush.buf,
@@ -538,7 +595,7 @@ impl Writer {
             );
             let offset = u32::try_from(offset).expect("segment size is validated below 4 GiB");
             flush
-                .stream_lengths
+                .stream_event_counts
                 .insert(event.stream.clone(), version + 1);
             flush
                 .entries
@@ -559,13 +616,7 @@ impl Writer {
                 .pending
                 .insert(*event.id.as_bytes(), (flush.entries.len() - 1, event));
         }
-        flush.replies.push(Reply::New(
-            done,
-            Appended {
-                events: placed,
-                duplicate: false,
-            },
-        ));
+        placed
     }
 
     /// Writes, fsyncs (per durability) and publishes one flush, then answers its appenders.
@@ -580,31 +631,65 @@ impl Writer {
         }
         if let Err(e) = write_all_at(&*self.file, &flush.buf, self.len_bytes) {
             tracing::error!(error = %e, bytes = flush.buf.len(), "write to the log failed");
-            // Cut off whatever part of the write landed, durably: the next write starts clean,
-            // and neither a later seal nor a power cut can bring the partial bytes back (a
-            // sealed segment must end at its last record; recovery reads a hole left by lost
-            // pages as zeros).
-            match self.file.set_len(self.len_bytes) {
-                Err(cut) => {
-                    tracing::error!(error = %cut, "could not cut off a failed write");
-                    self.shared.stopped.store(true, Ordering::SeqCst);
-                }
-                Ok(()) => {
-                    self.unsynced = true;
-                    let _ = self.sync_now();
-                }
-            }
-            if let Some(preallocator) = &self.preallocator {
-                preallocator.truncated(self.len_bytes);
-            }
+            self.cut_failed_write();
             let failure = || Error::WriteFailed {
                 source: io::Error::new(e.kind(), e.to_string()),
             };
             self.answer(flush.replies, Some(&failure));
             return;
         }
-        let mut fsync = None;
-        let mut synced = false;
+        let Some((fsync, synced)) = self.make_durable(flush.buf.len() as u64) else {
+            self.answer(flush.replies, Some(&|| Error::WriterStopped));
+            return;
+        };
+        let events = flush.entries.len() as u64;
+        let head = self.publish(&flush);
+        if synced {
+            self.synced_len_bytes = self.len_bytes;
+            self.synced_event_count = head;
+        }
+        self.events_since_checkpoint_count += events;
+        self.shared
+            .stats
+            .record_commit(events, flush.buf.len() as u64);
+        let commit = Commit {
+            head,
+            events,
+            bytes: flush.buf.len() as u64,
+            fsync,
+            duration: started.elapsed(),
+        };
+        for listener in self.shared.listeners.read().expect("listeners lock").iter() {
+            listener(&commit);
+        }
+        self.answer(flush.replies, None);
+    }
+
+    /// After a failed write: cuts off whatever part of it landed, durably, so that the next
+    /// write starts clean, and neither a later seal nor a power cut can bring the partial
+    /// bytes back (a sealed segment must end at its last record; recovery reads a hole left by
+    /// lost pages as zeros). Stops the writer when even the cut fails.
+    fn cut_failed_write(&mut self) {
+        match self.file.set_len(self.len_bytes) {
+            Err(cut) => {
+                tracing::error!(error = %cut, "could not cut off a failed write");
+                self.shared.stopped.store(true, Ordering::SeqCst);
+            }
+            Ok(()) => {
+                self.unsynced = true;
+                let _ = self.sync_now();
+            }
+        }
+        if let Some(preallocator) = &self.preallocator {
+            preallocator.truncated(self.len_bytes);
+        }
+    }
+
+    /// Makes the `written_bytes` just written after `len_bytes` durable as the durability mode
+    /// says: answers how long the fsync took (when this flush waited for one) and whether the
+    /// log is now synced up to its end, or `None` when an fsync failed (the writer is then
+    /// stopped and the unsynced log cut off: the flush must not be acknowledged).
+    fn make_durable(&mut self, written_bytes: u64) -> Option<(Option<Duration>, bool)> {
         match self.shared.options.durability {
             Durability::Fsync => {
                 let fsync_started = Instant::now();
@@ -620,74 +705,58 @@ impl Writer {
                     if let Some(preallocator) = &self.preallocator {
                         preallocator.truncated(self.len_bytes);
                     }
-                    self.answer(flush.replies, Some(&|| Error::WriterStopped));
-                    return;
+                    return None;
                 }
-                fsync = Some(fsync_started.elapsed());
-                synced = true;
                 self.shared.stats.fsyncs.fetch_add(1, Ordering::Relaxed);
+                Some((Some(fsync_started.elapsed()), true))
             }
             Durability::Interval { every } => {
                 self.unsynced = true;
-                if self.interval_due(every) {
-                    if self.sync_now().is_err() {
-                        // The failed fsync covered this flush: it is not acknowledged, nor
-                        // published, and cut off with the rest of the unsynced log.
-                        self.len_bytes += flush.buf.len() as u64;
-                        self.cut_unsynced();
-                        self.answer(flush.replies, Some(&|| Error::WriterStopped));
-                        return;
-                    }
-                    synced = true;
+                if !self.interval_due(every) {
+                    return Some((None, false));
                 }
+                if self.sync_now().is_err() {
+                    // The failed fsync covered this flush: it is not acknowledged, nor
+                    // published, and cut off with the rest of the unsynced log.
+                    self.len_bytes += written_bytes;
+                    self.cut_unsynced();
+                    return None;
+                }
+                Some((None, true))
             }
-            Durability::Never => self.unsynced = true,
+            Durability::Never => {
+                self.unsynced = true;
+                Some((None, false))
+            }
         }
-        let events = flush.entries.len() as u64;
+    }
+
+    /// Publishes a written flush: its events in the index, its stream names and lifecycle in
+    /// the catalog, the active segment's new visible length. Answers the new head.
+    fn publish(&mut self, flush: &Flush) -> u64 {
         self.len_bytes += flush.buf.len() as u64;
         if let Some(preallocator) = &self.preallocator {
             preallocator.wanted(self.len_bytes, self.shared.options.segment_size_bytes);
         }
-        let head = {
-            let mut index = self.shared.index.write().expect("index lock poisoned");
-            for (id, offset, stream) in &flush.entries {
-                index.push(*id, *offset, stream);
-            }
-            // Under the index's write lock: a reader seeing these events sees their lifecycle.
-            let mut catalog = self.shared.catalog.write().expect("catalog lock poisoned");
-            for stream in flush.stream_lengths.keys() {
-                catalog.add_name(stream);
-            }
-            for (stream, retention) in &flush.lifecycle {
-                catalog.set_retention(stream, *retention);
-            }
-            drop(catalog);
-            index
-                .segments
-                .last_mut()
-                .expect("an active segment")
-                .visible_len = self.len_bytes;
-            index.len()
-        };
-        if synced {
-            self.synced_len_bytes = self.len_bytes;
-            self.synced_events = head;
+        let mut index = self.shared.index.write().expect("index lock poisoned");
+        for (id, offset, stream) in &flush.entries {
+            index.push(*id, *offset, stream);
         }
-        self.events_since_checkpoint += events;
-        self.shared
-            .stats
-            .record_commit(events, flush.buf.len() as u64);
-        let commit = Commit {
-            head,
-            events,
-            bytes: flush.buf.len() as u64,
-            fsync,
-            duration: started.elapsed(),
-        };
-        for listener in self.shared.listeners.read().expect("listeners lock").iter() {
-            listener(&commit);
+        // Under the index's write lock: a reader seeing these events sees their lifecycle.
+        let mut catalog = self.shared.catalog.write().expect("catalog lock poisoned");
+        for stream in flush.stream_event_counts.keys() {
+            catalog.add_name(stream);
         }
-        self.answer(flush.replies, None);
+        for (stream, retention) in &flush.lifecycle {
+            catalog.set_retention(stream, *retention);
+        }
+        drop(catalog);
+        index
+            .segments
+            .last_mut()
+            .expect("an active segment")
+            .visible_len = self.len_bytes;
+        index.len()
     }
 
     /// Answers every appender of a flush (through the notifier); with `failure`, new events get
@@ -797,7 +866,7 @@ impl Writer {
         self.file = file;
         self.len_bytes = SEGMENT_HEADER_LEN;
         self.synced_len_bytes = SEGMENT_HEADER_LEN;
-        self.synced_events = first_position;
+        self.synced_event_count = first_position;
         Ok(())
     }
 
@@ -814,8 +883,8 @@ impl Writer {
         let vfs = &*self.shared.options.storage;
         checkpoint::write_temporary(vfs, &self.shared.dir, &self.shared.index, &cut)?;
         checkpoint::install(vfs, &self.shared.dir)?;
-        self.events_since_checkpoint = 0;
-        self.last_checkpoint = self.now();
+        self.events_since_checkpoint_count = 0;
+        self.last_checkpoint_at = self.now();
         Ok(())
     }
 
@@ -824,12 +893,12 @@ impl Writer {
     fn maybe_checkpoint_in_background(&mut self) {
         let options = &self.shared.options;
         let by_count = options.checkpoint_every_events > 0
-            && self.events_since_checkpoint >= options.checkpoint_every_events;
+            && self.events_since_checkpoint_count >= options.checkpoint_every_events;
         let by_time = options.checkpoint_every_seconds > 0
-            && self.events_since_checkpoint > 0
+            && self.events_since_checkpoint_count > 0
             && self
                 .now()
-                .saturating_duration_since(self.last_checkpoint)
+                .saturating_duration_since(self.last_checkpoint_at)
                 .as_secs()
                 >= options.checkpoint_every_seconds;
         if by_count || by_time {
@@ -858,8 +927,8 @@ impl Writer {
         if self.stopped() || self.sync_now().is_err() {
             return;
         }
-        self.events_since_checkpoint = 0;
-        self.last_checkpoint = self.now();
+        self.events_since_checkpoint_count = 0;
+        self.last_checkpoint_at = self.now();
         let cut = checkpoint::Cut::of(&self.shared.index.read().expect("index lock"));
         let shared = Arc::clone(&self.shared);
         let work = move || {
