@@ -26,6 +26,7 @@
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::checkpoint::checkpoint_path;
@@ -149,11 +150,13 @@ pub(crate) fn run(
         ..ScavengeProgress::default()
     };
     progress(&report);
-    let mut pacer = Pacer::new(options.max_bytes_per_second);
+    let mut pacer = Pacer::new(options.max_bytes_per_second, &shared.closing);
+    pacer.check_open()?;
     // Streams that kept an event: their later events stay, whatever the question says.
     let mut kept_streams: HashSet<Box<str>> = HashSet::new();
     let mut batch = Batch::new(shared);
     for segment in &sealed {
+        pacer.check_open()?;
         let plan = plan(segment, is_dead, &mut kept_streams, &mut pacer)?;
         if plan.removed.is_empty() {
             report.bytes_after += segment.visible_len;
@@ -229,7 +232,7 @@ fn plan(
         },
     )
     .map_err(|e| Error::io(&segment.path, e))?;
-    pacer.spent(segment.visible_len);
+    pacer.spent(segment.visible_len)?;
     if outcome.stop != ScanStop::End || outcome.offset != segment.visible_len {
         return Err(Error::Corrupt {
             path: segment.path.clone(),
@@ -299,7 +302,7 @@ fn rewrite(
                 }
                 window_start = copy_from;
                 window_end = copy_from + got as u64;
-                pacer.spent(got as u64);
+                pacer.spent(got as u64)?;
             }
             let until = to.min(window_end);
             let room = (COPY_CHUNK_BYTES - pending.len()) as u64;
@@ -477,32 +480,54 @@ pub(crate) fn remove_leftovers(vfs: &dyn Vfs, dir: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Keeps a scavenge at or below a byte rate.
-struct Pacer {
+/// Longest a paced scavenge sleeps before it looks whether the store is closing.
+const PACER_NAP: Duration = Duration::from_millis(20);
+
+/// Keeps a scavenge at or below a byte rate, and stops it when the store closes: a slow
+/// scavenge never holds up a shutdown (it is crash-safe at every step, so stopping between
+/// two is safe).
+struct Pacer<'a> {
     max_bytes_per_second: u64,
     started: Instant,
     bytes: u64,
+    closing: &'a AtomicBool,
 }
 
-impl Pacer {
-    fn new(max_bytes_per_second: u64) -> Pacer {
+impl<'a> Pacer<'a> {
+    fn new(max_bytes_per_second: u64, closing: &'a AtomicBool) -> Pacer<'a> {
         Pacer {
             max_bytes_per_second,
             started: Instant::now(),
             bytes: 0,
+            closing,
         }
     }
 
-    /// Counts `bytes` of I/O and sleeps while the run is ahead of its rate.
-    fn spent(&mut self, bytes: u64) {
+    /// [`Error::Closed`] once the store is closing.
+    fn check_open(&self) -> Result<()> {
+        if self.closing.load(Ordering::SeqCst) {
+            return Err(Error::Closed);
+        }
+        Ok(())
+    }
+
+    /// Counts `bytes` of I/O and sleeps while the run is ahead of its rate; [`Error::Closed`]
+    /// when the store starts closing meanwhile.
+    fn spent(&mut self, bytes: u64) -> Result<()> {
         self.bytes += bytes;
+        self.check_open()?;
         if self.max_bytes_per_second == 0 {
-            return;
+            return Ok(());
         }
         let due = Duration::from_secs_f64(self.bytes as f64 / self.max_bytes_per_second as f64);
-        if let Some(ahead) = due.checked_sub(self.started.elapsed()) {
-            std::thread::sleep(ahead);
+        while let Some(ahead) = due.checked_sub(self.started.elapsed()) {
+            if ahead.is_zero() {
+                break;
+            }
+            std::thread::sleep(ahead.min(PACER_NAP));
+            self.check_open()?;
         }
+        Ok(())
     }
 }
 

@@ -87,8 +87,10 @@ struct Handle {
     writer: Mutex<Option<JoinHandle<()>>>,
     closed: AtomicBool,
     report: OpenReport,
-    /// Held for the life of the store: the OS lock releases when the file closes.
-    _lock: Box<dyn Send + Sync>,
+    /// Held until the store is closed (and no scavenge runs): the OS lock releases when the
+    /// file closes, so a clone that outlives the close (a scavenge's thread) does not keep the
+    /// directory from the next owner.
+    lock: Mutex<Option<Box<dyn Send + Sync>>>,
 }
 
 /// An open event log. Cheap to clone; all clones share one writer. The store closes (writing a
@@ -170,7 +172,7 @@ impl Store {
                 writer: Mutex::new(Some(writer)),
                 closed: AtomicBool::new(false),
                 report,
-                _lock: lock,
+                lock: Mutex::new(Some(lock)),
             }),
         })
     }
@@ -678,6 +680,15 @@ impl Handle {
                 tracing::error!("the event log writer panicked");
             }
         }
+        // A running scavenge sees `closing` at its next step (a paced one within a nap) and
+        // returns; once it has, nothing of this store touches the directory again.
+        let no_scavenge = self
+            .shared
+            .scavenge_lock
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        drop(self.lock.lock().expect("directory lock").take());
+        drop(no_scavenge);
     }
 }
 

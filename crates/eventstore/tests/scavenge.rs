@@ -74,27 +74,16 @@ async fn a_tombstoned_streams_events_are_erased_from_every_file_by_a_sealing_sca
         let data = format!(r#"{{"kept":{n}}}"#);
         live.push((append(&server, "orders", &data).await, data));
     }
-    let (status, _, _) = json(
+    assert_eq!(
         server
-            .client
-            .delete(server.url("/streams/user-erased?hard=true"))
-            .send()
+            .delete("/streams/user-erased?hard=true")
             .await
-            .unwrap(),
-    )
-    .await;
-    assert_eq!(status, 204);
+            .status(),
+        204
+    );
     assert!(!files_containing(dir.path(), MARKER.as_bytes()).is_empty());
 
-    let (status, _, started) = json(
-        server
-            .client
-            .post(server.url("/admin/scavenge?seal=true"))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (status, _, started) = json(server.post("/admin/scavenge?seal=true").await).await;
     assert_eq!(status, 202, "{started}");
     assert_eq!(started["status"], "running");
     let done = wait_done(&server, started["id"].as_str().unwrap()).await;
@@ -211,15 +200,7 @@ async fn a_soft_deleted_stream_scavenged_away_continues_its_versions_after_a_ful
     )
     .await;
     assert_eq!(status, 204);
-    let (status, _, started) = json(
-        server
-            .client
-            .post(server.url("/admin/scavenge?seal=true"))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (status, _, started) = json(server.post("/admin/scavenge?seal=true").await).await;
     assert_eq!(status, 202);
     let done = wait_done(&server, started["id"].as_str().unwrap()).await;
     assert_eq!(done["events_removed"], 3, "{done}");
@@ -249,7 +230,7 @@ async fn a_soft_deleted_stream_scavenged_away_continues_its_versions_after_a_ful
 }
 
 #[tokio::test]
-async fn a_second_scavenge_while_one_runs_is_409_naming_it_and_shutdown_does_not_wait_for_it() {
+async fn a_second_scavenge_while_one_runs_is_409_and_a_close_stops_the_running_one_and_frees_the_directory() {
     let dir = tempfile::tempdir().unwrap();
     let options = eventlog::Options {
         segment_size_bytes: 4096,
@@ -268,41 +249,30 @@ async fn a_second_scavenge_while_one_runs_is_409_naming_it_and_shutdown_does_not
         append(&server, "gone", &format!(r#"{{"n":{n}}}"#)).await;
         live.push(append(&server, "kept", &format!(r#"{{"n":{n}}}"#)).await);
     }
-    let deleted = server
-        .client
-        .delete(server.url("/streams/gone?hard=true"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(deleted.status(), 204);
-    let start = || async {
-        json(
-            server
-                .client
-                .post(server.url("/admin/scavenge?seal=true"))
-                .send()
-                .await
-                .unwrap(),
-        )
-        .await
-    };
-    let (status, _, first) = start().await;
+    assert_eq!(server.delete("/streams/gone?hard=true").await.status(), 204);
+    let (status, _, first) = json(server.post("/admin/scavenge?seal=true").await).await;
     assert_eq!(status, 202, "{first}");
-    let (status, content_type, second) = start().await;
+    let (status, content_type, second) = json(server.post("/admin/scavenge").await).await;
     assert_eq!(status, 409, "{second}");
     assert_eq!(content_type, "application/problem+json");
     assert_eq!(second["scavenge_id"], first["id"], "{second}");
-    let (status, _, progress) = json(
-        server
-            .get(&format!(
-                "/admin/scavenge/{}",
-                first["id"].as_str().unwrap()
-            ))
-            .await,
-    )
-    .await;
-    assert_eq!(status, 200);
-    assert_eq!(progress["status"], "running", "{progress}");
+    // Wait until it is at work (it reports its segments when it starts), so that the close
+    // below meets it mid-run.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let path = format!("/admin/scavenge/{}", first["id"].as_str().unwrap());
+        let (status, _, progress) = json(server.get(&path).await).await;
+        assert_eq!(status, 200);
+        assert_eq!(progress["status"], "running", "{progress}");
+        if progress["segments_total"].as_u64() > Some(0) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the scavenge never started: {progress}"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
 
     // Closing does not wait for a paced scavenge to finish: it stops between two steps, and
     // the store opens with every live event where it was.

@@ -85,6 +85,15 @@ impl TestServer {
         self.client.get(self.url(path)).send().await.unwrap()
     }
 
+    /// A `POST` without a body (`/admin/scavenge`).
+    pub async fn post(&self, path: &str) -> reqwest::Response {
+        self.client.post(self.url(path)).send().await.unwrap()
+    }
+
+    pub async fn delete(&self, path: &str) -> reqwest::Response {
+        self.client.delete(self.url(path)).send().await.unwrap()
+    }
+
     /// Closes the log and stops serving; every handle to the store is gone afterwards, so the
     /// directory can be opened again.
     pub async fn stop(mut self) {
