@@ -132,11 +132,36 @@ pub const DATABASE_URL_SETTING: Setting =
     Setting::new("EVENTS_DATABASE_URL", "--events-database-url");
 /// `--durability`, as named in start-up reports.
 const DURABILITY_SETTING: Setting = Setting::new("EVENTS_DURABILITY", "--durability");
-/// The segment size and the limits, checked together by the engine.
-const LIMITS_SETTING: Setting = Setting::new(
-    "EVENTS_SEGMENT_SIZE_BYTES / EVENTS_MAX_*",
-    "--segment-size-bytes / --max-*",
-);
+/// An engine setting the table below does not name yet (a unit test keeps it complete).
+const UNNAMED_ENGINE_SETTING: Setting = Setting::new("EVENTS_*", "--*");
+/// The engine settings, by the field name the engine's check reports them under.
+const ENGINE_SETTINGS: [(&str, Setting); 7] = [
+    ("durability", DURABILITY_SETTING),
+    (
+        "segment_size_bytes",
+        Setting::new("EVENTS_SEGMENT_SIZE_BYTES", "--segment-size-bytes"),
+    ),
+    (
+        "max_event_size_bytes",
+        Setting::new("EVENTS_MAX_EVENT_SIZE_BYTES", "--max-event-size-bytes"),
+    ),
+    (
+        "max_batch_events",
+        Setting::new("EVENTS_MAX_BATCH_EVENTS", "--max-batch-events"),
+    ),
+    (
+        "max_batch_size_bytes",
+        Setting::new("EVENTS_MAX_BATCH_SIZE_BYTES", "--max-batch-size-bytes"),
+    ),
+    (
+        "max_stream_name_bytes",
+        Setting::new("EVENTS_MAX_STREAM_NAME_BYTES", "--max-stream-name-bytes"),
+    ),
+    (
+        "max_event_type_bytes",
+        Setting::new("EVENTS_MAX_EVENT_TYPE_BYTES", "--max-event-type-bytes"),
+    ),
+];
 /// `--events-token`, as named in start-up reports.
 const TOKEN_SETTING: Setting = Setting::new("EVENTS_TOKEN", "--events-token");
 /// `--events-database-max-connections`, as named in start-up reports.
@@ -253,8 +278,13 @@ impl EventsArgs {
             checkpoint_every_seconds: self.checkpoint_every_seconds,
             ..Options::default()
         };
-        if let Err(error) = options.validate() {
-            checker.problem(LIMITS_SETTING, format!("{error}; adjust the named setting"));
+        // Every bad engine setting under its own name, all at once.
+        for problem in options.problems() {
+            let setting = ENGINE_SETTINGS
+                .iter()
+                .find(|(field, _)| *field == problem.setting)
+                .map_or(UNNAMED_ENGINE_SETTING, |(_, setting)| *setting);
+            checker.problem(setting, problem.message);
         }
         options
     }
@@ -340,6 +370,37 @@ fn check_store_dir(dir: &Path) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_bad_engine_setting_is_reported_under_its_own_name_at_once() {
+        let args = EventsArgs {
+            durability: "interval:0".into(),
+            segment_size_bytes: 10,
+            max_event_size_bytes: u32::MAX,
+            max_batch_events: 0,
+            max_batch_size_bytes: 1,
+            max_stream_name_bytes: 0,
+            max_event_type_bytes: 0,
+            ..EventsArgs::default()
+        };
+        let mut checker = Checker::new();
+        args.check_options(&mut checker);
+        let named: Vec<String> = checker
+            .problems_mut()
+            .iter()
+            .map(|problem| problem.setting.clone())
+            .collect();
+        for (_, setting) in &ENGINE_SETTINGS[1..] {
+            assert!(
+                named.contains(&setting.to_string()),
+                "{setting} missing from {named:?}"
+            );
+        }
+        assert!(
+            !named.contains(&UNNAMED_ENGINE_SETTING.to_string()),
+            "a problem under no setting's name: {named:?}"
+        );
+    }
 
     #[test]
     fn durability_modes_parse_and_unknown_ones_are_named() {

@@ -230,7 +230,8 @@ async fn a_soft_deleted_stream_scavenged_away_continues_its_versions_after_a_ful
 }
 
 #[tokio::test]
-async fn a_second_scavenge_while_one_runs_is_409_and_a_close_stops_the_running_one_and_frees_the_directory() {
+async fn a_second_scavenge_while_one_runs_is_409_and_a_close_stops_the_running_one_and_frees_the_directory()
+ {
     let dir = tempfile::tempdir().unwrap();
     let options = eventlog::Options {
         segment_size_bytes: 4096,
