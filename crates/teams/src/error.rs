@@ -146,7 +146,7 @@ impl Error {
         match self {
             Error::BadRequest(detail) => Problem::bad_request(detail.clone()),
             Error::Unauthorized => Problem::unauthorized(
-                "This endpoint needs the header `Authorization: Bearer <ADMIN_TOKEN>`.",
+                "this endpoint needs the header `Authorization: Bearer <ADMIN_TOKEN>`",
             ),
             Error::NotFound(detail) => Problem::not_found(detail.clone()),
             Error::Gone(detail) => Problem::new(StatusCode::GONE, "gone", detail.clone()),
@@ -164,7 +164,7 @@ impl Error {
             } => Problem::new(
                 StatusCode::TOO_MANY_REQUESTS,
                 "too-many-requests",
-                format!("Try again in {retry_after_seconds} s."),
+                format!("try again in {retry_after_seconds} s"),
             )
             .with("retry_after_seconds", *retry_after_seconds)
             .with_header(header::RETRY_AFTER, HeaderValue::from(*retry_after_seconds)),
@@ -173,23 +173,23 @@ impl Error {
                 StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
                 "request-header-fields-too-large",
                 format!(
-                    "The `{name}` header is larger than {} bytes.",
+                    "the `{name}` header is larger than {} bytes",
                     crate::HEADER_FIELD_MAX_BYTES
                 ),
             ),
             Error::UnsupportedMediaType(detail) => Problem::unsupported_media_type(detail.clone()),
             Error::Database(error) => match violated_unique_index(error) {
                 Some(UniqueIndex::TeamName) => {
-                    Problem::conflict("A live team already has this name (names ignore case).")
+                    Problem::conflict("A live team already has this name (names ignore case)")
                 }
                 Some(UniqueIndex::MemberEmail) => {
-                    Problem::conflict("This email is already a member of the team.")
+                    Problem::conflict("this email is already a member of the team")
                 }
                 Some(UniqueIndex::PendingInvitation) => {
-                    Problem::conflict("This email already has a pending invitation to the team.")
+                    Problem::conflict("this email already has a pending invitation to the team")
                 }
                 Some(UniqueIndex::IdempotencyKey) => Problem::conflict(
-                    "A request with this Idempotency-Key was being processed at the same time; retry it to get its answer.",
+                    "A request with this Idempotency-Key was being processed at the same time; retry it to get its answer",
                 ),
                 Some(UniqueIndex::TokenHash) | None => {
                     tracing::error!(error = %error, "database error");

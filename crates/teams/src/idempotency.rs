@@ -42,7 +42,7 @@ impl<S: Send + Sync> FromRequestParts<S> for IdempotencyKey {
             || !bytes.iter().all(|byte| (0x21..=0x7e).contains(byte))
         {
             return Err(Error::BadRequest(format!(
-                "`Idempotency-Key` must be 1 to {IDEMPOTENCY_KEY_MAX_CHARS} visible ASCII characters."
+                "`Idempotency-Key` must be 1 to {IDEMPOTENCY_KEY_MAX_CHARS} visible ASCII characters"
             )));
         }
         Ok(IdempotencyKey(Some(
@@ -102,7 +102,7 @@ impl Idempotency {
         }
         if text(&row, "request_hash")? != self.request_hash {
             return Err(Error::Unprocessable(
-                "This Idempotency-Key was used with a different request body; use a new key for a new request.".into(),
+                "this Idempotency-Key was used with a different request body; use a new key for a new request".into(),
             ));
         }
         let status = u16::try_from(int(&row, "status")?).unwrap_or(200);

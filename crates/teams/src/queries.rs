@@ -47,7 +47,7 @@ pub(crate) fn team_from_row(row: &AnyRow) -> Result<Team, sqlx::Error> {
 
 /// The 404 of a team that does not exist or is deleted.
 pub(crate) fn team_not_found(team_id: &str) -> Error {
-    Error::NotFound(format!("No live team has id {team_id}."))
+    Error::NotFound(format!("no live team has id {team_id}"))
 }
 
 /// Reads a live team inside any executor (pool or transaction), without locking it.

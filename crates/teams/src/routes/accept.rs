@@ -99,29 +99,29 @@ async fn find_usable(
     .bind(token_hash)
     .fetch_optional(&mut *connection)
     .await?
-    .ok_or_else(|| Error::NotFound("This invitation link is not known.".into()))?;
+    .ok_or_else(|| Error::NotFound("this invitation link is not known".into()))?;
     let expires_at = int(&row, "expires_at")?;
     if opt_int(&row, "team_deleted_at")?.is_some() {
         return Err(Error::Gone(
-            "The team of this invitation was deleted.".into(),
+            "the team of this invitation was deleted".into(),
         ));
     }
     match InvitationStatus::at(&text(&row, "status")?, expires_at, now) {
         InvitationStatus::Accepted => {
-            return Err(Error::Gone("This invitation was already accepted.".into()));
+            return Err(Error::Gone("this invitation was already accepted".into()));
         }
         InvitationStatus::Revoked => {
-            return Err(Error::Gone("This invitation was revoked.".into()));
+            return Err(Error::Gone("this invitation was revoked".into()));
         }
         InvitationStatus::Expired => {
-            return Err(Error::Gone("This invitation has expired.".into()));
+            return Err(Error::Gone("this invitation has expired".into()));
         }
         InvitationStatus::Pending => {}
     }
     let generation = int(&row, "delivery_generation")?;
     if int(&row, "token_generation")? != generation {
         return Err(Error::Gone(
-            "This link was replaced by a newer invitation email; use the newest one.".into(),
+            "this link was replaced by a newer invitation email; use the newest one".into(),
         ));
     }
     Ok(Found {
@@ -158,7 +158,7 @@ async fn claim(
     if claimed.rows_affected() != 1 {
         // Say precisely what happened meanwhile.
         find_usable(connection, token_hash, now).await?;
-        return Err(Error::Gone("This invitation can no longer be used.".into()));
+        return Err(Error::Gone("this invitation can no longer be used".into()));
     }
     Ok(())
 }
@@ -185,7 +185,7 @@ async fn join(
     .await;
     match inserted {
         Err(error) if violated_unique_index(&error) == Some(UniqueIndex::MemberEmail) => Err(
-            Error::Conflict("This email is already a member of the team.".into()),
+            Error::Conflict("this email is already a member of the team".into()),
         ),
         Err(error) => Err(error.into()),
         Ok(_) => Ok(member_id),
@@ -261,7 +261,7 @@ pub(crate) async fn accept_invitation(
             let found = find_usable(&mut write.tx, &hash, now).await?;
             let Some(locked) = lock_team(&mut write.tx, &found.team_id, true).await? else {
                 return Err(Error::Gone(
-                    "The team of this invitation was deleted.".into(),
+                    "the team of this invitation was deleted".into(),
                 ));
             };
             claim(&mut write.tx, &found, &hash, now).await?;
@@ -372,7 +372,9 @@ const ACCEPT_SCRIPT: &str = r##"
   var title = document.getElementById("title");
   var message = document.getElementById("message");
   var button = document.getElementById("accept");
-  function show(text, kind) { message.textContent = text; message.className = kind || ""; }
+  // Problem details are written lower-case first (one style for both APIs); a sentence on
+  // the page starts with a capital.
+  function show(text, kind) { message.textContent = text.charAt(0).toUpperCase() + text.slice(1); message.className = kind || ""; }
   function post(path) {
     return fetch(path, {
       method: "POST",

@@ -79,11 +79,11 @@ pub(crate) async fn list_audit(
     let Query(query) = query.map_err(|rejection| Error::BadRequest(rejection.body_text()))?;
     let after = query.after.unwrap_or(0);
     if after < 0 {
-        return Err(Error::BadRequest("`after` must be at least 0.".into()));
+        return Err(Error::BadRequest("`after` must be at least 0".into()));
     }
     let limit = match query.limit {
         None => AUDIT_LIMIT_DEFAULT,
-        Some(0) => return Err(Error::BadRequest("`limit` must be at least 1.".into())),
+        Some(0) => return Err(Error::BadRequest("`limit` must be at least 1".into())),
         Some(limit) => limit.min(AUDIT_LIMIT_MAX),
     };
     let exists: Option<String> = sqlx::query_scalar("SELECT id FROM teams WHERE id = $1")

@@ -54,7 +54,7 @@ pub(crate) async fn allow_frontend_origin(
             web::Problem::new(
                 StatusCode::FORBIDDEN,
                 "forbidden",
-                "This origin may not call the invitation endpoints; only FRONTEND_URL's origin may.",
+                "this origin may not call the invitation endpoints; only FRONTEND_URL's origin may",
             )
             .into_response()
         }

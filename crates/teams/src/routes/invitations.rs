@@ -215,12 +215,12 @@ impl Batch {
     fn parse(body: &InviteRequest) -> Result<Batch, Error> {
         if body.emails.is_empty() {
             return Err(Error::BadRequest(
-                "`emails` must list at least one email.".into(),
+                "`emails` must list at least one email".into(),
             ));
         }
         if body.emails.len() > BATCH_MAX_EMAILS {
             return Err(Error::BadRequest(format!(
-                "`emails` lists {} emails; a batch takes at most {BATCH_MAX_EMAILS}.",
+                "`emails` lists {} emails; a batch takes at most {BATCH_MAX_EMAILS}",
                 body.emails.len()
             )));
         }
@@ -228,7 +228,7 @@ impl Batch {
             && !(1..=EXPIRES_IN_HOURS_MAX).contains(&hours)
         {
             return Err(Error::BadRequest(format!(
-                "`expires_in_hours` must be between 1 and {EXPIRES_IN_HOURS_MAX}."
+                "`expires_in_hours` must be between 1 and {EXPIRES_IN_HOURS_MAX}"
             )));
         }
         let mut results = Vec::with_capacity(body.emails.len());
@@ -629,7 +629,7 @@ async fn read_invitation(
     .await?
     .ok_or_else(|| {
         Error::NotFound(format!(
-            "Team {team_id} has no invitation with id {invitation_id}."
+            "team {team_id} has no invitation with id {invitation_id}"
         ))
     })?;
     Ok(invitation_from_row(&row, now)?)
@@ -639,7 +639,7 @@ fn not_pending(invitation: &Invitation, action: &str) -> Error {
     Error::InvitationState {
         status: invitation.status,
         detail: format!(
-            "The invitation is {}; only a pending invitation can be {action}.",
+            "the invitation is {}; only a pending invitation can be {action}",
             invitation.status
         ),
     }

@@ -59,9 +59,8 @@ pub struct ChangeRole {
 /// The normalized email of an `?email=` filter; an invalid one is a 400.
 pub(crate) fn email_filter(raw: Option<&str>) -> Result<Option<EmailAddress>, Error> {
     raw.map(|raw| {
-        EmailAddress::parse(raw).map_err(|error| {
-            Error::BadRequest(format!("`email` is not an email address: {error}."))
-        })
+        EmailAddress::parse(raw)
+            .map_err(|error| Error::BadRequest(format!("`email` is not an email address: {error}")))
     })
     .transpose()
 }
@@ -180,7 +179,7 @@ pub(crate) async fn change_member_role(
 
 fn member_not_found(team_id: &str, member_id: &str) -> Error {
     Error::NotFound(format!(
-        "Team {team_id} has no live member with id {member_id}."
+        "team {team_id} has no live member with id {member_id}"
     ))
 }
 

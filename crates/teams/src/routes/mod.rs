@@ -260,9 +260,9 @@ pub(crate) fn parse_id(raw: &str, what: &str) -> Result<String, Error> {
         .map(|id| id.hyphenated().to_string())
         .map_err(|_| {
             if raw.chars().count() <= ECHOED_ID_MAX_CHARS {
-                Error::NotFound(format!("No {what} has id {raw:?}."))
+                Error::NotFound(format!("no {what} has id {raw:?}"))
             } else {
-                Error::NotFound(format!("No {what} has this id (it is not a UUID)."))
+                Error::NotFound(format!("no {what} has this id (it is not a UUID)"))
             }
         })
 }
