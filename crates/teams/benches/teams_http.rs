@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use teams::{TeamsArgs, TeamsService};
+use teams::{Secret, TeamsArgs, TeamsService};
 
 const ADMIN_TOKEN: &str = "bench-admin-token-0123456789abcdef0123456789";
 const BATCH_SIZE: usize = 100;
@@ -111,8 +111,8 @@ async fn mail_delivery(count: usize, silent_first: bool, full: bool) {
         local_addr: addr,
     };
     let mut args = TeamsArgs {
-        admin_token: Some(ADMIN_TOKEN.into()),
-        smtp_url: Some(format!("smtp://{smtp}")),
+        admin_token: Some(Secret::new(ADMIN_TOKEN)),
+        smtp_url: Some(Secret::new(format!("smtp://{smtp}"))),
         ..TeamsArgs::default()
     };
     if !full {
@@ -197,7 +197,7 @@ async fn run(batches: usize, teams_count: usize) {
         local_addr: addr,
     };
     let args = TeamsArgs {
-        admin_token: Some(ADMIN_TOKEN.into()),
+        admin_token: Some(Secret::new(ADMIN_TOKEN)),
         ..TeamsArgs::default()
     };
     let settings = args.check(&ctx).await.expect("settings");

@@ -4,9 +4,9 @@
 //! [`TeamsArgs::check`] never stops at the first problem: it collects one
 //! [`ConfigProblem`] per missing or invalid setting (naming the variable and the flag, and
 //! saying what to do) so that an operator fixes everything in one pass. Secrets (the admin
-//! token and the SMTP URL, which may hold a password) are [`Secret`]s, redacted in `Debug`.
+//! token, and the database and SMTP URLs, which may hold a password) are [`Secret`]s, in
+//! [`TeamsArgs`] as in [`TeamsSettings`], so both derive a `Debug` that prints none of them.
 
-use std::fmt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
@@ -53,12 +53,12 @@ pub const DEVELOPMENT_MAIL_FROM: &str = "Logbook <noreply@logbook.localhost>";
 
 /// Every teams setting, each with a flag and an env var (clap `env`), flattened into
 /// `logbook serve`. Every field is optional or defaulted, so development mode needs nothing.
-#[derive(clap::Args, Clone)]
+#[derive(clap::Args, Clone, Debug)]
 pub struct TeamsArgs {
     /// Database: sqlite://relative/path, sqlite:///absolute/path or postgres://user@host/db
     /// [development default: sqlite://<data-dir>/teams.sqlite3]
     #[arg(long, env = "DATABASE_URL")]
-    pub database_url: Option<String>,
+    pub database_url: Option<Secret>,
     /// Most database connections the teams service opens.
     #[arg(long, env = "DATABASE_MAX_CONNECTIONS", default_value_t = DEFAULT_DATABASE_MAX_CONNECTIONS)]
     pub database_max_connections: u32,
@@ -74,13 +74,13 @@ pub struct TeamsArgs {
     /// SMTP server: smtp://host:port, smtp://user:pass@host:587?tls=required or smtps://...
     /// [development default: none, messages are written to <data-dir>/mail/]
     #[arg(long, env = "SMTP_URL")]
-    pub smtp_url: Option<String>,
+    pub smtp_url: Option<Secret>,
     /// Sender of invitation mail, e.g. "Logbook <noreply@example.com>".
     #[arg(long, env = "MAIL_FROM")]
     pub mail_from: Option<String>,
     /// Bearer token of the admin API, at least 32 characters [development default: generated, printed once].
     #[arg(long, env = "ADMIN_TOKEN")]
-    pub admin_token: Option<String>,
+    pub admin_token: Option<Secret>,
     /// How long an invitation link stays valid.
     #[arg(long, env = "INVITE_TTL_HOURS", default_value_t = DEFAULT_INVITE_TTL_HOURS)]
     pub invite_ttl_hours: u64,
@@ -144,38 +144,6 @@ impl Default for TeamsArgs {
             teams_request_timeout_seconds: DEFAULT_REQUEST_TIMEOUT_SECONDS,
             accept_rate_per_minute: DEFAULT_ACCEPT_RATE_PER_MINUTE,
         }
-    }
-}
-
-impl fmt::Debug for TeamsArgs {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let redacted = |set: &Option<String>| set.as_ref().map(|_| "[redacted]");
-        f.debug_struct("TeamsArgs")
-            .field("database_url", &redacted(&self.database_url))
-            .field("database_max_connections", &self.database_max_connections)
-            .field("app_url", &self.app_url)
-            .field("frontend_url", &self.frontend_url)
-            .field("smtp_url", &redacted(&self.smtp_url))
-            .field("mail_from", &self.mail_from)
-            .field("admin_token", &redacted(&self.admin_token))
-            .field("invite_ttl_hours", &self.invite_ttl_hours)
-            .field(
-                "invite_resend_interval_seconds",
-                &self.invite_resend_interval_seconds,
-            )
-            .field("mail_retry_initial_ms", &self.mail_retry_initial_ms)
-            .field("mail_retry_max_ms", &self.mail_retry_max_ms)
-            .field("mail_send_timeout_seconds", &self.mail_send_timeout_seconds)
-            .field("mail_max_attempts", &self.mail_max_attempts)
-            .field("mail_concurrency", &self.mail_concurrency)
-            .field("trusted_proxies", &self.trusted_proxies)
-            .field("teams_max_body_bytes", &self.teams_max_body_bytes)
-            .field(
-                "teams_request_timeout_seconds",
-                &self.teams_request_timeout_seconds,
-            )
-            .field("accept_rate_per_minute", &self.accept_rate_per_minute)
-            .finish()
     }
 }
 
@@ -515,7 +483,7 @@ impl TeamsArgs {
     async fn check_database(&self, ctx: &ServiceContext, checker: &mut Checker) -> Option<String> {
         let database_url = match checker.required(
             DATABASE_URL,
-            self.database_url.as_deref(),
+            self.database_url.as_ref().map(Secret::expose),
             ctx.production,
             "sqlite:///absolute/path/teams.sqlite3 or postgres://user@host/database",
         ) {
@@ -536,7 +504,7 @@ impl TeamsArgs {
     fn check_smtp(&self, ctx: &ServiceContext, checker: &mut Checker) -> Option<MailTarget> {
         match checker.required(
             SMTP_URL,
-            self.smtp_url.as_deref(),
+            self.smtp_url.as_ref().map(Secret::expose),
             ctx.production,
             "smtp://host:port, smtp://user:pass@host:587?tls=required or smtps://user:pass@host",
         ) {
@@ -580,7 +548,7 @@ impl TeamsArgs {
         );
         match checker.required(
             ADMIN_TOKEN,
-            self.admin_token.as_deref(),
+            self.admin_token.as_ref().map(Secret::expose),
             production,
             &advice,
         ) {
@@ -766,5 +734,26 @@ mod tests {
             setting::ALL.len(),
             "a setting without a constant"
         );
+    }
+
+    #[test]
+    fn debug_prints_no_secret() {
+        let args = TeamsArgs {
+            database_url: Some(Secret::new(
+                "postgres://user:db-password@db.example.com/teams",
+            )),
+            smtp_url: Some(Secret::new("smtps://user:smtp-password@smtp.example.com")),
+            admin_token: Some(Secret::new("admin-token-0123456789abcdef0123456789")),
+            mail_from: Some("Logbook <noreply@example.com>".into()),
+            ..TeamsArgs::default()
+        };
+        let debug = format!("{args:?}");
+        for secret in ["db-password", "smtp-password", "admin-token-0123456789"] {
+            assert!(!debug.contains(secret), "{secret} in {debug}");
+        }
+        assert!(debug.contains("database_url: Some([redacted])"), "{debug}");
+        assert!(debug.contains("smtp_url: Some([redacted])"), "{debug}");
+        assert!(debug.contains("admin_token: Some([redacted])"), "{debug}");
+        assert!(debug.contains("noreply@example.com"), "{debug}");
     }
 }

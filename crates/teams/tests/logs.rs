@@ -16,6 +16,7 @@ use std::sync::{Arc, Mutex};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use support::{ADMIN_TOKEN, Db, SmtpServer, eventually, spawn_app_with, token_in};
+use teams::Secret;
 use tracing_subscriber::fmt::format::FmtSpan;
 
 /// Everything every subscriber layer writes, in one shared buffer.
@@ -53,7 +54,7 @@ async fn no_token_or_admin_secret_appears_in_trace_logs_of_a_full_invitation_flo
     let smtp = SmtpServer::start().await;
     let smtp_url = format!("smtp://{}", smtp.addr);
     let app = spawn_app_with(Db::Sqlite, |args| {
-        args.smtp_url = Some(smtp_url);
+        args.smtp_url = Some(Secret::new(smtp_url));
         args.invite_resend_interval_seconds = 0;
     })
     .await;

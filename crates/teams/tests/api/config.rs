@@ -2,7 +2,7 @@
 
 use std::net::SocketAddr;
 
-use teams::TeamsArgs;
+use teams::{Secret, TeamsArgs};
 use web::ServiceContext;
 
 fn production(data_dir: &std::path::Path) -> ServiceContext {
@@ -53,10 +53,10 @@ async fn invalid_values_are_each_named_with_what_to_do() {
     let args = TeamsArgs {
         app_url: Some("ftp://api.example.com".into()),
         frontend_url: Some("/relative".into()),
-        database_url: Some("postgres://nobody@127.0.0.1:1/none".into()),
-        smtp_url: Some("mailto:someone".into()),
+        database_url: Some(Secret::new("postgres://nobody@127.0.0.1:1/none")),
+        smtp_url: Some(Secret::new("mailto:someone")),
         mail_from: Some("not a mailbox".into()),
-        admin_token: Some("short-secret-value".into()),
+        admin_token: Some(Secret::new("short-secret-value")),
         invite_ttl_hours: 0,
         ..TeamsArgs::default()
     };
@@ -98,10 +98,15 @@ async fn a_complete_production_configuration_passes_and_debug_redacts_secrets() 
     let args = TeamsArgs {
         app_url: Some("https://api.example.com".into()),
         frontend_url: Some("https://app.example.com".into()),
-        database_url: Some(format!("sqlite://{}/prod.sqlite3", dir.path().display())),
-        smtp_url: Some("smtp://user:smtp-password@127.0.0.1:2525?tls=required".into()),
+        database_url: Some(Secret::new(format!(
+            "sqlite://{}/prod.sqlite3",
+            dir.path().display()
+        ))),
+        smtp_url: Some(Secret::new(
+            "smtp://user:smtp-password@127.0.0.1:2525?tls=required",
+        )),
         mail_from: Some("Logbook <noreply@example.com>".into()),
-        admin_token: Some(secret_token.into()),
+        admin_token: Some(Secret::new(secret_token)),
         ..TeamsArgs::default()
     };
     assert!(!format!("{args:?}").contains(secret_token));
@@ -146,16 +151,19 @@ async fn development_mode_needs_nothing_and_its_banner_prints_the_token_and_mail
 fn complete_production() -> TeamsArgs {
     TeamsArgs {
         frontend_url: Some("https://app.example.com".into()),
-        smtp_url: Some("smtps://user:password@smtp.example.com".into()),
+        smtp_url: Some(Secret::new("smtps://user:password@smtp.example.com")),
         mail_from: Some("Logbook <noreply@example.com>".into()),
-        admin_token: Some("production-admin-token-0123456789abcdef".into()),
+        admin_token: Some(Secret::new("production-admin-token-0123456789abcdef")),
         ..TeamsArgs::default()
     }
 }
 
 async fn problems_of(args: TeamsArgs, dir: &std::path::Path) -> Vec<web::ConfigProblem> {
     let args = TeamsArgs {
-        database_url: Some(format!("sqlite://{}/prod.sqlite3", dir.display())),
+        database_url: Some(Secret::new(format!(
+            "sqlite://{}/prod.sqlite3",
+            dir.display()
+        ))),
         ..args
     };
     match args.check(&production(dir)).await {
@@ -191,7 +199,7 @@ async fn production_refuses_http_urls_credentials_without_tls_and_degenerate_num
         ),
         (
             TeamsArgs {
-                smtp_url: Some("smtp://user:s3cret-pw@smtp.example.com:587".into()),
+                smtp_url: Some(Secret::new("smtp://user:s3cret-pw@smtp.example.com:587")),
                 ..complete_production()
             },
             "SMTP_URL (--smtp-url)",
@@ -199,9 +207,9 @@ async fn production_refuses_http_urls_credentials_without_tls_and_degenerate_num
         ),
         (
             TeamsArgs {
-                smtp_url: Some(
-                    "smtp://user:s3cret-pw@smtp.example.com:587?tls=opportunistic".into(),
-                ),
+                smtp_url: Some(Secret::new(
+                    "smtp://user:s3cret-pw@smtp.example.com:587?tls=opportunistic",
+                )),
                 ..complete_production()
             },
             "SMTP_URL (--smtp-url)",
@@ -269,7 +277,10 @@ async fn production_refuses_http_urls_credentials_without_tls_and_degenerate_num
 async fn the_urls_used_are_the_urls_checked_as_parsed() {
     let dir = tempfile::tempdir().unwrap();
     let args = TeamsArgs {
-        database_url: Some(format!("sqlite://{}/prod.sqlite3", dir.path().display())),
+        database_url: Some(Secret::new(format!(
+            "sqlite://{}/prod.sqlite3",
+            dir.path().display()
+        ))),
         frontend_url: Some("  HTTPS://App.Example.COM:443/a/../invites/ ".into()),
         app_url: Some("https://API.example.com/".into()),
         ..complete_production()

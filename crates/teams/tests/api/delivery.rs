@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
+use teams::Secret;
 
 use crate::both_databases;
 use crate::support::{
@@ -27,7 +28,7 @@ both_databases! {
         let smtp = SmtpServer::misbehaving(Misbehaviour::Silent, 1).await;
         let url = smtp.url();
         let app = spawn_app_with(db, |args| {
-            args.smtp_url = Some(url);
+            args.smtp_url = Some(Secret::new(url));
             args.mail_send_timeout_seconds = 2;
             args.mail_retry_initial_ms = 50;
         })
@@ -69,7 +70,7 @@ both_databases! {
         let smtp = SmtpServer::misbehaving(Misbehaviour::CloseAfterData, 1).await;
         let url = smtp.url();
         let app = spawn_app_with(db, |args| {
-            args.smtp_url = Some(url);
+            args.smtp_url = Some(Secret::new(url));
             args.mail_retry_initial_ms = 20;
         })
         .await;
@@ -99,7 +100,7 @@ both_databases! {
         let smtp = SmtpServer::misbehaving(Misbehaviour::Reject550, usize::MAX).await;
         let url = smtp.url();
         let app = spawn_app_with(db, |args| {
-            args.smtp_url = Some(url);
+            args.smtp_url = Some(Secret::new(url));
             args.mail_retry_initial_ms = 20;
         })
         .await;
@@ -123,7 +124,7 @@ both_databases! {
         let addr = reserved.local_addr().unwrap();
         drop(reserved);
         let app = spawn_app_with(db, |args| {
-            args.smtp_url = Some(format!("smtp://{addr}"));
+            args.smtp_url = Some(Secret::new(format!("smtp://{addr}")));
             args.mail_retry_initial_ms = 10;
             args.mail_retry_max_ms = 20;
             args.mail_max_attempts = 3;
@@ -146,8 +147,8 @@ both_databases! {
         let smtp = SmtpServer::start().await;
         let url = smtp.url();
         let second_url = url.clone();
-        let first = spawn_app_with(db, |args| args.smtp_url = Some(url)).await;
-        let second = spawn_second_app(&first, |args| args.smtp_url = Some(second_url)).await;
+        let first = spawn_app_with(db, |args| args.smtp_url = Some(Secret::new(url))).await;
+        let second = spawn_second_app(&first, |args| args.smtp_url = Some(Secret::new(second_url))).await;
         let team = first.create_team("Core").await;
         let emails: Vec<String> = (0..60).map(|n| format!("person{n:02}@example.com")).collect();
         let (a, b) = emails.split_at(30);
@@ -185,7 +186,7 @@ async fn shutdown_with_a_send_held_by_a_silent_server_ends_within_the_send_timeo
     let smtp = SmtpServer::misbehaving(Misbehaviour::Silent, usize::MAX).await;
     let url = smtp.url();
     let app = spawn_app_with(Db::Sqlite, |args| {
-        args.smtp_url = Some(url);
+        args.smtp_url = Some(Secret::new(url));
         args.mail_send_timeout_seconds = 2;
     })
     .await;
@@ -209,7 +210,7 @@ both_databases! {
         let addr = reserved.local_addr().unwrap();
         drop(reserved);
         let app = spawn_app_with(db, |args| {
-            args.smtp_url = Some(format!("smtp://{addr}"));
+            args.smtp_url = Some(Secret::new(format!("smtp://{addr}")));
             args.mail_retry_initial_ms = 60_000;
         })
         .await;

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
+use teams::Secret;
 
 use crate::both_databases;
 use crate::support::{Db, SmtpServer, TestApp, eventually, spawn_app, spawn_app_with, token_in};
@@ -129,7 +130,7 @@ both_databases! {
     async fn crlf_in_team_names_and_emails_cannot_inject_mail_headers(db: Db) {
         let smtp = SmtpServer::start().await;
         let smtp_url = format!("smtp://{}", smtp.addr);
-        let app = spawn_app_with(db, |args| args.smtp_url = Some(smtp_url)).await;
+        let app = spawn_app_with(db, |args| args.smtp_url = Some(Secret::new(smtp_url))).await;
         for name in [
             "Core\r\nBcc: evil@example.com",
             "Core\nBcc: evil@example.com",

@@ -2,6 +2,7 @@
 
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
+use teams::Secret;
 use tokio::net::TcpListener;
 
 use crate::support::{Db, SmtpServer, eventually, recipient_of, spawn_app_with, token_in};
@@ -11,7 +12,7 @@ async fn an_invitation_arrives_over_smtp_with_a_frontend_link_whose_token_accept
     let smtp = SmtpServer::start().await;
     let smtp_url = format!("smtp://{}", smtp.addr);
     let app = spawn_app_with(Db::Sqlite, |args| {
-        args.smtp_url = Some(smtp_url);
+        args.smtp_url = Some(Secret::new(smtp_url));
         args.frontend_url = Some("https://app.example.com/".into());
         args.mail_from = Some("Logbook <noreply@example.com>".into());
     })
@@ -58,7 +59,7 @@ async fn with_smtp_down_invitations_queue_and_all_arrive_once_it_is_up() {
     let addr = reserved.local_addr().unwrap();
     drop(reserved);
     let app = spawn_app_with(Db::Sqlite, |args| {
-        args.smtp_url = Some(format!("smtp://{addr}"));
+        args.smtp_url = Some(Secret::new(format!("smtp://{addr}")));
         args.mail_retry_initial_ms = 50;
         args.mail_retry_max_ms = 200;
     })

@@ -9,7 +9,7 @@ use std::time::Duration;
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
 use sqlx::Connection;
-use teams::{TeamsArgs, TeamsService};
+use teams::{Secret, TeamsArgs, TeamsService};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpListener;
 
@@ -190,8 +190,8 @@ async fn spawn_app_inner(
         },
     };
     let mut args = TeamsArgs {
-        database_url: Some(database_url.clone()),
-        admin_token: Some(ADMIN_TOKEN.to_owned()),
+        database_url: Some(Secret::new(database_url.clone())),
+        admin_token: Some(Secret::new(ADMIN_TOKEN)),
         ..TeamsArgs::default()
     };
     adjust(&mut args);
