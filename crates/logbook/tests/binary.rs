@@ -36,6 +36,40 @@ fn run(args: &[&str]) -> Output {
 }
 
 #[test]
+fn help_never_prints_a_secret_set_in_the_environment() {
+    let secrets = [
+        ("ADMIN_TOKEN", "admin-secret-0123456789abcdef0123456789"),
+        (
+            "SMTP_URL",
+            "smtps://mailer:smtp-secret-password@mail.example.com",
+        ),
+        (
+            "DATABASE_URL",
+            "postgres://app:db-secret-password@db.example.com/teams",
+        ),
+        ("EVENTS_TOKEN", "events-secret-0123456789abcdef"),
+        (
+            "EVENTS_DATABASE_URL",
+            "postgres://ev:events-db-secret@db.example.com/events",
+        ),
+    ];
+    let output = Command::new(BIN)
+        .args(["serve", "--help"])
+        .envs(secrets)
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    let help = String::from_utf8_lossy(&output.stdout);
+    for (name, secret) in secrets {
+        assert!(
+            help.contains(&format!("[env: {name}]")),
+            "{name} not documented:\n{help}"
+        );
+        assert!(!help.contains(secret), "--help prints {name}'s value");
+    }
+}
+
+#[test]
 fn bad_settings_are_all_reported_at_once_and_the_exit_is_non_zero() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("a-file");

@@ -57,7 +57,7 @@ pub const DEVELOPMENT_MAIL_FROM: &str = "Logbook <noreply@logbook.localhost>";
 pub struct TeamsArgs {
     /// Database: sqlite://relative/path, sqlite:///absolute/path or postgres://user@host/db
     /// [development default: sqlite://<data-dir>/teams.sqlite3]
-    #[arg(long, env = "DATABASE_URL")]
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
     pub database_url: Option<Secret>,
     /// Most database connections the teams service opens.
     #[arg(long, env = "DATABASE_MAX_CONNECTIONS", default_value_t = DEFAULT_DATABASE_MAX_CONNECTIONS)]
@@ -73,13 +73,13 @@ pub struct TeamsArgs {
     pub frontend_url: Option<String>,
     /// SMTP server: smtp://host:port, smtp://user:pass@host:587?tls=required or smtps://...
     /// [development default: none, messages are written to <data-dir>/mail/]
-    #[arg(long, env = "SMTP_URL")]
+    #[arg(long, env = "SMTP_URL", hide_env_values = true)]
     pub smtp_url: Option<Secret>,
     /// Sender of invitation mail, e.g. "Logbook <noreply@example.com>".
     #[arg(long, env = "MAIL_FROM")]
     pub mail_from: Option<String>,
     /// Bearer token of the admin API, at least 32 characters [development default: generated, printed once].
-    #[arg(long, env = "ADMIN_TOKEN")]
+    #[arg(long, env = "ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<Secret>,
     /// How long an invitation link stays valid.
     #[arg(long, env = "INVITE_TTL_HOURS", default_value_t = DEFAULT_INVITE_TTL_HOURS)]
