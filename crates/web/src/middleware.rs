@@ -75,17 +75,65 @@ async fn request_timeout(State(limit): State<Duration>, request: Request, next: 
     }
 }
 
-/// Request ids from a counter: unique per process, and cheaper than a random UUID per request.
-#[derive(Clone, Default)]
+/// Request ids from a counter: unique per process (`<pid in hex>-<n>`), and cheaper than a
+/// random UUID per request. Written into a stack buffer: no formatting machinery, no
+/// allocation beyond the header value.
+#[derive(Clone)]
 struct CountingRequestId {
     next: Arc<AtomicU64>,
+    prefix: Arc<str>,
+}
+
+impl Default for CountingRequestId {
+    fn default() -> Self {
+        CountingRequestId {
+            next: Arc::default(),
+            prefix: format!("{:x}-", std::process::id()).into(),
+        }
+    }
 }
 
 impl MakeRequestId for CountingRequestId {
     fn make_request_id<B>(&mut self, _request: &axum::http::Request<B>) -> Option<RequestId> {
         let id = self.next.fetch_add(1, Ordering::Relaxed);
-        HeaderValue::from_str(&format!("{:x}-{id}", std::process::id()))
+        let mut digits = [0u8; 20];
+        let mut at = digits.len();
+        let mut rest = id;
+        loop {
+            at -= 1;
+            digits[at] = b'0' + (rest % 10) as u8;
+            rest /= 10;
+            if rest == 0 {
+                break;
+            }
+        }
+        let mut value = Vec::with_capacity(self.prefix.len() + digits.len() - at);
+        value.extend_from_slice(self.prefix.as_bytes());
+        value.extend_from_slice(&digits[at..]);
+        HeaderValue::from_maybe_shared(axum::body::Bytes::from(value))
             .ok()
             .map(RequestId::new)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_ids_are_the_pid_and_a_counter() {
+        let mut ids = CountingRequestId::default();
+        let request = axum::http::Request::new(());
+        let pid = format!("{:x}", std::process::id());
+        for expected in ["0", "1", "2"] {
+            let id = ids.make_request_id(&request).unwrap();
+            assert_eq!(id.header_value(), &format!("{pid}-{expected}"));
+        }
+        ids.next.store(1_234_567_890_123, Ordering::Relaxed);
+        let id = ids.make_request_id(&request).unwrap();
+        assert_eq!(id.header_value(), &format!("{pid}-1234567890123"));
+        ids.next.store(u64::MAX, Ordering::Relaxed);
+        let id = ids.make_request_id(&request).unwrap();
+        assert_eq!(id.header_value(), &format!("{pid}-{}", u64::MAX));
     }
 }
