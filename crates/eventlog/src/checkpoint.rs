@@ -11,8 +11,9 @@
 //! never harmful. Layout: `docs/FORMAT.md`.
 
 use std::io::{self, BufWriter, Read, Write};
+use std::ops::Range;
 use std::path::{Path, PathBuf};
-use std::sync::RwLock;
+use std::sync::{RwLock, RwLockReadGuard};
 
 use crate::error::{Error, Result};
 use crate::format::{Decoded, SEGMENT_HEADER_LEN, decode_record};
@@ -117,146 +118,245 @@ const STRETCH_VALUES: usize = 64 * 1024;
 /// and fsynced outside the lock.
 pub fn write_temporary(vfs: &dyn Vfs, dir: &Path, index: &RwLock<Index>, cut: &Cut) -> Result<()> {
     let tmp = dir.join(CHECKPOINT_TMP_FILE);
-    let read = || index.read().expect("index lock");
-    let events = cut.events as usize;
-    // Only a scavenge changes what is below the cut, and it holds the checkpoint lock, which
-    // the caller holds now: the cut is stale only if a scavenge swapped a segment in before.
-    let holes = {
-        let index = read();
-        if index.generation() != cut.generation {
-            return Err(Error::io(
-                &tmp,
-                io::Error::other("a scavenge changed the index after the cut; not written"),
-            ));
-        }
-        index.has_holes()
-    };
+    let holes = holes_at_cut(index, cut, &tmp)?;
     let written = (|| -> io::Result<()> {
         let file = vfs.create_truncate(&tmp)?;
-        let mut out = CrcWriter {
-            inner: BufWriter::with_capacity(1 << 20, Sequential { file, offset: 0 }),
-            crc: 0,
-        };
-        out.put(if holes { &MAGIC_WITH_HOLES } else { &MAGIC })?;
+        let mut sections = SectionWriter::new(file, index, cut, holes);
+        sections.header()?;
+        sections.ids()?;
+        sections.offsets()?;
+        sections.slots()?;
+        if holes {
+            sections.sparse_positions()?;
+        }
+        sections.streams()?;
+        sections.finish()
+    })();
+    written.map_err(|e| Error::io(&tmp, e))
+}
+
+/// Whether the index has holes, after checking that the cut is not stale.
+fn holes_at_cut(index: &RwLock<Index>, cut: &Cut, tmp: &Path) -> Result<bool> {
+    // Only a scavenge changes what is below the cut, and it holds the checkpoint lock, which
+    // the caller holds now: the cut is stale only if a scavenge swapped a segment in before.
+    let index = read_index(index);
+    if index.generation() != cut.generation {
+        return Err(Error::io(
+            tmp,
+            io::Error::other("a scavenge changed the index after the cut; not written"),
+        ));
+    }
+    Ok(index.has_holes())
+}
+
+/// Takes the index read lock, for one short stretch.
+fn read_index(index: &RwLock<Index>) -> RwLockReadGuard<'_, Index> {
+    index.read().expect("index lock")
+}
+
+/// `0..len` in ranges of at most [`STRETCH_VALUES`], one read lock each.
+fn stretches(len: usize) -> impl Iterator<Item = Range<usize>> {
+    (0..len)
+        .step_by(STRETCH_VALUES)
+        .map(move |start| start..(start + STRETCH_VALUES).min(len))
+}
+
+/// Writes a checkpoint's sections in file order. Each stretch is encoded into `bytes` under
+/// the index read lock and written after the lock is released.
+struct SectionWriter<'a> {
+    out: CrcWriter<BufWriter<Sequential>>,
+    /// One stretch's encoded values.
+    bytes: Vec<u8>,
+    index: &'a RwLock<Index>,
+    cut: &'a Cut,
+    /// Whether to write the layout with holes ([`MAGIC_WITH_HOLES`]).
+    holes: bool,
+}
+
+impl<'a> SectionWriter<'a> {
+    /// A writer at the start of `file`, with a running checksum.
+    fn new(file: FileHandle, index: &'a RwLock<Index>, cut: &'a Cut, holes: bool) -> Self {
+        SectionWriter {
+            out: CrcWriter {
+                inner: BufWriter::with_capacity(1 << 20, Sequential { file, offset: 0 }),
+                crc: 0,
+            },
+            bytes: Vec::with_capacity(STRETCH_VALUES * 16),
+            index,
+            cut,
+            holes,
+        }
+    }
+
+    /// Writes the magic, the counts and (with holes) the head, then each covered segment's
+    /// first position and bytes covered.
+    fn header(&mut self) -> io::Result<()> {
+        let (cut, out) = (self.cut, &mut self.out);
+        out.put(if self.holes {
+            &MAGIC_WITH_HOLES
+        } else {
+            &MAGIC
+        })?;
         out.put(&cut.events.to_le_bytes())?;
         out.put(&cut.seed.to_le_bytes())?;
         out.put(&(cut.slots as u64).to_le_bytes())?;
         out.put(&(cut.segments.len() as u32).to_le_bytes())?;
-        if holes {
+        if self.holes {
             out.put(&cut.head.to_le_bytes())?;
         }
         for (first_position, covered) in &cut.segments {
             out.put(&first_position.to_le_bytes())?;
             out.put(&covered.to_le_bytes())?;
         }
-        let mut bytes = Vec::with_capacity(STRETCH_VALUES * 16);
-        for start in (0..events).step_by(STRETCH_VALUES) {
-            let end = (start + STRETCH_VALUES).min(events);
-            bytes.clear();
-            bytes.extend_from_slice(read().ids()[start..end].as_flattened());
-            out.put(&bytes)?;
+        Ok(())
+    }
+
+    /// Writes the id of every covered slot.
+    fn ids(&mut self) -> io::Result<()> {
+        for range in stretches(self.cut.events as usize) {
+            self.bytes.clear();
+            self.bytes
+                .extend_from_slice(read_index(self.index).ids()[range].as_flattened());
+            self.out.put(&self.bytes)?;
         }
-        for start in (0..events).step_by(STRETCH_VALUES) {
-            let end = (start + STRETCH_VALUES).min(events);
-            bytes.clear();
-            read().offsets()[start..end]
+        Ok(())
+    }
+
+    /// Writes the record offset of every covered slot.
+    fn offsets(&mut self) -> io::Result<()> {
+        for range in stretches(self.cut.events as usize) {
+            self.bytes.clear();
+            read_index(self.index).offsets()[range]
                 .iter()
-                .for_each(|v| bytes.extend_from_slice(&v.to_le_bytes()));
-            out.put(&bytes)?;
+                .for_each(|v| self.bytes.extend_from_slice(&v.to_le_bytes()));
+            self.out.put(&self.bytes)?;
         }
-        // The slots as they were at the cut; if the table grows meanwhile, its layout at the
-        // cut's size is recreated from the ids (rare: the table doubles).
+        Ok(())
+    }
+
+    /// Writes the id table's slots as they were at the cut; if the table grows meanwhile, its
+    /// layout at the cut's size is recreated from the ids (rare: the table doubles).
+    fn slots(&mut self) -> io::Result<()> {
         let mut recreated: Option<Vec<u64>> = None;
-        for start in (0..cut.slots).step_by(STRETCH_VALUES) {
-            let end = (start + STRETCH_VALUES).min(cut.slots);
-            bytes.clear();
+        for range in stretches(self.cut.slots) {
+            self.bytes.clear();
             if recreated.is_none() {
-                let guard = read();
+                let guard = read_index(self.index);
                 let table = guard.id_table();
-                if table.slot_count() == cut.slots {
+                if table.slot_count() == self.cut.slots {
                     table
-                        .slots_before(start..end, cut.events)
-                        .for_each(|v| bytes.extend_from_slice(&v.to_le_bytes()));
+                        .slots_before(range.clone(), self.cut.events)
+                        .for_each(|v| self.bytes.extend_from_slice(&v.to_le_bytes()));
                 } else {
                     drop(guard);
-                    recreated = Some(recreate_slots(index, cut));
+                    recreated = Some(recreate_slots(self.index, self.cut));
                 }
             }
             if let Some(slots) = &recreated {
-                slots[start..end]
+                slots[range]
                     .iter()
-                    .for_each(|v| bytes.extend_from_slice(&v.to_le_bytes()));
+                    .for_each(|v| self.bytes.extend_from_slice(&v.to_le_bytes()));
             }
-            out.put(&bytes)?;
+            self.out.put(&self.bytes)?;
         }
-        if holes {
-            // Explicit positions of the first slots (below the cut: appends only add dense
-            // slots, and a scavenge cannot run meanwhile).
-            let sparse_len = read().sparse().0.len().min(events);
-            out.put(&(sparse_len as u64).to_le_bytes())?;
-            for start in (0..sparse_len).step_by(STRETCH_VALUES) {
-                let end = (start + STRETCH_VALUES).min(sparse_len);
-                bytes.clear();
-                read()
-                    .sparse()
-                    .0
-                    .range(start..end)
-                    .for_each(|v| bytes.extend_from_slice(&v.to_le_bytes()));
-                out.put(&bytes)?;
-            }
+        Ok(())
+    }
+
+    /// Writes the count and the explicit positions of the first slots (with holes only).
+    fn sparse_positions(&mut self) -> io::Result<()> {
+        // They are below the cut: appends only add dense slots, and a scavenge cannot run
+        // meanwhile.
+        let sparse_len = read_index(self.index)
+            .sparse()
+            .0
+            .len()
+            .min(self.cut.events as usize);
+        self.out.put(&(sparse_len as u64).to_le_bytes())?;
+        for range in stretches(sparse_len) {
+            self.bytes.clear();
+            read_index(self.index)
+                .sparse()
+                .0
+                .range(range)
+                .for_each(|v| self.bytes.extend_from_slice(&v.to_le_bytes()));
+            self.out.put(&self.bytes)?;
         }
-        out.put(&(cut.streams as u64).to_le_bytes())?;
-        // Streams in creation order; each one's positions below the cut (later streams, and
-        // later events of these, are past it).
-        let (mut stream, mut from) = (0usize, 0usize);
-        while stream < cut.streams {
-            bytes.clear();
-            {
-                let index = read();
-                let mut budget = STRETCH_VALUES;
-                while stream < cut.streams && budget > 0 {
-                    let (name, positions) = index.stream_at(stream).expect("streams only grow");
-                    let covered = positions.partition_point(|&p| p < cut.head);
-                    if from == 0 {
-                        bytes.extend_from_slice(&(name.len() as u16).to_le_bytes());
-                        bytes.extend_from_slice(name.as_bytes());
-                        if holes {
-                            bytes.extend_from_slice(&index.first_version(name).to_le_bytes());
-                        }
-                        bytes.extend_from_slice(&(covered as u64).to_le_bytes());
-                    }
-                    let to = covered.min(from + budget);
-                    positions[from..to]
-                        .iter()
-                        .for_each(|v| bytes.extend_from_slice(&v.to_le_bytes()));
-                    budget -= (to - from).max(1).min(budget);
-                    if to == covered {
-                        stream += 1;
-                        from = 0;
-                    } else {
-                        from = to;
-                    }
-                }
-            }
-            out.put(&bytes)?;
+        Ok(())
+    }
+
+    /// Writes the stream count, then the streams in creation order, each one's positions
+    /// below the cut (later streams, and later events of these, are past it).
+    fn streams(&mut self) -> io::Result<()> {
+        self.out.put(&(self.cut.streams as u64).to_le_bytes())?;
+        let mut next = StreamCursor { stream: 0, from: 0 };
+        while next.stream < self.cut.streams {
+            self.bytes.clear();
+            next.encode_stretch(
+                &read_index(self.index),
+                self.cut,
+                self.holes,
+                &mut self.bytes,
+            );
+            self.out.put(&self.bytes)?;
         }
-        let crc = out.crc;
-        let mut file = out.inner.into_inner().map_err(|e| e.into_error())?;
+        Ok(())
+    }
+
+    /// Appends the CRC32C of everything written so far and fsyncs the file.
+    fn finish(self) -> io::Result<()> {
+        let crc = self.out.crc;
+        let mut file = self.out.inner.into_inner().map_err(|e| e.into_error())?;
         file.write_all(&crc.to_le_bytes())?;
         file.file.sync_data()
-    })();
-    written.map_err(|e| Error::io(&tmp, e))
+    }
+}
+
+/// How far the streams section has been encoded: the next stream, and the next of its
+/// positions (0: its name, first version and count come first).
+struct StreamCursor {
+    stream: usize,
+    from: usize,
+}
+
+impl StreamCursor {
+    /// Encodes streams from the cursor on into `bytes`, about [`STRETCH_VALUES`] positions
+    /// (a stream without positions below the cut counting one), and advances the cursor.
+    fn encode_stretch(&mut self, index: &Index, cut: &Cut, holes: bool, bytes: &mut Vec<u8>) {
+        let mut budget = STRETCH_VALUES;
+        while self.stream < cut.streams && budget > 0 {
+            let (name, positions) = index.stream_at(self.stream).expect("streams only grow");
+            let covered = positions.partition_point(|&p| p < cut.head);
+            if self.from == 0 {
+                bytes.extend_from_slice(&(name.len() as u16).to_le_bytes());
+                bytes.extend_from_slice(name.as_bytes());
+                if holes {
+                    bytes.extend_from_slice(&index.first_version(name).to_le_bytes());
+                }
+                bytes.extend_from_slice(&(covered as u64).to_le_bytes());
+            }
+            let to = covered.min(self.from + budget);
+            positions[self.from..to]
+                .iter()
+                .for_each(|v| bytes.extend_from_slice(&v.to_le_bytes()));
+            budget -= (to - self.from).max(1).min(budget);
+            if to == covered {
+                self.stream += 1;
+                self.from = 0;
+            } else {
+                self.from = to;
+            }
+        }
+    }
 }
 
 /// The id table's slots at the cut's size, holding the cut's positions: the ids placed in
 /// position order, read in stretches under the lock.
 fn recreate_slots(index: &RwLock<Index>, cut: &Cut) -> Vec<u64> {
     let mut slots = vec![0u64; cut.slots];
-    let events = cut.events as usize;
-    for start in (0..events).step_by(STRETCH_VALUES) {
-        let end = (start + STRETCH_VALUES).min(events);
-        let index = index.read().expect("index lock");
-        for (offset, id) in index.ids()[start..end].iter().enumerate() {
+    for range in stretches(cut.events as usize) {
+        let start = range.start;
+        let index = read_index(index);
+        for (offset, id) in index.ids()[range].iter().enumerate() {
             crate::index::place_in(cut.seed, &mut slots, id, (start + offset) as u64);
         }
     }
