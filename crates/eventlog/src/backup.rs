@@ -19,7 +19,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
-use crate::recovery::scan_log;
+use crate::recovery::{Scan, scan_log};
 use crate::segment::{fsync_dir, list_segments};
 use crate::vfs::{RealFs, Vfs, read_at_most, write_all_at};
 
@@ -62,76 +62,13 @@ pub fn backup(source: impl AsRef<Path>, dest: impl AsRef<Path>) -> Result<Backup
 
 /// [`backup`] on any file system.
 pub fn backup_on(vfs: &dyn Vfs, source: &Path, dest: &Path) -> Result<BackupReport> {
-    let already = |what: &str| {
-        Error::io(
-            dest,
-            std::io::Error::new(std::io::ErrorKind::AlreadyExists, what.to_owned()),
-        )
-    };
-    if !vfs.is_dir(source) {
-        return Err(Error::io(
-            source,
-            std::io::Error::new(std::io::ErrorKind::NotFound, "no such store directory"),
-        ));
-    }
-    if vfs.is_dir(dest) {
-        return Err(already("the backup destination exists already"));
-    }
+    check_source_and_dest(vfs, source, dest)?;
     let partial = partial_path(dest);
-    if vfs.is_dir(&partial) {
-        // A backup that did not finish: its files are ours to replace.
-        for name in vfs.list(&partial).map_err(|e| Error::io(&partial, e))? {
-            let path = partial.join(name);
-            vfs.remove(&path).map_err(|e| Error::io(&path, e))?;
-        }
-    }
-    vfs.create_dir_all(&partial)
-        .map_err(|e| Error::io(&partial, e))?;
+    prepare_partial(vfs, &partial)?;
     let segments = list_segments(vfs, source)?;
-    let mut copied = Vec::with_capacity(segments.len());
-    for (first, path) in &segments {
-        let name = path.file_name().expect("a segment file name");
-        let target = partial.join(name);
-        copy_file(vfs, path, &target)?;
-        copied.push((*first, target));
-    }
-    let mut scan = scan_log(vfs, &copied, None)?;
-    let last = copied.len().saturating_sub(1);
-    let mut cut_bytes = 0;
-    if let Some(damage) = &scan.damage
-        && damage.segment == last
-        && damage.offset == 0
-        && last > 0
-    {
-        // A segment being created as the listing ran (its header not yet written): it holds no
-        // event acknowledged before the backup began.
-        let (_, path) = copied.pop().expect("the last segment");
-        vfs.remove(&path).map_err(|e| Error::io(&path, e))?;
-        scan = scan_log(vfs, &copied, None)?;
-    }
-    let last = copied.len().saturating_sub(1);
-    if let Some(damage) = &scan.damage
-        && (damage.segment != last || scan.index.segments.len() != copied.len())
-    {
-        return Err(Error::Corrupt {
-            path: segments[damage.segment].1.clone(),
-            offset: damage.offset,
-            reason: format!("{} (found while backing up)", damage.reason),
-        });
-    }
-    // Every segment ends at its last whole batch: cut what a scan did not accept.
-    for segment in &scan.index.segments {
-        let file = vfs
-            .open(&segment.path, true)
-            .map_err(|e| Error::io(&segment.path, e))?;
-        let len = file.len().map_err(|e| Error::io(&segment.path, e))?;
-        if len > segment.visible_len {
-            cut_bytes += len - segment.visible_len;
-            file.set_len(segment.visible_len)
-                .map_err(|e| Error::io(&segment.path, e))?;
-        }
-        file.sync_data().map_err(|e| Error::io(&segment.path, e))?;
-    }
+    let mut copied = copy_segments(vfs, &segments, &partial)?;
+    let scan = scan_copy(vfs, &segments, &mut copied)?;
+    let cut_bytes = cut_to_whole_batches(vfs, &scan)?;
     fsync_dir(vfs, &partial)?;
     vfs.rename(&partial, dest).map_err(|e| Error::io(dest, e))?;
     if let Some(parent) = dest.parent().filter(|p| !p.as_os_str().is_empty()) {
@@ -144,6 +81,107 @@ pub fn backup_on(vfs: &dyn Vfs, source: &Path, dest: &Path) -> Result<BackupRepo
         bytes: scan.index.segments.iter().map(|s| s.visible_len).sum(),
         cut_bytes,
     })
+}
+
+/// Checks that `source` is a directory and that `dest` does not exist yet.
+fn check_source_and_dest(vfs: &dyn Vfs, source: &Path, dest: &Path) -> Result<()> {
+    if !vfs.is_dir(source) {
+        return Err(Error::io(
+            source,
+            std::io::Error::new(std::io::ErrorKind::NotFound, "no such store directory"),
+        ));
+    }
+    if vfs.is_dir(dest) {
+        return Err(Error::io(
+            dest,
+            std::io::Error::new(
+                std::io::ErrorKind::AlreadyExists,
+                "the backup destination exists already".to_owned(),
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Creates the empty directory `partial`, emptying what an unfinished backup left there.
+fn prepare_partial(vfs: &dyn Vfs, partial: &Path) -> Result<()> {
+    if vfs.is_dir(partial) {
+        // A backup that did not finish: its files are ours to replace.
+        for name in vfs.list(partial).map_err(|e| Error::io(partial, e))? {
+            let path = partial.join(name);
+            vfs.remove(&path).map_err(|e| Error::io(&path, e))?;
+        }
+    }
+    vfs.create_dir_all(partial)
+        .map_err(|e| Error::io(partial, e))
+}
+
+/// Copies every listed segment into `partial` under its name; answers the copies' listing.
+fn copy_segments(
+    vfs: &dyn Vfs,
+    segments: &[(u64, PathBuf)],
+    partial: &Path,
+) -> Result<Vec<(u64, PathBuf)>> {
+    let mut copied = Vec::with_capacity(segments.len());
+    for (first, path) in segments {
+        let name = path.file_name().expect("a segment file name");
+        let target = partial.join(name);
+        copy_file(vfs, path, &target)?;
+        copied.push((*first, target));
+    }
+    Ok(copied)
+}
+
+/// Scans the copied segments (dropping a last one that was still being created), and fails
+/// on damage anywhere but in the last segment's tail.
+fn scan_copy(
+    vfs: &dyn Vfs,
+    segments: &[(u64, PathBuf)],
+    copied: &mut Vec<(u64, PathBuf)>,
+) -> Result<Scan> {
+    let mut scan = scan_log(vfs, copied, None)?;
+    let last = copied.len().saturating_sub(1);
+    if let Some(damage) = &scan.damage
+        && damage.segment == last
+        && damage.offset == 0
+        && last > 0
+    {
+        // A segment being created as the listing ran (its header not yet written): it holds no
+        // event acknowledged before the backup began.
+        let (_, path) = copied.pop().expect("the last segment");
+        vfs.remove(&path).map_err(|e| Error::io(&path, e))?;
+        scan = scan_log(vfs, copied, None)?;
+    }
+    let last = copied.len().saturating_sub(1);
+    if let Some(damage) = &scan.damage
+        && (damage.segment != last || scan.index.segments.len() != copied.len())
+    {
+        return Err(Error::Corrupt {
+            path: segments[damage.segment].1.clone(),
+            offset: damage.offset,
+            reason: format!("{} (found while backing up)", damage.reason),
+        });
+    }
+    Ok(scan)
+}
+
+/// Cuts every copied segment to its last whole batch (what the scan accepted) and fsyncs it;
+/// answers the bytes cut.
+fn cut_to_whole_batches(vfs: &dyn Vfs, scan: &Scan) -> Result<u64> {
+    let mut cut_bytes = 0;
+    for segment in &scan.index.segments {
+        let file = vfs
+            .open(&segment.path, true)
+            .map_err(|e| Error::io(&segment.path, e))?;
+        let len = file.len().map_err(|e| Error::io(&segment.path, e))?;
+        if len > segment.visible_len {
+            cut_bytes += len - segment.visible_len;
+            file.set_len(segment.visible_len)
+                .map_err(|e| Error::io(&segment.path, e))?;
+        }
+        file.sync_data().map_err(|e| Error::io(&segment.path, e))?;
+    }
+    Ok(cut_bytes)
 }
 
 /// Where a backup to `dest` is assembled.

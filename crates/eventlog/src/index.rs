@@ -202,6 +202,24 @@ pub struct Replacement {
     table: IdTable,
 }
 
+/// Slots or streams read per stretch under the read lock by [`Index::prepare_replacement`].
+const REPLACEMENT_STRETCH: usize = 64 * 1024;
+
+/// What [`Index::prepare_replacement`] takes from one look at the index under its read lock.
+struct ReplacementPlan<'a> {
+    /// Live slots now.
+    covered: usize,
+    /// Per segment: the slot where its kept events start once the removed events before it
+    /// are gone, and their new offsets.
+    ranges: Vec<(usize, &'a [u32])>,
+    /// The slots below this keep an explicit position.
+    sparse_to: usize,
+    /// The position of slot `sparse_to` (the head if there is none).
+    dense_base: u64,
+    generation: u64,
+    seed: u64,
+}
+
 /// What [`Index::apply_replacement`] replaced, dropped by its owner outside the lock.
 #[must_use]
 pub struct Retired(#[allow(dead_code)] Vec<Box<dyn std::any::Any + Send>>);
@@ -445,94 +463,134 @@ impl Index {
         segments: &[(usize, &[u32])],
         removed: &[u64],
     ) -> Replacement {
-        const STRETCH: usize = 64 * 1024;
-        let read = || index.read().expect("index lock");
+        let plan = index
+            .read()
+            .expect("index lock")
+            .replacement_plan(segments, removed);
+        let (ids, mut new_offsets, sparse) =
+            Self::copy_kept(index, plan.covered, plan.sparse_to, removed);
+        for (from, offsets) in plan.ranges {
+            new_offsets[from..from + offsets.len()].copy_from_slice(offsets);
+        }
+        let stream_cuts = Self::stream_cuts(index, removed);
+        let table = IdTable::for_replacement(plan.seed, &ids);
+        Replacement {
+            segments: segments.iter().map(|&(segment, _)| segment).collect(),
+            stream_cuts,
+            covered: plan.covered,
+            generation: plan.generation,
+            ids,
+            offsets: new_offsets,
+            sparse,
+            dense_base: plan.dense_base,
+            table,
+        }
+    }
+
+    /// Where [`Index::prepare_replacement`] puts things, from one look at the index (under
+    /// one read lock); checks that there is one offset per kept event and that every removed
+    /// event is in the segments.
+    fn replacement_plan<'a>(
+        &self,
+        segments: &[(usize, &'a [u32])],
+        removed: &[u64],
+    ) -> ReplacementPlan<'a> {
+        let head = self.len();
         // Per segment (in position order): its slot range now, and where its kept events
         // start once the removed events before it are gone.
-        let (covered, ranges, sparse_to, dense_base, generation, seed) = {
-            let index = read();
-            let head = index.len();
-            let mut ranges = Vec::with_capacity(segments.len());
-            let mut removed_before = 0usize;
-            for &(segment, offsets) in segments {
-                let first = index.segments[segment].first_position;
-                let end = index
-                    .segments
-                    .get(segment + 1)
-                    .map_or(head, |next| next.first_position);
-                let from_slot = index.slot_at_or_after(first);
-                let to_slot = index.slot_at_or_after(end);
-                let removed_here =
-                    removed.partition_point(|&p| p < end) - removed.partition_point(|&p| p < first);
-                assert_eq!(
-                    offsets.len(),
-                    (to_slot - from_slot) - removed_here,
-                    "one offset per kept event"
-                );
-                ranges.push((from_slot - removed_before, offsets));
-                removed_before += removed_here;
-            }
+        let mut ranges = Vec::with_capacity(segments.len());
+        let mut removed_before = 0usize;
+        for &(segment, offsets) in segments {
+            let first = self.segments[segment].first_position;
+            let end = self.segment_end(segment, head);
+            let from_slot = self.slot_at_or_after(first);
+            let to_slot = self.slot_at_or_after(end);
+            let removed_here =
+                removed.partition_point(|&p| p < end) - removed.partition_point(|&p| p < first);
             assert_eq!(
-                removed_before,
-                removed.len(),
-                "removed events are in the segments"
+                offsets.len(),
+                (to_slot - from_slot) - removed_here,
+                "one offset per kept event"
             );
-            let last_to = segments.last().map_or(0, |&(segment, _)| {
-                let end = index
-                    .segments
-                    .get(segment + 1)
-                    .map_or(head, |next| next.first_position);
-                index.slot_at_or_after(end)
-            });
-            // Every slot up to the end of the last segment gets an explicit position.
-            let sparse_to = last_to.max(index.sparse.len());
-            let dense_base = if sparse_to < index.ids.len() {
-                index.position_of_slot(sparse_to)
-            } else {
-                head
-            };
-            (
-                index.ids.len(),
-                ranges,
-                sparse_to,
-                dense_base,
-                index.generation,
-                index.table.seed,
-            )
+            ranges.push((from_slot - removed_before, offsets));
+            removed_before += removed_here;
+        }
+        assert_eq!(
+            removed_before,
+            removed.len(),
+            "removed events are in the segments"
+        );
+        let last_to = segments.last().map_or(0, |&(segment, _)| {
+            self.slot_at_or_after(self.segment_end(segment, head))
+        });
+        // Every slot up to the end of the last segment gets an explicit position.
+        let sparse_to = last_to.max(self.sparse.len());
+        let dense_base = if sparse_to < self.ids.len() {
+            self.position_of_slot(sparse_to)
+        } else {
+            head
         };
+        ReplacementPlan {
+            covered: self.ids.len(),
+            ranges,
+            sparse_to,
+            dense_base,
+            generation: self.generation,
+            seed: self.table.seed,
+        }
+    }
+
+    /// The position after the events of `segment`: the next segment's first, or `head`.
+    fn segment_end(&self, segment: usize, head: u64) -> u64 {
+        self.segments
+            .get(segment + 1)
+            .map_or(head, |next| next.first_position)
+    }
+
+    /// The ids and offsets of the first `covered` slots without the `removed` positions, and
+    /// the positions of those below `sparse_to`; read in stretches under short read locks.
+    fn copy_kept(
+        index: &std::sync::RwLock<Index>,
+        covered: usize,
+        sparse_to: usize,
+        removed: &[u64],
+    ) -> (Vec<[u8; 16]>, Vec<u32>, Positions) {
         let kept = covered - removed.len();
         let mut gone = removed.iter().peekable();
         let mut ids = Vec::with_capacity(kept);
-        let mut new_offsets = Vec::with_capacity(kept);
+        let mut offsets = Vec::with_capacity(kept);
         let mut sparse = Positions::default();
         sparse
             .offsets
             .reserve_exact(sparse_to - removed.len().min(sparse_to));
-        for start in (0..covered).step_by(STRETCH) {
-            let index = read();
-            for slot in start..(start + STRETCH).min(covered) {
+        for start in (0..covered).step_by(REPLACEMENT_STRETCH) {
+            let index = index.read().expect("index lock");
+            for slot in start..(start + REPLACEMENT_STRETCH).min(covered) {
                 let position = index.position_of_slot(slot);
                 if gone.next_if(|&&p| p == position).is_some() {
                     continue;
                 }
                 ids.push(index.ids[slot]);
-                new_offsets.push(index.offsets[slot]);
+                offsets.push(index.offsets[slot]);
                 if slot < sparse_to {
                     sparse.push(position);
                 }
             }
         }
         assert!(gone.next().is_none(), "removed positions are live slots");
-        for (from, offsets) in ranges {
-            new_offsets[from..from + offsets.len()].copy_from_slice(offsets);
-        }
-        // Dead events are a prefix of their stream: how many each stream loses. Streams are
-        // only added meanwhile (at the end), so their numbers hold until the install.
+        (ids, offsets, sparse)
+    }
+
+    /// How many events each stream loses from its front, for the streams that lose any
+    /// (dead events are a prefix of their stream); read in stretches under short read locks.
+    fn stream_cuts(index: &std::sync::RwLock<Index>, removed: &[u64]) -> Vec<(usize, usize)> {
+        // Streams are only added meanwhile (at the end), so their numbers hold until the
+        // install.
         let mut stream_cuts = Vec::new();
-        let stream_count = read().streams.len();
-        for start in (0..stream_count).step_by(STRETCH) {
-            let index = read();
-            for number in start..(start + STRETCH).min(stream_count) {
+        let stream_count = index.read().expect("index lock").streams.len();
+        for start in (0..stream_count).step_by(REPLACEMENT_STRETCH) {
+            let index = index.read().expect("index lock");
+            for number in start..(start + REPLACEMENT_STRETCH).min(stream_count) {
                 let (_, positions) = index.streams.get_index(number).expect("streams only grow");
                 let cut = positions
                     .iter()
@@ -543,24 +601,7 @@ impl Index {
                 }
             }
         }
-        // Sized once for what it holds now plus a sixteenth for the appends to come (then it
-        // grows by half, as any table), filled in slot order.
-        let mut table = IdTable::with_capacity(seed, ids.len() + ids.len() / 16);
-        for (slot, id) in ids.iter().enumerate() {
-            table.place(id, slot as u64);
-            table.len += 1;
-        }
-        Replacement {
-            segments: segments.iter().map(|&(segment, _)| segment).collect(),
-            stream_cuts,
-            covered,
-            generation,
-            ids,
-            offsets: new_offsets,
-            sparse,
-            dense_base,
-            table,
-        }
+        stream_cuts
     }
 
     /// Installs a [`Replacement`] (under the write lock): the slots appended since it was
@@ -857,6 +898,17 @@ impl IdTable {
             len: 0,
             seed: if seed == 0 { Self::seeded() } else { seed },
         }
+    }
+
+    /// A table of `ids` in slot order, sized once for them plus a sixteenth for the appends
+    /// to come (then it grows by half, as any table); for [`Index::prepare_replacement`].
+    fn for_replacement(seed: u64, ids: &[[u8; 16]]) -> IdTable {
+        let mut table = IdTable::with_capacity(seed, ids.len() + ids.len() / 16);
+        for (slot, id) in ids.iter().enumerate() {
+            table.place(id, slot as u64);
+            table.len += 1;
+        }
+        table
     }
 
     /// Re-creates the table for `entries` entries from `ids[..self.len]`, reading ids in

@@ -21,7 +21,7 @@ use crate::format::{
     SEGMENT_VERSION_COMPACTED, decode_record, segment_header_version,
 };
 use crate::index::{Index, SegmentEntry};
-use crate::reader::{ScanStop, scan_records};
+use crate::reader::{ScanOutcome, ScanStop, scan_records};
 use crate::segment::{copy_to_side_file, create_segment, fsync_dir, written_end};
 use crate::vfs::{Vfs, VfsFile, read_at_most};
 
@@ -192,8 +192,36 @@ fn scan_segment(
         });
     }
     let mut batch = BatchAssembler::new(index, compacted, segment.offset);
-    let last_progress = &mut replay.last_progress;
-    let outcome = scan_records(&*file, segment.offset, file_len, |at, view| {
+    let outcome = replay_records(
+        &*file,
+        segment,
+        file_len,
+        &mut batch,
+        &mut replay.last_progress,
+    )?;
+    let (whole, start_offset) = (batch.is_whole(), batch.start_offset);
+    scan.replayed_events += batch.replayed_events;
+    scan.replayed_bytes += batch.end_offset - segment.offset;
+    let Some(reason) = stop_reason(outcome, whole, &*file, path, file_len)? else {
+        return Ok(None);
+    };
+    // A partial batch is discarded whole: the damage starts where the batch started.
+    let cut = if whole { outcome.offset } else { start_offset };
+    damage(cut, outcome.offset, reason).map(Some)
+}
+
+/// Feeds the records of `segment` from its scan offset to `file_len` into `batch`, logging
+/// the progress of a long replay; answers where and why the records stopped.
+fn replay_records(
+    file: &dyn VfsFile,
+    segment: &Listed<'_>,
+    file_len: u64,
+    batch: &mut BatchAssembler<'_>,
+    last_progress: &mut Instant,
+) -> Result<ScanOutcome> {
+    let path = segment.path;
+    let compacted = batch.compacted;
+    scan_records(file, segment.offset, file_len, |at, view| {
         batch.add(at, view)?;
         if !compacted && last_progress.elapsed() >= PROGRESS_EVERY {
             *last_progress = Instant::now();
@@ -206,22 +234,27 @@ fn scan_segment(
         }
         Ok(())
     })
-    .map_err(|e| Error::io(path, e))?;
-    let (whole, start_offset) = (batch.is_whole(), batch.start_offset);
-    scan.replayed_events += batch.replayed_events;
-    scan.replayed_bytes += batch.end_offset - segment.offset;
-    let reason = match outcome.stop {
+    .map_err(|e| Error::io(path, e))
+}
+
+/// Why the records of a segment stopped where they did, or `None` when the segment ends
+/// cleanly: after a whole batch (`whole`), at the end of the file or before nothing but zeros.
+fn stop_reason(
+    outcome: ScanOutcome,
+    whole: bool,
+    file: &dyn VfsFile,
+    path: &Path,
+    file_len: u64,
+) -> Result<Option<&'static str>> {
+    Ok(Some(match outcome.stop {
         ScanStop::End if whole => return Ok(None),
         // Zeros after the last whole batch are space the writer preallocated, not damage.
-        ScanStop::Invalid(_) if whole && zeros_to_end(&*file, path, outcome.offset, file_len)? => {
+        ScanStop::Invalid(_) if whole && zeros_to_end(file, path, outcome.offset, file_len)? => {
             return Ok(None);
         }
         ScanStop::End | ScanStop::Incomplete => "the file ends inside a batch",
         ScanStop::Invalid(reason) => reason,
-    };
-    // A partial batch is discarded whole: the damage starts where the batch started.
-    let cut = if whole { outcome.offset } else { start_offset };
-    damage(cut, outcome.offset, reason).map(Some)
+    }))
 }
 
 /// The damage of a segment whose name does not follow on from the log before it (`head`).

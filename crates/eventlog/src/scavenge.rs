@@ -35,7 +35,7 @@ use crate::format::{SEGMENT_HEADER_LEN, SEGMENT_VERSION_COMPACTED, segment_heade
 use crate::reader::{ScanStop, scan_records};
 use crate::segment::fsync_dir;
 use crate::shared::Shared;
-use crate::vfs::{FileHandle, Vfs, read_at_most, write_all_at};
+use crate::vfs::{FileHandle, Vfs, VfsFile, read_at_most, write_all_at};
 
 /// Suffix of a scavenged segment being written (deleted at open: a crash left it).
 pub const SCAVENGE_TMP_SUFFIX: &str = ".scavenge-tmp";
@@ -259,68 +259,122 @@ fn rewrite(
         Err(e) => return Err(Error::io(&tmp, e)),
     }
     let out = vfs.create_new(&tmp).map_err(|e| Error::io(&tmp, e))?;
-    let write =
-        |bytes: &[u8], at: u64| write_all_at(&*out, bytes, at).map_err(|e| Error::io(&tmp, e));
-    write(&segment_header_of(SEGMENT_VERSION_COMPACTED), 0)?;
-    let mut at = SEGMENT_HEADER_LEN;
-    // The source is read in windows of COPY_CHUNK_BYTES and the live ranges gathered into an
-    // output buffer of the same size: a segment where every other record is dead costs two
-    // large I/Os per MiB, not two per record. The new file is fsynced every
-    // SYNC_EVERY_BYTES, so no single fsync carries a whole segment's data (an fsync of
-    // a 100 MB file stalls the appenders' fsyncs in the same journal commit; 1, 8 and 64 MiB
-    // measured alike within noise, see docs/PERFORMANCE.md).
-    let mut window = vec![0u8; COPY_CHUNK_BYTES];
-    let (mut window_start, mut window_end) = (0u64, 0u64);
-    let mut pending: Vec<u8> = Vec::with_capacity(COPY_CHUNK_BYTES);
-    let mut unsynced = 0u64;
-    let mut flush = |pending: &mut Vec<u8>, at: &mut u64, force_sync: bool| -> Result<()> {
-        if !pending.is_empty() {
-            write(pending, *at)?;
-            *at += pending.len() as u64;
-            unsynced += pending.len() as u64;
-            pending.clear();
-        }
-        if unsynced >= SYNC_EVERY_BYTES || (force_sync && unsynced > 0) {
-            out.sync_data().map_err(|e| Error::io(&tmp, e))?;
-            unsynced = 0;
-        }
-        Ok(())
-    };
+    write_all_at(&*out, &segment_header_of(SEGMENT_VERSION_COMPACTED), 0)
+        .map_err(|e| Error::io(&tmp, e))?;
+    let mut copy = LiveCopy::new(segment, &*out, &tmp);
     for &(from, to) in &plan.keep {
-        let mut copy_from = from;
-        while copy_from < to {
-            if copy_from < window_start || copy_from >= window_end {
-                let want = ((segment.visible_len - copy_from) as usize).min(window.len());
-                let got = read_at_most(&*segment.file, &mut window[..want], copy_from)
-                    .map_err(|e| Error::io(&segment.path, e))?;
-                if (got as u64) < (to - copy_from).min(want as u64) {
-                    return Err(Error::Corrupt {
-                        path: segment.path.clone(),
-                        offset: copy_from + got as u64,
-                        reason: "a sealed segment is shorter than the index says".into(),
-                    });
-                }
-                window_start = copy_from;
-                window_end = copy_from + got as u64;
-                pacer.spent(got as u64)?;
-            }
-            let until = to.min(window_end);
-            let room = (COPY_CHUNK_BYTES - pending.len()) as u64;
-            let until = until.min(copy_from + room);
-            pending.extend_from_slice(
-                &window[(copy_from - window_start) as usize..(until - window_start) as usize],
-            );
-            copy_from = until;
-            if pending.len() == COPY_CHUNK_BYTES {
-                flush(&mut pending, &mut at, false)?;
-            }
+        copy.copy(from, to, pacer)?;
+    }
+    copy.flush(true)?;
+    let len = copy.at;
+    let offsets = read_back_offsets(&*out, tmp, len)?;
+    Ok((offsets, len))
+}
+
+/// The copy of a segment's live ranges into its scavenged file, after the header.
+///
+/// The source is read in windows of COPY_CHUNK_BYTES and the live ranges gathered into an
+/// output buffer of the same size: a segment where every other record is dead costs two
+/// large I/Os per MiB, not two per record. The new file is fsynced every
+/// SYNC_EVERY_BYTES, so no single fsync carries a whole segment's data (an fsync of
+/// a 100 MB file stalls the appenders' fsyncs in the same journal commit; 1, 8 and 64 MiB
+/// measured alike within noise, see docs/PERFORMANCE.md).
+struct LiveCopy<'a> {
+    segment: &'a Sealed,
+    out: &'a dyn VfsFile,
+    tmp: &'a Path,
+    /// The source bytes `window_start..window_end`.
+    window: Vec<u8>,
+    window_start: u64,
+    window_end: u64,
+    /// Gathered bytes not written yet; they go at `at`.
+    pending: Vec<u8>,
+    /// Bytes of the new file written so far.
+    at: u64,
+    /// Bytes written since the last fsync.
+    unsynced: u64,
+}
+
+impl<'a> LiveCopy<'a> {
+    /// A copy of `segment` into `out` (the file at `tmp`), which already holds the header.
+    fn new(segment: &'a Sealed, out: &'a dyn VfsFile, tmp: &'a Path) -> Self {
+        LiveCopy {
+            segment,
+            out,
+            tmp,
+            window: vec![0u8; COPY_CHUNK_BYTES],
+            window_start: 0,
+            window_end: 0,
+            pending: Vec::with_capacity(COPY_CHUNK_BYTES),
+            at: SEGMENT_HEADER_LEN,
+            unsynced: 0,
         }
     }
-    flush(&mut pending, &mut at, true)?;
-    // The new offsets: each kept record moves back by the bytes removed before it.
+
+    /// Copies the source bytes `from..to`, reading windows and writing full buffers as needed.
+    fn copy(&mut self, from: u64, to: u64, pacer: &mut Pacer) -> Result<()> {
+        let mut copy_from = from;
+        while copy_from < to {
+            if copy_from < self.window_start || copy_from >= self.window_end {
+                self.read_window(copy_from, to, pacer)?;
+            }
+            let until = to.min(self.window_end);
+            let room = (COPY_CHUNK_BYTES - self.pending.len()) as u64;
+            let until = until.min(copy_from + room);
+            self.pending.extend_from_slice(
+                &self.window[(copy_from - self.window_start) as usize
+                    ..(until - self.window_start) as usize],
+            );
+            copy_from = until;
+            if self.pending.len() == COPY_CHUNK_BYTES {
+                self.flush(false)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads the window starting at `copy_from`; the source must hold at least up to `to`
+    /// (or the window's end) there.
+    fn read_window(&mut self, copy_from: u64, to: u64, pacer: &mut Pacer) -> Result<()> {
+        let segment = self.segment;
+        let want = ((segment.visible_len - copy_from) as usize).min(self.window.len());
+        let got = read_at_most(&*segment.file, &mut self.window[..want], copy_from)
+            .map_err(|e| Error::io(&segment.path, e))?;
+        if (got as u64) < (to - copy_from).min(want as u64) {
+            return Err(Error::Corrupt {
+                path: segment.path.clone(),
+                offset: copy_from + got as u64,
+                reason: "a sealed segment is shorter than the index says".into(),
+            });
+        }
+        self.window_start = copy_from;
+        self.window_end = copy_from + got as u64;
+        pacer.spent(got as u64)
+    }
+
+    /// Writes the pending bytes; fsyncs once SYNC_EVERY_BYTES are unsynced, or (with
+    /// `force_sync`) whatever is.
+    fn flush(&mut self, force_sync: bool) -> Result<()> {
+        if !self.pending.is_empty() {
+            write_all_at(self.out, &self.pending, self.at).map_err(|e| Error::io(self.tmp, e))?;
+            self.at += self.pending.len() as u64;
+            self.unsynced += self.pending.len() as u64;
+            self.pending.clear();
+        }
+        if self.unsynced >= SYNC_EVERY_BYTES || (force_sync && self.unsynced > 0) {
+            self.out.sync_data().map_err(|e| Error::io(self.tmp, e))?;
+            self.unsynced = 0;
+        }
+        Ok(())
+    }
+}
+
+/// The new offsets, read back from the scavenged file `out` (at `tmp`) up to `len`: each kept
+/// record moves back by the bytes removed before it.
+fn read_back_offsets(out: &dyn VfsFile, tmp: PathBuf, len: u64) -> Result<Vec<u32>> {
     let mut offsets = Vec::new();
     let mut scanned = Ok(());
-    let outcome = scan_records(&*out, SEGMENT_HEADER_LEN, at, |offset, _| {
+    let outcome = scan_records(out, SEGMENT_HEADER_LEN, len, |offset, _| {
         match u32::try_from(offset) {
             Ok(offset) => offsets.push(offset),
             Err(_) => scanned = Err("record offset beyond 4 GiB"),
@@ -335,7 +389,7 @@ fn rewrite(
             reason: "the scavenged segment does not read back".into(),
         });
     }
-    Ok((offsets, at))
+    Ok(offsets)
 }
 
 /// Scavenged segments renamed into place whose index side is not installed yet. Until it is,

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use crate::checkpoint;
 use crate::error::{Error, Result};
 use crate::format::{Decoded, MAX_RECORD_LEN, SEGMENT_HEADER_LEN, decode_record, segment_header};
-use crate::recovery::{Damage, INVALID_HEADER, apply_claim, scan_log};
+use crate::recovery::{Damage, INVALID_HEADER, Scan, apply_claim, scan_log};
 use crate::segment::{copy_to_side_file, fsync_dir, list_segments, unix_seconds};
 use crate::store::lock_dir;
 use crate::vfs::{RealFs, Vfs, read_at_most, write_all_at};
@@ -232,30 +232,7 @@ pub fn repair_on(vfs: &dyn Vfs, dir: &Path) -> Result<RepairReport> {
     let _lock = lock_dir(vfs, dir)?;
     let segments = list_segments(vfs, dir)?;
     let mut scan = scan_log(vfs, &segments, None)?;
-    let mut headers_rewritten = Vec::new();
-    // A damaged header followed by whole batches: the header is the same for every segment,
-    // so write it again and keep the segment (and every later one) instead of moving the
-    // rest of the log aside. Then scan again.
-    while let Some(damage) = &scan.damage
-        && damage.reason == INVALID_HEADER
-        && !headers_rewritten.iter().any(|(p, _)| p == &damage.path)
-        && records_follow_header(vfs, damage)?
-    {
-        let path = damage.path.clone();
-        let file = vfs.open(&path, true).map_err(|e| Error::io(&path, e))?;
-        let (old, _) =
-            copy_to_side_file(vfs, &path, "repair-header", &*file, 0, SEGMENT_HEADER_LEN)?;
-        write_all_at(&*file, &segment_header(), 0)
-            .and_then(|()| file.sync_data())
-            .map_err(|e| Error::io(&path, e))?;
-        tracing::warn!(
-            segment = %path.display(),
-            old_header = %old.display(),
-            "repair rewrote a damaged segment header"
-        );
-        headers_rewritten.push((path, old));
-        scan = scan_log(vfs, &segments, None)?;
-    }
+    let headers_rewritten = rewrite_damaged_headers(vfs, &segments, &mut scan)?;
     // What open refuses because the checkpoint proves acknowledged events are damaged or
     // missing, repair cuts too (and removes the checkpoint): the explicit way to accept it.
     let loaded = checkpoint::load(vfs, dir, &segments);
@@ -270,44 +247,9 @@ pub fn repair_on(vfs: &dyn Vfs, dir: &Path) -> Result<RepairReport> {
         remove_checkpoint(vfs, dir, &mut report, false)?;
         return Ok(report);
     };
-    let claimed_loss = damage.offset >= damage.file_len;
-    let path = &damage.path;
-    if claimed_loss {
-        // Nothing to cut: the checkpoint says more than the log holds; removing it (below) is
-        // the repair.
-    } else if damage.offset < SEGMENT_HEADER_LEN {
-        let to = aside_name(path);
-        vfs.rename(path, &to).map_err(|e| Error::io(path, e))?;
-        report.moved.push(Moved {
-            from: path.clone(),
-            offset: 0,
-            bytes: damage.file_len,
-            to,
-        });
-    } else {
-        let file = vfs.open(path, true).map_err(|e| Error::io(path, e))?;
-        let (to, bytes) =
-            copy_to_side_file(vfs, path, "repair", &*file, damage.offset, damage.file_len)?;
-        file.set_len(damage.offset)
-            .and_then(|()| file.sync_data())
-            .map_err(|e| Error::io(path, e))?;
-        report.moved.push(Moved {
-            from: path.clone(),
-            offset: damage.offset,
-            bytes,
-            to,
-        });
-    }
+    report.moved.extend(cut_at_damage(vfs, &damage)?);
     for (_, later) in &segments[damage.segment + 1..] {
-        let bytes = vfs.open(later, false).and_then(|f| f.len()).unwrap_or(0);
-        let to = aside_name(later);
-        vfs.rename(later, &to).map_err(|e| Error::io(later, e))?;
-        report.moved.push(Moved {
-            from: later.clone(),
-            offset: 0,
-            bytes,
-            to,
-        });
+        report.moved.push(move_aside(vfs, later)?);
     }
     remove_checkpoint(vfs, dir, &mut report, true)?;
     for moved in &report.moved {
@@ -320,6 +262,94 @@ pub fn repair_on(vfs: &dyn Vfs, dir: &Path) -> Result<RepairReport> {
         );
     }
     Ok(report)
+}
+
+/// Rewrites damaged segment headers that whole batches follow, scanning the log again after
+/// each; answers each rewritten segment with the side file holding its old header.
+fn rewrite_damaged_headers(
+    vfs: &dyn Vfs,
+    segments: &[(u64, PathBuf)],
+    scan: &mut Scan,
+) -> Result<Vec<(PathBuf, PathBuf)>> {
+    let mut headers_rewritten = Vec::new();
+    // A damaged header followed by whole batches: the header is the same for every segment,
+    // so write it again and keep the segment (and every later one) instead of moving the
+    // rest of the log aside. Then scan again.
+    while let Some(damage) = &scan.damage
+        && damage.reason == INVALID_HEADER
+        && !headers_rewritten.iter().any(|(p, _)| p == &damage.path)
+        && records_follow_header(vfs, damage)?
+    {
+        let path = damage.path.clone();
+        let old = rewrite_header(vfs, &path)?;
+        headers_rewritten.push((path, old));
+        *scan = scan_log(vfs, segments, None)?;
+    }
+    Ok(headers_rewritten)
+}
+
+/// Copies the header of the segment at `path` to a side file, writes a fresh header and
+/// fsyncs; answers the side file.
+fn rewrite_header(vfs: &dyn Vfs, path: &Path) -> Result<PathBuf> {
+    let file = vfs.open(path, true).map_err(|e| Error::io(path, e))?;
+    let (old, _) = copy_to_side_file(vfs, path, "repair-header", &*file, 0, SEGMENT_HEADER_LEN)?;
+    write_all_at(&*file, &segment_header(), 0)
+        .and_then(|()| file.sync_data())
+        .map_err(|e| Error::io(path, e))?;
+    tracing::warn!(
+        segment = %path.display(),
+        old_header = %old.display(),
+        "repair rewrote a damaged segment header"
+    );
+    Ok(old)
+}
+
+/// Cuts the damaged segment at the damage: nothing when the damage is only the checkpoint's
+/// claim past the file's end, the whole file moved aside when its header is damaged, else the
+/// bytes from the damage on moved to a side file and the segment truncated there.
+fn cut_at_damage(vfs: &dyn Vfs, damage: &Damage) -> Result<Option<Moved>> {
+    let path = &damage.path;
+    if damage.offset >= damage.file_len {
+        // Nothing to cut: the checkpoint says more than the log holds; removing it (after)
+        // is the repair.
+        Ok(None)
+    } else if damage.offset < SEGMENT_HEADER_LEN {
+        let to = aside_name(path);
+        vfs.rename(path, &to).map_err(|e| Error::io(path, e))?;
+        Ok(Some(Moved {
+            from: path.clone(),
+            offset: 0,
+            bytes: damage.file_len,
+            to,
+        }))
+    } else {
+        let file = vfs.open(path, true).map_err(|e| Error::io(path, e))?;
+        let (to, bytes) =
+            copy_to_side_file(vfs, path, "repair", &*file, damage.offset, damage.file_len)?;
+        file.set_len(damage.offset)
+            .and_then(|()| file.sync_data())
+            .map_err(|e| Error::io(path, e))?;
+        Ok(Some(Moved {
+            from: path.clone(),
+            offset: damage.offset,
+            bytes,
+            to,
+        }))
+    }
+}
+
+/// Renames a segment after the damaged one aside, whole.
+fn move_aside(vfs: &dyn Vfs, segment: &Path) -> Result<Moved> {
+    let bytes = vfs.open(segment, false).and_then(|f| f.len()).unwrap_or(0);
+    let to = aside_name(segment);
+    vfs.rename(segment, &to)
+        .map_err(|e| Error::io(segment, e))?;
+    Ok(Moved {
+        from: segment.to_path_buf(),
+        offset: 0,
+        bytes,
+        to,
+    })
 }
 
 /// Removes the checkpoint (it is rebuilt on open) and fsyncs the directory.
