@@ -330,14 +330,26 @@ fn latency_during_checkpoint(store_dir: &Path, ids: &[Uuid], seconds: Duration) 
         );
         let mut quiet = Vec::new();
         let mut during = Vec::new();
+        let mut worst = Vec::new();
         for reader in readers {
             for (at, latency) in reader.join().unwrap() {
                 if (from..to).contains(&at) {
                     during.push(latency);
+                    worst.push((latency, at - from));
                 } else if at < from {
                     quiet.push(latency);
                 }
             }
+        }
+        // Where in the checkpoint the slowest gets were due: a stall at one moment (the
+        // start, the install) or a spread (CPU contention).
+        worst.sort_unstable_by(|a, b| b.cmp(a));
+        for (latency, at) in worst.iter().take(3) {
+            println!(
+                "  slow get: {:.1} ms, due {:.3} s into the checkpoint",
+                *latency as f64 / 1e3,
+                *at as f64 / 1e6
+            );
         }
         (quiet, during)
     });

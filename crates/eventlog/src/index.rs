@@ -31,6 +31,7 @@ use crate::vfs::{FileHandle, VfsFile};
 use indexmap::IndexMap;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// One segment as readers see it.
 #[derive(Debug)]
@@ -53,6 +54,21 @@ pub struct Location<'a> {
     pub path: &'a Path,
     pub offset: u64,
     pub len: usize,
+}
+
+/// Where one record lives, owned (see [`Index::record_of_slot`]).
+#[derive(Clone)]
+pub struct OwnedLocation {
+    /// The segment's read handle.
+    pub file: FileHandle,
+    /// The segment's first position, which names its file.
+    pub first_position: u64,
+    /// The record's offset in the segment.
+    pub offset: u64,
+    /// The record's length in bytes.
+    pub len: usize,
+    /// The record's position (checked against what is read).
+    pub position: u64,
 }
 
 /// The stream map's hasher: fast, randomly seeded per process (stream names come from clients).
@@ -723,6 +739,23 @@ impl Index {
             // Offsets increase within a segment (checkpoints are checked for it); should they
             // not, the read finds an empty record and reports it as damage.
             len: end.saturating_sub(offset) as usize,
+        })
+    }
+
+    /// Where the record of `slot` lives, owned: its segment's file handle (a reference count,
+    /// so the bytes stay readable even if a scavenge swaps the file meanwhile), the segment's
+    /// first position (its name), the byte range and the record's position. For reads done
+    /// after the index lock is released.
+    pub fn record_of_slot(&self, slot: usize) -> Option<OwnedLocation> {
+        let location = self.location_of_slot(slot)?;
+        let position = self.position_of_slot(slot);
+        let segment = &self.segments[self.segment_of(position)];
+        Some(OwnedLocation {
+            file: Arc::clone(&segment.file),
+            first_position: segment.first_position,
+            offset: location.offset,
+            len: location.len,
+            position,
         })
     }
 

@@ -3,6 +3,8 @@
 //! segment with. Decoding itself is [`crate::format`]'s; this module does the I/O around it.
 
 use std::io;
+use std::path::Path;
+use std::sync::RwLock;
 
 use uuid::Uuid;
 
@@ -10,6 +12,7 @@ use crate::error::{Error, Result};
 use crate::event::RecordedEvent;
 use crate::format::{Decoded, RecordFields, RecordView, decode_record};
 use crate::index::{Index, Location};
+use crate::segment::segment_path;
 use crate::vfs::{VfsFile, read_at_most};
 
 /// Largest contiguous read `read_all` does at once.
@@ -32,6 +35,59 @@ pub(crate) fn read_index_range(
         slot = to;
     }
     Ok(events)
+}
+
+/// The live event `id`, read with the index lock held for the lookup only: the record's file
+/// handle and byte range are copied out, the lock released, and then the record is read and
+/// verified. A read that waits — for a cold page, or for the file system's journal while a
+/// large checkpoint's fsync commits (with `relatime`, reading the active segment after a write
+/// updates its atime, which starts a journal handle) — then holds up nobody. Were the lock
+/// held, the writer's next publish would queue behind it, and every other reader behind the
+/// writer (std's `RwLock` lets a waiting writer go first): one slow read stalled them all.
+pub(crate) fn read_one(
+    index: &RwLock<Index>,
+    dir: &Path,
+    id: &[u8; 16],
+) -> Result<Option<RecordedEvent>> {
+    let record = {
+        let index = index.read().expect("index lock poisoned");
+        let Some(position) = index.position_of(id) else {
+            return Ok(None);
+        };
+        let slot = index.slot_of(position).expect("a live position");
+        index.record_of_slot(slot).expect("slot below live")
+    };
+    READ_BUFFER.with(|buffer| {
+        let mut buffer = buffer.borrow_mut();
+        if buffer.len() < record.len {
+            buffer.resize(record.len, 0);
+        }
+        let bytes = &mut buffer[..record.len];
+        let path = || segment_path(dir, record.first_position);
+        let got =
+            read_at_most(&*record.file, bytes, record.offset).map_err(|e| Error::io(path(), e))?;
+        let corrupt = |at: usize, reason: &str| Error::Corrupt {
+            path: path(),
+            offset: record.offset + at as u64,
+            reason: reason.to_owned(),
+        };
+        let result = if got != bytes.len() {
+            Err(corrupt(got, "the segment is shorter than the index says"))
+        } else {
+            match decode_record(bytes) {
+                Decoded::Record(view) if view.fields.position == record.position => {
+                    Ok(Some(RecordedEvent::from_fields(&view.fields)))
+                }
+                Decoded::Record(_) => Err(corrupt(0, "record has an unexpected position")),
+                Decoded::Incomplete { .. } => Err(corrupt(0, "record is cut short")),
+                Decoded::Invalid(reason) => Err(corrupt(0, reason)),
+            }
+        };
+        if buffer.len() > READ_BUFFER_KEEP_BYTES {
+            *buffer = Vec::new();
+        }
+        result
+    })
 }
 
 /// Reads and verifies the record at `position`, which must be live.

@@ -282,11 +282,11 @@ impl Store {
 
     /// The event with this id, if stored and visible.
     pub fn get(&self, id: Uuid) -> Result<Option<RecordedEvent>> {
-        let index = self.index();
-        match index.position_of(id.as_bytes()) {
-            Some(position) => read_at(&index, position).map(Some),
-            None => Ok(None),
-        }
+        crate::reader::read_one(
+            &self.handle.shared.index,
+            &self.handle.shared.dir,
+            id.as_bytes(),
+        )
     }
 
     /// Up to `limit` events from global position `from` (inclusive), in order.
