@@ -11,7 +11,7 @@ use uuid::Uuid;
 use crate::error::{Error, Result};
 use crate::event::RecordedEvent;
 use crate::format::{Decoded, RecordFields, RecordView, decode_record};
-use crate::index::{Index, Location};
+use crate::index::{Index, Location, OwnedLocation};
 use crate::segment::segment_path;
 use crate::vfs::{VfsFile, read_at_most};
 
@@ -57,6 +57,11 @@ pub(crate) fn read_one(
         let slot = index.slot_of(position).expect("a live position");
         index.record_of_slot(slot).expect("slot below live")
     };
+    read_record(&record, dir).map(Some)
+}
+
+/// Reads and verifies one record where [`Index::record_of_slot`] said it lives (no lock held).
+pub(crate) fn read_record(record: &OwnedLocation, dir: &Path) -> Result<RecordedEvent> {
     READ_BUFFER.with(|buffer| {
         let mut buffer = buffer.borrow_mut();
         if buffer.len() < record.len {
@@ -76,7 +81,7 @@ pub(crate) fn read_one(
         } else {
             match decode_record(bytes) {
                 Decoded::Record(view) if view.fields.position == record.position => {
-                    Ok(Some(RecordedEvent::from_fields(&view.fields)))
+                    Ok(RecordedEvent::from_fields(&view.fields))
                 }
                 Decoded::Record(_) => Err(corrupt(0, "record has an unexpected position")),
                 Decoded::Incomplete { .. } => Err(corrupt(0, "record is cut short")),

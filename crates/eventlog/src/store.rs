@@ -400,28 +400,39 @@ impl Store {
         limit: usize,
         max_bytes: usize,
     ) -> Result<Option<Vec<RecordedEvent>>> {
-        let index = self.index();
-        let Some(positions) = index.stream(stream) else {
-            return Ok(None);
-        };
-        let from = usize::try_from(from_version.saturating_sub(index.first_version(stream)))
-            .unwrap_or(usize::MAX)
-            .min(positions.len());
-        let to = from.saturating_add(limit).min(positions.len());
-        let mut events = Vec::with_capacity(to - from);
-        let mut used = 0usize;
-        for &position in &positions[from..to] {
-            if !events.is_empty() && used >= max_bytes {
-                break;
+        // Where each record lives, copied out under the lock; the records are read after it is
+        // released (a page of a cold stream is up to `limit` disk reads, which must not hold
+        // up the writer's publishing and every reader queued behind it).
+        let records = {
+            let index = self.index();
+            let Some(positions) = index.stream(stream) else {
+                return Ok(None);
+            };
+            let from = usize::try_from(from_version.saturating_sub(index.first_version(stream)))
+                .unwrap_or(usize::MAX)
+                .min(positions.len());
+            let to = from.saturating_add(limit).min(positions.len());
+            let mut records = Vec::with_capacity(to - from);
+            let mut used = 0usize;
+            for &position in &positions[from..to] {
+                if !records.is_empty() && used >= max_bytes {
+                    break;
+                }
+                let slot = index
+                    .slot_of(position)
+                    .expect("a stream's positions are live");
+                let record = index.record_of_slot(slot).expect("slot below live");
+                used = used.saturating_add(record.len);
+                records.push(record);
             }
-            let slot = index
-                .slot_of(position)
-                .expect("a stream's positions are live");
-            let location = index.location_of_slot(slot).expect("slot below live");
-            used = used.saturating_add(location.len);
-            read_span(&index, &location, slot, slot + 1, &|_| true, &mut events)?;
-        }
-        Ok(Some(events))
+            records
+        };
+        let dir = &self.handle.shared.dir;
+        records
+            .iter()
+            .map(|record| crate::reader::read_record(record, dir))
+            .collect::<Result<Vec<_>>>()
+            .map(Some)
     }
 
     /// The version of the stream's last event (`None`: no events).
