@@ -339,7 +339,7 @@ async fn the_console_browses_tails_and_administers_teams_in_headless_chromium() 
         .await;
     assert!(refused.starts_with("Wait "), "{refused}");
     let problem = session.text_of(&format!("{alice} .problem")).await.unwrap();
-    assert!(problem.contains("Try again in"), "{problem}");
+    assert!(problem.contains("try again in"), "{problem}");
     session.click(&format!("{alice} button.revoke")).await;
     session
         .wait_for_text(&format!("{alice} td.status"), "revoked")
