@@ -39,7 +39,7 @@ fn apps() -> &'static Apps {
                 local_addr: "127.0.0.1:8080".parse().unwrap(),
             };
             let args = teams::TeamsArgs {
-                admin_token: Some(ADMIN_TOKEN.into()),
+                admin_token: Some(teams::Secret::new(ADMIN_TOKEN)),
                 ..teams::TeamsArgs::default()
             };
             let settings = args.check(&ctx).await.unwrap();
