@@ -15,6 +15,7 @@ use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::{RwLock, RwLockReadGuard};
 
+use crate::background::{Courtesy, WORK_BETWEEN_YIELDS};
 use crate::error::{Error, Result};
 use crate::format::{Decoded, SEGMENT_HEADER_LEN, decode_record};
 use crate::index::{IdTable, Index, SegmentEntry};
@@ -69,16 +70,22 @@ impl Write for Sequential {
     }
 }
 
-/// A writer that keeps a running CRC32C of what passes through it.
+/// A writer that keeps a running CRC32C of what passes through it, and lets the readers and
+/// the writer have the core every few hundred KiB (see [`crate::background`]).
 struct CrcWriter<W: Write> {
     inner: W,
     crc: u32,
+    courtesy: Courtesy,
 }
 
 impl<W: Write> CrcWriter<W> {
     fn put(&mut self, bytes: &[u8]) -> io::Result<()> {
-        self.crc = crc32c::crc32c_append(self.crc, bytes);
-        self.inner.write_all(bytes)
+        for chunk in bytes.chunks(WORK_BETWEEN_YIELDS) {
+            self.crc = crc32c::crc32c_append(self.crc, chunk);
+            self.inner.write_all(chunk)?;
+            self.courtesy.did(chunk.len());
+        }
+        Ok(())
     }
 }
 
@@ -189,6 +196,7 @@ impl<'a> SectionWriter<'a> {
             out: CrcWriter {
                 inner: BufWriter::with_capacity(1 << 20, Sequential { file, offset: 0 }),
                 crc: 0,
+                courtesy: Courtesy::default(),
             },
             bytes: Vec::with_capacity(STRETCH_VALUES * 16),
             index,

@@ -580,6 +580,7 @@ impl Index {
             .offsets
             .reserve_exact(sparse_to - removed.len().min(sparse_to));
         for start in (0..covered).step_by(REPLACEMENT_STRETCH) {
+            crate::background::let_others_run();
             let index = index.read().expect("index lock");
             for slot in start..(start + REPLACEMENT_STRETCH).min(covered) {
                 let position = index.position_of_slot(slot);
@@ -605,6 +606,7 @@ impl Index {
         let mut stream_cuts = Vec::new();
         let stream_count = index.read().expect("index lock").streams.len();
         for start in (0..stream_count).step_by(REPLACEMENT_STRETCH) {
+            crate::background::let_others_run();
             let index = index.read().expect("index lock");
             for number in start..(start + REPLACEMENT_STRETCH).min(stream_count) {
                 let (_, positions) = index.streams.get_index(number).expect("streams only grow");
@@ -937,7 +939,11 @@ impl IdTable {
     /// to come (then it grows by half, as any table); for [`Index::prepare_replacement`].
     fn for_replacement(seed: u64, ids: &[[u8; 16]]) -> IdTable {
         let mut table = IdTable::with_capacity(seed, ids.len() + ids.len() / 16);
+        // Built outside the index lock, by a scavenge: a background thread.
         for (slot, id) in ids.iter().enumerate() {
+            if slot % (16 * 1024) == 0 {
+                crate::background::let_others_run();
+            }
             table.place(id, slot as u64);
             table.len += 1;
         }
