@@ -247,3 +247,156 @@ async fn a_sigkill_during_a_scavenge_under_appends_loses_no_acknowledged_live_ev
     assert_readable(&client, &server.base, &acknowledged).await;
     server.kill();
 }
+
+/// The scavenge's progress, as `GET /admin/scavenge/{id}` answers it.
+async fn scavenge_status(client: &reqwest::Client, base: &str, id: &str) -> serde_json::Value {
+    client
+        .get(format!("{base}/admin/scavenge/{id}"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+/// `logbook events backup --data-dir <data_dir> --to <to>`, off the async runtime.
+async fn backup(data_dir: &std::path::Path, to: &std::path::Path) -> Output {
+    let (data_dir, to) = (data_dir.to_path_buf(), to.to_path_buf());
+    tokio::task::spawn_blocking(move || {
+        let args: [&std::ffi::OsStr; 6] = [
+            "events".as_ref(),
+            "backup".as_ref(),
+            "--data-dir".as_ref(),
+            data_dir.as_os_str(),
+            "--to".as_ref(),
+            to.as_os_str(),
+        ];
+        run(args)
+    })
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backup_taken_while_a_scavenge_rewrites_segments_verifies_and_serves_every_live_event() {
+    let dir = tempfile::tempdir().unwrap();
+    let dest = tempfile::tempdir().unwrap();
+    let client = reqwest::Client::new();
+    // Small segments and a slow scavenge (its I/O capped), so that backups run while some
+    // segments are already rewritten and renamed into place and others are not.
+    let args = [
+        "--segment-size-bytes",
+        "65536",
+        "--scavenge-max-bytes-per-second",
+        "262144",
+    ];
+    let server = start(dir.path(), &args);
+    server.ready(&client).await;
+    let doomed: Acknowledged = Arc::default();
+    let kept: Acknowledged = Arc::default();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    // Doomed and kept events interleaved in every segment, so that every segment is rewritten.
+    let mut writers = append_forever(&client, &server.base, "gone", 2, &doomed, &stop);
+    writers.extend(append_forever(
+        &client,
+        &server.base,
+        "kept",
+        2,
+        &kept,
+        &stop,
+    ));
+    wait_for_acknowledged(&doomed, 1500).await;
+    wait_for_acknowledged(&kept, 1500).await;
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    for writer in writers {
+        writer.await.unwrap();
+    }
+    for stream in ["gone0", "gone1"] {
+        let response = client
+            .delete(format!("{}/streams/{stream}?hard=true", server.base))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 204);
+    }
+    let before_scavenge = kept.lock().unwrap().clone();
+    // Appends go on during the scavenge and the backups.
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writers = append_forever(&client, &server.base, "more", 2, &kept, &stop);
+    let response = client
+        .post(format!("{}/admin/scavenge?seal=true", server.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 202);
+    let id = response.json::<serde_json::Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    // Back up again and again until the scavenge is done; keep the backups that began after
+    // the scavenge had renamed at least one segment and ended before it had done them all.
+    let mut inside = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    for n in 0.. {
+        assert!(Instant::now() < deadline, "scavenge too slow");
+        let at_start = scavenge_status(&client, &server.base, &id).await;
+        if at_start["status"] == "done" {
+            break;
+        }
+        assert_eq!(at_start["status"], "running", "{at_start}");
+        let acknowledged_before = kept.lock().unwrap().clone();
+        let to = dest.path().join(format!("copy-{n}"));
+        let output = backup(dir.path(), &to).await;
+        assert!(
+            output.status.success(),
+            "backup exits 0 during a scavenge: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let at_end = scavenge_status(&client, &server.base, &id).await;
+        let (done_at_start, done_at_end) = (
+            at_start["segments_done"].as_u64().unwrap(),
+            at_end["segments_done"].as_u64().unwrap(),
+        );
+        if done_at_start > 0
+            && at_end["status"] == "running"
+            && done_at_end < at_end["segments_total"].as_u64().unwrap()
+        {
+            inside.push((to, acknowledged_before));
+        }
+    }
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    for writer in writers {
+        writer.await.unwrap();
+    }
+    server.kill();
+    assert!(
+        !inside.is_empty(),
+        "at least one backup ran entirely inside the scavenge, between two of its segments"
+    );
+
+    for (to, acknowledged_before) in inside.iter().take(3) {
+        let verify = run([
+            "events".as_ref(),
+            "verify".as_ref(),
+            to.join("events").as_os_str(),
+        ]);
+        let report = String::from_utf8_lossy(&verify.stdout);
+        assert!(verify.status.success(), "verify is clean: {report}");
+        assert!(report.contains("status: OK"), "{report}");
+        let restored = start(to, &[]);
+        restored.ready(&client).await;
+        assert!(acknowledged_before.len() >= before_scavenge.len());
+        assert_readable(&client, &restored.base, acknowledged_before).await;
+        for stream in ["gone0", "gone1"] {
+            let gone = client
+                .get(format!("{}/streams/{stream}/events", restored.base))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(gone.status(), 410, "the tombstone is in the backup");
+        }
+        restored.kill();
+    }
+}
