@@ -8,7 +8,6 @@ use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
-use axum::middleware;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use events::{DeleteMode, EventStore, ExpectedVersion, ListStreams, ReadAll, ReadStream, Start};
@@ -48,10 +47,7 @@ pub(crate) fn router(service: EventStoreService) -> Router {
         .route("/admin/scavenge", post(crate::admin::start_scavenge))
         .route("/admin/scavenge/{id}", get(crate::admin::scavenge_status))
         .layer(DefaultBodyLimit::max(body_limit))
-        .route_layer(middleware::from_fn_with_state(
-            service.authenticator(),
-            web::auth::require_access,
-        ))
+        .route_layer(web::auth::require_access(service.authenticator()))
         .with_state(service)
 }
 

@@ -597,26 +597,120 @@ pub fn secret_matches(presented: &str, expected: &Secret) -> bool {
     constant_time_eq(&hash_token(presented), &hash_token(expected.expose()))
 }
 
-/// Axum middleware: authenticates `Authorization: Bearer <token>` against the
-/// [`Authenticator`] and puts the [`Access`] into the request's extensions for handlers to take
-/// (as an extractor); answers 401 without calling the handler when the token is missing or
-/// unknown.
-pub async fn require_access(
-    axum::extract::State(authenticator): axum::extract::State<Arc<Authenticator>>,
-    mut request: axum::extract::Request,
-    next: axum::middleware::Next,
-) -> axum::response::Response {
-    use axum::response::IntoResponse;
-    let authorization = request
-        .headers()
-        .get(axum::http::header::AUTHORIZATION)
-        .and_then(|value| value.to_str().ok());
-    match authenticator.authenticate_header(authorization) {
-        Ok(access) => {
-            request.extensions_mut().insert(access);
-            next.run(request).await
+/// Middleware: authenticates `Authorization: Bearer <token>` against the [`Authenticator`] and
+/// puts the [`Access`] into the request's extensions for handlers to take (as an extractor);
+/// answers 401 without calling the handler when the token is missing or unknown. Use it with
+/// `Router::route_layer`.
+pub fn require_access(authenticator: Arc<Authenticator>) -> RequireAccessLayer {
+    RequireAccessLayer { authenticator }
+}
+
+/// The layer of [`require_access`]: a plain tower service rather than
+/// `axum::middleware::from_fn`, which boxes a future and clones the inner service per request
+/// (docs/PERFORMANCE.md, issue 15).
+#[derive(Clone)]
+pub struct RequireAccessLayer {
+    authenticator: Arc<Authenticator>,
+}
+
+impl<S> tower::Layer<S> for RequireAccessLayer {
+    type Service = RequireAccess<S>;
+
+    fn layer(&self, inner: S) -> RequireAccess<S> {
+        RequireAccess {
+            inner,
+            authenticator: Arc::clone(&self.authenticator),
         }
-        Err(unauthenticated) => unauthenticated.to_problem().into_response(),
+    }
+}
+
+/// See [`require_access`].
+#[derive(Clone)]
+pub struct RequireAccess<S> {
+    inner: S,
+    authenticator: Arc<Authenticator>,
+}
+
+impl<S> tower::Service<axum::extract::Request> for RequireAccess<S>
+where
+    S: tower::Service<
+            axum::extract::Request,
+            Response = axum::response::Response,
+            Error = std::convert::Infallible,
+        >,
+{
+    type Response = axum::response::Response;
+    type Error = std::convert::Infallible;
+    type Future = AccessFuture<S::Future>;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: axum::extract::Request) -> Self::Future {
+        use axum::response::IntoResponse;
+        let authorization = request
+            .headers()
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|value| value.to_str().ok());
+        match self.authenticator.authenticate_header(authorization) {
+            Ok(access) => {
+                request.extensions_mut().insert(access);
+                AccessFuture::Allowed {
+                    future: self.inner.call(request),
+                }
+            }
+            Err(unauthenticated) => AccessFuture::Denied {
+                response: Some(unauthenticated.to_problem().into_response()),
+            },
+        }
+    }
+}
+
+pub use access_future::AccessFuture;
+
+/// The future of [`RequireAccess`], in a module of its own: `pin_project_lite` cannot carry
+/// documentation on enum fields (`Allowed.future` is the inner service's future,
+/// `Denied.response` the 401 problem, taken when polled).
+mod access_future {
+    #![allow(missing_docs)]
+
+    pin_project_lite::pin_project! {
+        /// The handler's response, or the 401 problem.
+        #[project = AccessFutureProjection]
+        pub enum AccessFuture<F> {
+            /// Authenticated: the inner service answers.
+            Allowed {
+                #[pin]
+                future: F,
+            },
+            /// Refused before the handler ran.
+            Denied {
+                response: Option<axum::response::Response>,
+            },
+        }
+    }
+
+    impl<F> std::future::Future for AccessFuture<F>
+    where
+        F: std::future::Future<Output = Result<axum::response::Response, std::convert::Infallible>>,
+    {
+        type Output = Result<axum::response::Response, std::convert::Infallible>;
+
+        fn poll(
+            self: std::pin::Pin<&mut Self>,
+            cx: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<Self::Output> {
+            match self.project() {
+                AccessFutureProjection::Allowed { future } => future.poll(cx),
+                AccessFutureProjection::Denied { response } => std::task::Poll::Ready(Ok(response
+                    .take()
+                    .expect("an AccessFuture is not polled after it completed"))),
+            }
+        }
     }
 }
 
