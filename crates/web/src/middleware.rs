@@ -213,7 +213,7 @@ mod tests {
         timeout(
             Router::new()
                 .route("/fast", get(|| async { "ok" }))
-                .route("/never", get(|| std::future::pending::<&'static str>())),
+                .route("/never", get(std::future::pending::<&'static str>)),
             limit,
         )
     }
