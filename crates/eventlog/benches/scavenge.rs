@@ -69,8 +69,9 @@ fn build(dir: &Path, bytes: u64) {
     store.close();
 }
 
-/// Durable single-event appends from `APPENDERS` threads until `stop`; the latencies in µs.
-fn append_latencies(store: &Store, stop: &AtomicBool) -> Vec<u64> {
+/// Durable single-event appends from `APPENDERS` threads until `stop`: per append, when it
+/// started (µs after `epoch`) and its latency in µs.
+fn append_latencies(store: &Store, stop: &AtomicBool, epoch: Instant) -> Vec<(u64, u64)> {
     std::thread::scope(|scope| {
         let workers: Vec<_> = (0..APPENDERS)
             .map(|t| {
@@ -82,7 +83,10 @@ fn append_latencies(store: &Store, stop: &AtomicBool) -> Vec<u64> {
                         e.stream = format!("appender-{t}");
                         let started = Instant::now();
                         store.append(vec![e], ExpectedVersion::Any).unwrap();
-                        micros.push(started.elapsed().as_micros() as u64);
+                        micros.push((
+                            (started - epoch).as_micros() as u64,
+                            started.elapsed().as_micros() as u64,
+                        ));
                         n += 1;
                     }
                     micros
@@ -94,6 +98,30 @@ fn append_latencies(store: &Store, stop: &AtomicBool) -> Vec<u64> {
             .flat_map(|w| w.join().unwrap())
             .collect()
     })
+}
+
+/// Where in the scavenge the appends at or above `p99` started, in buckets of 250 ms: a few
+/// full buckets point to stalls at moments (a rename, an install, a flush), an even spread to
+/// steady contention.
+fn slow_appends_over_time(timed: &[(u64, u64)], p99: u64) {
+    const BUCKET_MICROS: u64 = 250_000;
+    let mut buckets: Vec<(u64, u64)> = Vec::new();
+    for &(at, latency) in timed.iter().filter(|&&(_, latency)| latency >= p99) {
+        let bucket = (at / BUCKET_MICROS) as usize;
+        if buckets.len() <= bucket {
+            buckets.resize(bucket + 1, (0, 0));
+        }
+        buckets[bucket].0 += 1;
+        buckets[bucket].1 = buckets[bucket].1.max(latency);
+    }
+    let line: Vec<String> = buckets
+        .iter()
+        .map(|(count, worst)| format!("{count}/{:.1}", *worst as f64 / 1e3))
+        .collect();
+    println!(
+        "appends at or above the p99 during ({p99} µs), per 250 ms of the scavenge (count/worst ms): {}",
+        line.join(" ")
+    );
 }
 
 fn percentile(sorted: &[u64], p: f64) -> u64 {
@@ -131,19 +159,20 @@ fn main() {
 
     let store = Store::open(&dir, options(Durability::Fsync)).unwrap();
     let stop = AtomicBool::new(false);
-    let mut without = std::thread::scope(|scope| {
-        let measuring = scope.spawn(|| append_latencies(&store, &stop));
+    let without = std::thread::scope(|scope| {
+        let measuring = scope.spawn(|| append_latencies(&store, &stop, Instant::now()));
         std::thread::sleep(seconds);
         stop.store(true, Ordering::Relaxed);
         measuring.join().unwrap()
     });
+    let mut without: Vec<u64> = without.into_iter().map(|(_, latency)| latency).collect();
     without.sort_unstable();
 
     let stop = Arc::new(AtomicBool::new(false));
     let is_dead = |e: &Candidate<'_>| e.stream.starts_with("dead-");
-    let (report, elapsed, mut during) = std::thread::scope(|scope| {
-        let measuring = scope.spawn(|| append_latencies(&store, &stop));
-        let started = Instant::now();
+    let started = Instant::now();
+    let (report, elapsed, timed) = std::thread::scope(|scope| {
+        let measuring = scope.spawn(|| append_latencies(&store, &stop, started));
         let report = store
             .scavenge(
                 &is_dead,
@@ -157,7 +186,9 @@ fn main() {
         stop.store(true, Ordering::Relaxed);
         (report, elapsed, measuring.join().unwrap())
     });
+    let mut during: Vec<u64> = timed.iter().map(|&(_, latency)| latency).collect();
     during.sort_unstable();
+    slow_appends_over_time(&timed, percentile(&during, 0.99));
     let mb_per_second = report.bytes_before as f64 / 1e6 / elapsed.as_secs_f64();
     println!(
         "scavenge: {} segments, {} events removed, {} -> {} bytes in {:.2} s: {mb_per_second:.0} MB/s rewritten (target >= 200)",

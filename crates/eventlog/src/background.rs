@@ -13,6 +13,8 @@
 //! work (a few tens of microseconds): a `sched_yield`, which costs well under a microsecond
 //! when nobody is waiting and hands the core over when somebody is.
 
+use crate::vfs::VfsFile;
+
 /// About how many bytes a background loop processes between two [`let_others_run`] calls.
 pub(crate) const WORK_BETWEEN_YIELDS: usize = 256 * 1024;
 
@@ -36,6 +38,26 @@ impl Courtesy {
         if self.since_yield >= WORK_BETWEEN_YIELDS {
             self.since_yield = 0;
             let_others_run();
+        }
+    }
+}
+
+/// Bytes given back to the file system per step by [`free_in_steps`].
+const FREE_STEP_BYTES: u64 = 32 * 1024 * 1024;
+
+/// Shrinks a file that no longer has a name (a replaced checkpoint, a segment a scavenge
+/// replaced) to nothing in steps of [`FREE_STEP_BYTES`], each made durable, so that the file
+/// system frees its blocks over several journal commits. Closing the last handle of a file
+/// of hundreds of MB frees them in one commit, which with the `discard` mount option also
+/// trims them, and every fsync of the machine (the appenders') waits for it: a stall of
+/// 100-300 ms (docs/PERFORMANCE.md). Only call it when no reader can still read the file.
+/// Best effort: on an error the rest is freed when the handle closes.
+pub(crate) fn free_in_steps(old: &dyn VfsFile) {
+    let Ok(mut len) = old.len() else { return };
+    while len > FREE_STEP_BYTES {
+        len -= FREE_STEP_BYTES;
+        if old.set_len(len).and_then(|()| old.sync_data()).is_err() {
+            return;
         }
     }
 }

@@ -21,7 +21,7 @@ use crate::format::{Decoded, SEGMENT_HEADER_LEN, decode_record};
 use crate::index::{IdTable, Index, SegmentEntry};
 use crate::recovery::Resume;
 use crate::segment::fsync_dir;
-use crate::vfs::{FileHandle, Vfs, VfsFile, read_at_most};
+use crate::vfs::{FileHandle, Vfs, read_at_most};
 
 pub const CHECKPOINT_FILE: &str = "index.ckpt";
 const CHECKPOINT_TMP_FILE: &str = "index.ckpt.tmp";
@@ -391,22 +391,9 @@ pub fn install(vfs: &dyn Vfs, dir: &Path) -> Result<()> {
         .map_err(|e| Error::io(&path, e))?;
     fsync_dir(vfs, dir)?;
     if let Some(old) = old {
-        release_in_steps(&*old);
+        crate::background::free_in_steps(&*old);
     }
     Ok(())
-}
-
-/// Shrinks a replaced (no longer named) checkpoint to nothing in steps of
-/// [`CHECKPOINT_SYNC_EVERY_BYTES`], each made durable, so that the file system frees its blocks
-/// over several commits. Best effort: on an error the rest is freed when the handle closes.
-fn release_in_steps(old: &dyn VfsFile) {
-    let Ok(mut len) = old.len() else { return };
-    while len > CHECKPOINT_SYNC_EVERY_BYTES {
-        len -= CHECKPOINT_SYNC_EVERY_BYTES;
-        if old.set_len(len).and_then(|()| old.sync_data()).is_err() {
-            return;
-        }
-    }
 }
 
 /// Reads a checkpoint front to back with bounds checks and a running checksum.

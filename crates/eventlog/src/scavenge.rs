@@ -159,13 +159,13 @@ pub(crate) fn run(
     // Streams that kept an event: their later events stay, whatever the question says.
     let mut kept_streams: HashSet<Box<str>> = HashSet::new();
     let mut batch = Batch::new(shared);
-    for segment in &sealed {
+    for segment in sealed {
         pacer.check_open()?;
-        let plan = plan(segment, is_dead, &mut kept_streams, &mut pacer)?;
+        let plan = plan(&segment, is_dead, &mut kept_streams, &mut pacer)?;
         if plan.removed.is_empty() {
             report.bytes_after += segment.visible_len;
         } else {
-            let (offsets, len) = rewrite(shared, segment, &plan, &mut pacer)?;
+            let (offsets, len) = rewrite(shared, &segment, &plan, &mut pacer)?;
             report.bytes_after += len;
             report.events_removed += plan.removed.len() as u64;
             batch.rename_in(segment, plan.removed, offsets, len)?;
@@ -414,6 +414,9 @@ struct Batch<'a> {
     segments: Vec<(usize, Vec<u32>, FileHandle, u64)>,
     removed: Vec<u64>,
     old_bytes: u64,
+    /// The replaced files, given back in steps after the install (see
+    /// [`crate::background::free_in_steps`]).
+    old_files: Vec<FileHandle>,
 }
 
 impl Drop for Batch<'_> {
@@ -430,6 +433,7 @@ impl<'a> Batch<'a> {
             segments: Vec::new(),
             removed: Vec::new(),
             old_bytes: 0,
+            old_files: Vec::new(),
         }
     }
 
@@ -437,7 +441,7 @@ impl<'a> Batch<'a> {
     /// old file), then the rename; both fsynced.
     fn rename_in(
         &mut self,
-        segment: &Sealed,
+        segment: Sealed,
         removed: Vec<u64>,
         offsets: Vec<u32>,
         len: u64,
@@ -448,10 +452,16 @@ impl<'a> Batch<'a> {
             self.checkpoint_lock = Some(shared.checkpoint_lock.lock().expect("checkpoint lock"));
         }
         let checkpoint = checkpoint_path(&shared.dir);
+        // Held open across the removal and given back in steps: hundreds of MB freed in one
+        // journal commit stalled every appender's fsync.
+        let old_checkpoint = vfs.open(&checkpoint, true).ok();
         match vfs.remove(&checkpoint) {
             Ok(()) => fsync_dir(vfs, &shared.dir)?,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(Error::io(&checkpoint, e)),
+        }
+        if let Some(old) = old_checkpoint {
+            crate::background::free_in_steps(&*old);
         }
         let tmp = tmp_path(&segment.path);
         vfs.rename(&tmp, &segment.path)
@@ -463,6 +473,7 @@ impl<'a> Batch<'a> {
         self.removed.extend(removed);
         self.segments.push((segment.number, offsets, file, len));
         self.old_bytes += segment.visible_len;
+        self.old_files.push(segment.file);
         Ok(())
     }
 
@@ -496,7 +507,29 @@ impl<'a> Batch<'a> {
         self.removed.clear();
         self.old_bytes = 0;
         self.checkpoint_lock = None;
+        for old in self.old_files.drain(..) {
+            release_when_unread(old);
+        }
     }
+}
+
+/// Longest a scavenge waits for the reads still in flight on a replaced segment before it
+/// gives the file's blocks back in steps; past it the file is freed when the last read ends.
+const UNREAD_WAIT: Duration = Duration::from_millis(200);
+
+/// Gives a replaced segment's blocks back in steps once this is its last handle: the index
+/// no longer hands it out, and a read that took it before the install (a get reads after
+/// releasing the index lock) finishes within microseconds. Shrinking it under such a read
+/// would make it fail, so a handle still shared after [`UNREAD_WAIT`] is simply dropped.
+fn release_when_unread(old: FileHandle) {
+    let deadline = Instant::now() + UNREAD_WAIT;
+    while Arc::strong_count(&old) > 1 {
+        if Instant::now() >= deadline {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    crate::background::free_in_steps(&*old);
 }
 
 fn tmp_path(segment: &Path) -> PathBuf {
