@@ -414,8 +414,8 @@ struct Batch<'a> {
     segments: Vec<(usize, Vec<u32>, FileHandle, u64)>,
     removed: Vec<u64>,
     old_bytes: u64,
-    /// The replaced files, given back in steps after the install (see
-    /// [`crate::background::free_in_steps`]).
+    /// The replaced files' last handles but for in-flight reads, closed at the install (not
+    /// when the scavenge ends), so that their space returns a batch at a time.
     old_files: Vec<FileHandle>,
 }
 
@@ -507,29 +507,12 @@ impl<'a> Batch<'a> {
         self.removed.clear();
         self.old_bytes = 0;
         self.checkpoint_lock = None;
-        for old in self.old_files.drain(..) {
-            release_when_unread(old);
-        }
+        // The replaced segments' blocks return when these last handles close. They are not
+        // shrunk in steps as the replaced checkpoint is: another process (a backup, `verify`)
+        // may be reading the old file through its own descriptor, and truncating the inode
+        // would cut that copy short.
+        self.old_files.clear();
     }
-}
-
-/// Longest a scavenge waits for the reads still in flight on a replaced segment before it
-/// gives the file's blocks back in steps; past it the file is freed when the last read ends.
-const UNREAD_WAIT: Duration = Duration::from_millis(200);
-
-/// Gives a replaced segment's blocks back in steps once this is its last handle: the index
-/// no longer hands it out, and a read that took it before the install (a get reads after
-/// releasing the index lock) finishes within microseconds. Shrinking it under such a read
-/// would make it fail, so a handle still shared after [`UNREAD_WAIT`] is simply dropped.
-fn release_when_unread(old: FileHandle) {
-    let deadline = Instant::now() + UNREAD_WAIT;
-    while Arc::strong_count(&old) > 1 {
-        if Instant::now() >= deadline {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(1));
-    }
-    crate::background::free_in_steps(&*old);
 }
 
 fn tmp_path(segment: &Path) -> PathBuf {
