@@ -45,12 +45,14 @@ impl Courtesy {
 /// Bytes given back to the file system per step by [`free_in_steps`].
 const FREE_STEP_BYTES: u64 = 32 * 1024 * 1024;
 
-/// Shrinks a file that no longer has a name (a replaced checkpoint, a segment a scavenge
-/// replaced) to nothing in steps of [`FREE_STEP_BYTES`], each made durable, so that the file
-/// system frees its blocks over several journal commits. Closing the last handle of a file
+/// Shrinks a file that no longer has a name (a replaced or removed checkpoint) to nothing in
+/// steps of [`FREE_STEP_BYTES`], each made durable, so that the file system frees its blocks
+/// over several journal commits. Closing the last handle of a file
 /// of hundreds of MB frees them in one commit, which with the `discard` mount option also
 /// trims them, and every fsync of the machine (the appenders') waits for it: a stall of
-/// 100-300 ms (docs/PERFORMANCE.md). Only call it when no reader can still read the file.
+/// 100-300 ms (docs/PERFORMANCE.md). Only for files no other process reads: the truncation
+/// reaches every descriptor of the inode (so never for segments, which a backup may be
+/// copying).
 /// Best effort: on an error the rest is freed when the handle closes.
 pub(crate) fn free_in_steps(old: &dyn VfsFile) {
     let Ok(mut len) = old.len() else { return };
