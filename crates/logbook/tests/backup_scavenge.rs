@@ -99,155 +99,6 @@ async fn assert_readable(client: &reqwest::Client, base: &str, events: &[(String
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_backup_taken_while_clients_append_verifies_and_serves_every_event_acknowledged_before_it()
- {
-    let dir = tempfile::tempdir().unwrap();
-    let dest = tempfile::tempdir().unwrap();
-    let to = dest.path().join("copy");
-    let client = reqwest::Client::new();
-    // Small segments, so that the backup copies sealed segments and rolls happen meanwhile.
-    let server = start(dir.path(), &["--segment-size-bytes", "1048576"]);
-    server.ready(&client).await;
-    let acknowledged: Acknowledged = Arc::default();
-    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let workers = append_forever(&client, &server.base, "b", 8, &acknowledged, &stop);
-    wait_for_acknowledged(&acknowledged, 3000).await;
-
-    let before = acknowledged.lock().unwrap().clone();
-    let (data_dir, to_path) = (dir.path().to_path_buf(), to.clone());
-    let output = tokio::task::spawn_blocking(move || {
-        let args: [&std::ffi::OsStr; 6] = [
-            "events".as_ref(),
-            "backup".as_ref(),
-            "--data-dir".as_ref(),
-            data_dir.as_os_str(),
-            "--to".as_ref(),
-            to_path.as_os_str(),
-        ];
-        run(args)
-    })
-    .await
-    .unwrap();
-    let during = acknowledged.lock().unwrap().len();
-    stop.store(true, std::sync::atomic::Ordering::SeqCst);
-    for worker in workers {
-        worker.await.unwrap();
-    }
-    server.kill();
-    assert!(
-        output.status.success(),
-        "backup exits 0: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    assert!(during > before.len(), "appends went on during the backup");
-
-    let verify = run([
-        "events".as_ref(),
-        "verify".as_ref(),
-        to.join("events").as_os_str(),
-    ]);
-    let report = String::from_utf8_lossy(&verify.stdout);
-    assert!(verify.status.success(), "verify is clean: {report}");
-    assert!(report.contains("status: OK"), "{report}");
-
-    let restored = start(&to, &[]);
-    restored.ready(&client).await;
-    assert_readable(&client, &restored.base, &before).await;
-    restored.kill();
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_sigkill_during_a_scavenge_under_appends_loses_no_acknowledged_live_event() {
-    let dir = tempfile::tempdir().unwrap();
-    let client = reqwest::Client::new();
-    let server = start(dir.path(), &["--segment-size-bytes", "65536"]);
-    server.ready(&client).await;
-    let doomed: Acknowledged = Arc::default();
-    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let writers = append_forever(&client, &server.base, "gone", 2, &doomed, &stop);
-    wait_for_acknowledged(&doomed, 600).await;
-    stop.store(true, std::sync::atomic::Ordering::SeqCst);
-    for writer in writers {
-        writer.await.unwrap();
-    }
-    for stream in ["gone0", "gone1"] {
-        let response = client
-            .delete(format!("{}/streams/{stream}?hard=true", server.base))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(response.status(), 204);
-    }
-    let acknowledged: Acknowledged = Arc::default();
-    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let writers = append_forever(&client, &server.base, "kept", 8, &acknowledged, &stop);
-    wait_for_acknowledged(&acknowledged, 500).await;
-    let response = client
-        .post(format!("{}/admin/scavenge?seal=true", server.base))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 202);
-    // SIGKILL as soon as the scavenge has started, while appends go on: it lands somewhere
-    // inside the scavenge or just after (the simulator's test crashes it at every call).
-    server.kill();
-    for writer in writers {
-        writer.await.unwrap();
-    }
-    let acknowledged = acknowledged.lock().unwrap().clone();
-
-    let verify = run([
-        "events".as_ref(),
-        "verify".as_ref(),
-        dir.path().join("events").as_os_str(),
-    ]);
-    let report = String::from_utf8_lossy(&verify.stdout);
-    assert!(
-        report.contains("status: OK") || report.contains("TORN TAIL"),
-        "only a torn tail, if anything: {report}"
-    );
-    let server = start(dir.path(), &["--segment-size-bytes", "65536"]);
-    server.ready(&client).await;
-    assert_readable(&client, &server.base, &acknowledged).await;
-    let gone = client
-        .get(format!("{}/streams/gone0/events", server.base))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(gone.status(), 410);
-    // A scavenge run again to the end leaves the live events as they were.
-    let response = client
-        .post(format!("{}/admin/scavenge?seal=true", server.base))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 202);
-    let id = response.json::<serde_json::Value>().await.unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let status: serde_json::Value = client
-            .get(format!("{}/admin/scavenge/{id}", server.base))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        if status["status"] == "done" {
-            break;
-        }
-        assert_eq!(status["status"], "running", "{status}");
-        assert!(Instant::now() < deadline, "scavenge too slow");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert_readable(&client, &server.base, &acknowledged).await;
-    server.kill();
-}
-
 /// The scavenge's progress, as `GET /admin/scavenge/{id}` answers it.
 async fn scavenge_status(client: &reqwest::Client, base: &str, id: &str) -> serde_json::Value {
     client
@@ -276,6 +127,145 @@ async fn backup(data_dir: &std::path::Path, to: &std::path::Path) -> Output {
     })
     .await
     .unwrap()
+}
+
+/// Sets `stop` and waits for the `writers` of [`append_forever`].
+async fn stop_writers(
+    stop: &std::sync::atomic::AtomicBool,
+    writers: Vec<tokio::task::JoinHandle<()>>,
+) {
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    for writer in writers {
+        writer.await.unwrap();
+    }
+}
+
+/// Tombstones each of `streams` (204 each).
+async fn tombstone(client: &reqwest::Client, base: &str, streams: &[&str]) {
+    for stream in streams {
+        let response = client
+            .delete(format!("{base}/streams/{stream}?hard=true"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 204);
+    }
+}
+
+/// `POST /admin/scavenge?seal=true` (202); answers the scavenge's id.
+async fn start_scavenge(client: &reqwest::Client, base: &str) -> String {
+    let response = client
+        .post(format!("{base}/admin/scavenge?seal=true"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 202);
+    response.json::<serde_json::Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+/// Asserts that `logbook events verify <store>` exits 0 with `status: OK`.
+fn assert_verifies_clean(store: &std::path::Path) {
+    let verify = run(["events".as_ref(), "verify".as_ref(), store.as_os_str()]);
+    let report = String::from_utf8_lossy(&verify.stdout);
+    assert!(verify.status.success(), "verify is clean: {report}");
+    assert!(report.contains("status: OK"), "{report}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backup_taken_while_clients_append_verifies_and_serves_every_event_acknowledged_before_it()
+ {
+    let dir = tempfile::tempdir().unwrap();
+    let dest = tempfile::tempdir().unwrap();
+    let to = dest.path().join("copy");
+    let client = reqwest::Client::new();
+    // Small segments, so that the backup copies sealed segments and rolls happen meanwhile.
+    let server = start(dir.path(), &["--segment-size-bytes", "1048576"]);
+    server.ready(&client).await;
+    let acknowledged: Acknowledged = Arc::default();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let workers = append_forever(&client, &server.base, "b", 8, &acknowledged, &stop);
+    wait_for_acknowledged(&acknowledged, 3000).await;
+
+    let before = acknowledged.lock().unwrap().clone();
+    let output = backup(dir.path(), &to).await;
+    let during = acknowledged.lock().unwrap().len();
+    stop_writers(&stop, workers).await;
+    server.kill();
+    assert!(
+        output.status.success(),
+        "backup exits 0: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(during > before.len(), "appends went on during the backup");
+    assert_verifies_clean(&to.join("events"));
+
+    let restored = start(&to, &[]);
+    restored.ready(&client).await;
+    assert_readable(&client, &restored.base, &before).await;
+    restored.kill();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sigkill_during_a_scavenge_under_appends_loses_no_acknowledged_live_event() {
+    let dir = tempfile::tempdir().unwrap();
+    let client = reqwest::Client::new();
+    let server = start(dir.path(), &["--segment-size-bytes", "65536"]);
+    server.ready(&client).await;
+    let doomed: Acknowledged = Arc::default();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writers = append_forever(&client, &server.base, "gone", 2, &doomed, &stop);
+    wait_for_acknowledged(&doomed, 600).await;
+    stop_writers(&stop, writers).await;
+    tombstone(&client, &server.base, &["gone0", "gone1"]).await;
+    let acknowledged: Acknowledged = Arc::default();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writers = append_forever(&client, &server.base, "kept", 8, &acknowledged, &stop);
+    wait_for_acknowledged(&acknowledged, 500).await;
+    start_scavenge(&client, &server.base).await;
+    // SIGKILL as soon as the scavenge has started, while appends go on: it lands somewhere
+    // inside the scavenge or just after (the simulator's test crashes it at every call).
+    server.kill();
+    for writer in writers {
+        writer.await.unwrap();
+    }
+    let acknowledged = acknowledged.lock().unwrap().clone();
+
+    let verify = run([
+        "events".as_ref(),
+        "verify".as_ref(),
+        dir.path().join("events").as_os_str(),
+    ]);
+    let report = String::from_utf8_lossy(&verify.stdout);
+    assert!(
+        report.contains("status: OK") || report.contains("TORN TAIL"),
+        "only a torn tail, if anything: {report}"
+    );
+    let server = start(dir.path(), &["--segment-size-bytes", "65536"]);
+    server.ready(&client).await;
+    assert_readable(&client, &server.base, &acknowledged).await;
+    let gone = client
+        .get(format!("{}/streams/gone0/events", server.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(gone.status(), 410);
+    // A scavenge run again to the end leaves the live events as they were.
+    let id = start_scavenge(&client, &server.base).await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let status = scavenge_status(&client, &server.base, &id).await;
+        if status["status"] == "done" {
+            break;
+        }
+        assert_eq!(status["status"], "running", "{status}");
+        assert!(Instant::now() < deadline, "scavenge too slow");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_readable(&client, &server.base, &acknowledged).await;
+    server.kill();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -308,32 +298,13 @@ async fn a_backup_taken_while_a_scavenge_rewrites_segments_verifies_and_serves_e
     ));
     wait_for_acknowledged(&doomed, 1500).await;
     wait_for_acknowledged(&kept, 1500).await;
-    stop.store(true, std::sync::atomic::Ordering::SeqCst);
-    for writer in writers {
-        writer.await.unwrap();
-    }
-    for stream in ["gone0", "gone1"] {
-        let response = client
-            .delete(format!("{}/streams/{stream}?hard=true", server.base))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(response.status(), 204);
-    }
+    stop_writers(&stop, writers).await;
+    tombstone(&client, &server.base, &["gone0", "gone1"]).await;
     let before_scavenge = kept.lock().unwrap().clone();
     // Appends go on during the scavenge and the backups.
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let writers = append_forever(&client, &server.base, "more", 2, &kept, &stop);
-    let response = client
-        .post(format!("{}/admin/scavenge?seal=true", server.base))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 202);
-    let id = response.json::<serde_json::Value>().await.unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let id = start_scavenge(&client, &server.base).await;
 
     // Back up again and again until the scavenge is done; keep the backups that began after
     // the scavenge had renamed at least one segment and ended before it had done them all.
@@ -366,10 +337,7 @@ async fn a_backup_taken_while_a_scavenge_rewrites_segments_verifies_and_serves_e
             inside.push((to, acknowledged_before));
         }
     }
-    stop.store(true, std::sync::atomic::Ordering::SeqCst);
-    for writer in writers {
-        writer.await.unwrap();
-    }
+    stop_writers(&stop, writers).await;
     server.kill();
     assert!(
         !inside.is_empty(),
@@ -377,14 +345,7 @@ async fn a_backup_taken_while_a_scavenge_rewrites_segments_verifies_and_serves_e
     );
 
     for (to, acknowledged_before) in inside.iter().take(3) {
-        let verify = run([
-            "events".as_ref(),
-            "verify".as_ref(),
-            to.join("events").as_os_str(),
-        ]);
-        let report = String::from_utf8_lossy(&verify.stdout);
-        assert!(verify.status.success(), "verify is clean: {report}");
-        assert!(report.contains("status: OK"), "{report}");
+        assert_verifies_clean(&to.join("events"));
         let restored = start(to, &[]);
         restored.ready(&client).await;
         assert!(acknowledged_before.len() >= before_scavenge.len());
