@@ -46,6 +46,7 @@ macro_rules! conformance_tests {
             stream_state_and_stats_follow_appends,
             streams_are_listed_in_name_order_with_a_prefix,
             concurrent_appends_get_distinct_gap_free_positions,
+            concurrent_reads_by_id_each_answer_their_own_event,
             a_soft_deleted_stream_reads_as_none_and_its_versions_continue,
             a_tombstoned_stream_refuses_reads_appends_and_metadata,
             metadata_hides_dead_events_from_stream_and_all_reads_and_subscriptions,
@@ -645,6 +646,87 @@ pub async fn concurrent_appends_get_distinct_gap_free_positions<S: EventStore>(s
         .unwrap();
     let positions: Vec<_> = page.events.iter().map(|e| e.position).collect();
     assert_eq!(positions, (0..total).collect::<Vec<_>>());
+}
+
+/// Many reads by id at once (the same id several times, unknown ids, events of a deleted
+/// stream) each answer exactly their own event, and a read asked after an append was
+/// acknowledged sees it while other reads are in flight (a backend may group concurrent
+/// reads into one query: the grouping must not change an answer).
+pub async fn concurrent_reads_by_id_each_answer_their_own_event<S: EventStore>(store: S) {
+    const EVENTS: usize = 40;
+    const READERS: usize = 16;
+    const READS_EACH: usize = 30;
+    let mut stored = Vec::new();
+    for n in 0..EVENTS {
+        let new = event(&format!("r{}", n % 4), "T", &format!("{{\"n\":{n}}}"));
+        store
+            .append(vec![new.clone()], ExpectedVersion::Any)
+            .await
+            .unwrap();
+        stored.push(new);
+    }
+    store
+        .delete_stream("r3", ExpectedVersion::Any, DeleteMode::Soft)
+        .await
+        .unwrap();
+    let expected = |n: usize| -> Option<NewEvent> {
+        match n % (EVENTS + 5) {
+            i if i >= EVENTS => None,
+            i if i % 4 == 3 => None,
+            i => Some(stored[i].clone()),
+        }
+    };
+    let unknown: Vec<Uuid> = (0..5).map(|_| Uuid::now_v7()).collect();
+    let id_of = |n: usize| match n % (EVENTS + 5) {
+        i if i >= EVENTS => unknown[i - EVENTS],
+        i => stored[i].id,
+    };
+    let readers: Vec<_> = (0..READERS)
+        .map(|reader| {
+            let store = store.clone();
+            let reads: Vec<_> = (0..READS_EACH)
+                .map(|k| {
+                    // Readers start at different events and stride across them, so every
+                    // group holds a mix (and some ids twice).
+                    let n = reader * 7 + k * (reader + 1);
+                    (id_of(n), expected(n))
+                })
+                .collect();
+            spawn(async move {
+                for (id, want) in reads {
+                    let got = store.get(id).await.unwrap();
+                    match (&got, &want) {
+                        (Some(got), Some(want)) => {
+                            assert!(got.same_content(want), "{id} answered {got:?}")
+                        }
+                        (None, None) => {}
+                        _ => panic!("{id}: expected {want:?}, answered {got:?}"),
+                    }
+                }
+            })
+        })
+        .collect();
+    let writer = {
+        let store = store.clone();
+        spawn(async move {
+            for n in 0..READS_EACH {
+                let new = event("w", "T", &n.to_string());
+                store
+                    .append(vec![new.clone()], ExpectedVersion::Any)
+                    .await
+                    .unwrap();
+                let read = store.get(new.id).await.unwrap();
+                assert!(
+                    read.is_some_and(|read| read.same_content(&new)),
+                    "an acknowledged append is not read back at once"
+                );
+            }
+        })
+    };
+    for reader in readers {
+        reader.await.unwrap();
+    }
+    writer.await.unwrap();
 }
 
 fn stream_positions(events: &[crate::RecordedEvent], stream: &str) -> Vec<u64> {

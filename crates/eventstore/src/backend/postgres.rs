@@ -39,7 +39,7 @@ use events::{
 use sqlx::migrate::{Migration, MigrationType, Migrator};
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions, PgRow};
 use sqlx::{Connection, Row};
-use tokio::sync::watch;
+use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 use uuid::Uuid;
 
@@ -117,6 +117,116 @@ struct Inner {
     head: watch::Sender<u64>,
     tasks: std::sync::Mutex<Vec<JoinHandle<()>>>,
     on_commit: Box<dyn Fn(u64) + Send + Sync>,
+    reads: ReadsById,
+}
+
+/// Most queries for reads by id in flight at once (per process).
+const READ_QUERIES: usize = 2;
+/// Most ids one read query looks up.
+const READ_BATCH_IDS: usize = 128;
+
+/// Reads by id, grouped: a read that arrives while [`READ_QUERIES`] queries are already in
+/// flight waits for the next one, which looks up every id waiting by then in one
+/// `id = ANY(...)` query (the read-side twin of group commit). With one reader at a time
+/// nothing waits: the query starts at once, as a lone `SELECT` would.
+///
+/// Each query is its own statement under READ COMMITTED, and it starts after every read it
+/// answers was asked, so it sees every append acknowledged before any of them: grouping
+/// changes no answer, only how many round trips and executor start-ups the database pays.
+/// Queries run in their own tasks, so a request that gives up (a client gone, a timeout)
+/// cannot strand the reads grouped with it.
+#[derive(Default)]
+struct ReadsById {
+    state: std::sync::Mutex<ReadQueue>,
+}
+
+type ReadAnswer = oneshot::Sender<Result<Option<RecordedEvent>>>;
+
+#[derive(Default)]
+struct ReadQueue {
+    queries: usize,
+    waiting: Vec<(Uuid, ReadAnswer)>,
+}
+
+impl ReadsById {
+    /// Queues a read; `true` when the caller must start a query task for the queue.
+    fn enqueue(&self, id: Uuid, answer: ReadAnswer) -> bool {
+        let mut queue = self.state.lock().expect("reads by id lock");
+        queue.waiting.push((id, answer));
+        if queue.queries < READ_QUERIES {
+            queue.queries += 1;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// The next group to look up, or `None` (and one query fewer) when nothing waits.
+    fn next_group(&self) -> Option<Vec<(Uuid, ReadAnswer)>> {
+        let mut queue = self.state.lock().expect("reads by id lock");
+        if queue.waiting.is_empty() {
+            queue.queries -= 1;
+            return None;
+        }
+        let take = queue.waiting.len().min(READ_BATCH_IDS);
+        Some(queue.waiting.drain(..take).collect())
+    }
+}
+
+/// Gives the query slot back if a query task ends by a panic (the reads it held see their
+/// answer dropped: 503), so later reads are not left waiting for a task that is gone.
+struct QuerySlot<'a> {
+    reads: &'a ReadsById,
+    done: bool,
+}
+
+impl Drop for QuerySlot<'_> {
+    fn drop(&mut self) {
+        if !self.done {
+            let mut queue = self.reads.state.lock().unwrap_or_else(|e| e.into_inner());
+            queue.queries -= 1;
+        }
+    }
+}
+
+/// A query task of [`ReadsById`]: looks up waiting groups until none waits.
+async fn read_by_id(backend: Postgres) {
+    let reads = &backend.inner.reads;
+    let mut slot = QuerySlot { reads, done: false };
+    loop {
+        let Some(group) = reads.next_group() else {
+            slot.done = true;
+            return;
+        };
+        let ids: Vec<String> = group.iter().map(|(id, _)| id.to_string()).collect();
+        let found = sqlx::query(&format!(
+            "SELECT {EVENT_COLUMNS} FROM live_events WHERE id = ANY($1::text[]::uuid[])"
+        ))
+        .bind(&ids)
+        .fetch_all(&backend.inner.pool)
+        .await
+        .map_err(|e| read_error(&e))
+        .and_then(|rows| rows.iter().map(decode_event).collect::<Result<Vec<_>>>());
+        match found {
+            Ok(mut events) => {
+                let wanted: Vec<Uuid> = group.iter().map(|(id, _)| *id).collect();
+                for (i, (id, answer)) in group.into_iter().enumerate() {
+                    // Several reads of one id in a group: each but the last gets a copy.
+                    let event = match events.iter().position(|e| e.id == id) {
+                        Some(at) if wanted[i + 1..].contains(&id) => Some(events[at].clone()),
+                        Some(at) => Some(events.swap_remove(at)),
+                        None => None,
+                    };
+                    let _ = answer.send(Ok(event));
+                }
+            }
+            Err(error) => {
+                for (_, answer) in group {
+                    let _ = answer.send(Err(error.clone()));
+                }
+            }
+        }
+    }
 }
 
 /// Parses a `postgres://` URL into connection options whose search path is [`SCHEMA`].
@@ -180,6 +290,7 @@ impl Postgres {
                 head: watch::channel(head).0,
                 tasks: std::sync::Mutex::new(Vec::new()),
                 on_commit: Box::new(on_commit),
+                reads: ReadsById::default(),
             }),
         };
         let listen = tokio::spawn(follow_notifications(backend.clone()));
@@ -609,14 +720,15 @@ impl EventStore for Postgres {
     }
 
     async fn get(&self, id: Uuid) -> Result<Option<RecordedEvent>> {
-        let row = sqlx::query(&format!(
-            "SELECT {EVENT_COLUMNS} FROM live_events WHERE id = $1::text::uuid"
-        ))
-        .bind(id.to_string())
-        .fetch_optional(&self.inner.pool)
-        .await
-        .map_err(|e| read_error(&e))?;
-        row.as_ref().map(decode_event).transpose()
+        let (answer, answered) = oneshot::channel();
+        if self.inner.reads.enqueue(id, answer) {
+            tokio::spawn(read_by_id(self.clone()));
+        }
+        answered.await.unwrap_or_else(|_| {
+            Err(Error::Unavailable {
+                reason: "the read by id was abandoned".into(),
+            })
+        })
     }
 
     async fn read_all(&self, request: ReadAll) -> Result<AllPage> {
