@@ -10,6 +10,7 @@ use events::{
     METADATA_EVENT_TYPE, METASTREAM_PREFIX, NewEvent, ReadAll, ReadStream, RecordedEvent, Start,
     StreamMetadata, Subscription,
 };
+use futures_util::stream::FuturesUnordered;
 use futures_util::{Stream, StreamExt as _};
 use prost::Message as _;
 use tokio::sync::mpsc;
@@ -40,6 +41,8 @@ pub const READ_PAGE_EVENTS: usize = 512;
 pub const READ_PAGE_BYTES: usize = 4 * 1024 * 1024;
 /// Answers buffered per call before the face waits for the client to take them.
 pub const ANSWER_BUFFER_MESSAGES: usize = 64;
+/// Whole batches of one BatchAppend call being appended at once.
+pub const BATCHES_IN_FLIGHT: usize = 64;
 /// Chunks of read answers buffered per call: a chunk is one store page (at most
 /// [`READ_PAGE_EVENTS`] events, [`READ_PAGE_BYTES`] bytes), so a read holds at most this many
 /// pages in memory ahead of a slow client, and the next page is read while one is sent.
@@ -191,28 +194,9 @@ impl<S: EventStore> Streams for StreamsService<S> {
         let mut messages = request.into_inner();
         let (sender, receiver) = mpsc::channel(ANSWER_BUFFER_MESSAGES);
         tokio::spawn(async move {
-            let mut pending: HashMap<Vec<u8>, PendingBatch> = HashMap::new();
-            loop {
-                let message = match messages.message().await {
-                    Ok(Some(message)) => message,
-                    Ok(None) => return,
-                    Err(status) => {
-                        tracing::debug!(status = %status, "BatchAppend stream ended");
-                        return;
-                    }
-                };
-                match batch_step(&face, &store, &access, &mut pending, message).await {
-                    Ok(None) => {}
-                    Ok(Some(answer)) => {
-                        if sender.send(Ok(answer)).await.is_err() {
-                            return;
-                        }
-                    }
-                    Err(status) => {
-                        let _ = sender.send(Err(status)).await;
-                        return;
-                    }
-                }
+            if let Err(status) = batch_appends(&face, &store, &access, &mut messages, &sender).await
+            {
+                let _ = sender.send(Err(status)).await;
             }
         });
         Ok(Response::new(Box::pin(ReceiverStream::new(receiver))))
@@ -469,14 +453,80 @@ struct PendingBatch {
     bytes: usize,
 }
 
-/// One BatchAppend message: collects a chunk, appends on the final one.
-async fn batch_step<S: EventStore>(
+/// Whole batches of one BatchAppend call appended at once (each answered as it is
+/// committed, correlated by its id, as KurrentDB answers): the official clients share one
+/// BatchAppend call between all of an application's appends, so appending one batch at a time
+/// would give the whole application one durable append per flush. Batches of one stream stay
+/// in the order they arrived (the next waits for the one in flight); batches of different
+/// streams are as concurrent as separate calls. At most [`BATCHES_IN_FLIGHT`] per call: then
+/// the call reads no further message until one is answered.
+async fn batch_appends<S: EventStore>(
     face: &Face<S>,
     store: &S,
     access: &Access,
+    messages: &mut Streaming<BatchAppendReq>,
+    answers: &mpsc::Sender<Result<BatchAppendResp, Status>>,
+) -> Result<(), Status> {
+    let mut pending: HashMap<Vec<u8>, PendingBatch> = HashMap::new();
+    let mut in_flight = FuturesUnordered::new();
+    let mut streams_in_flight: HashMap<String, usize> = HashMap::new();
+    // A whole batch of a stream that has one in flight, waiting for it.
+    let mut held: Option<(shared::Uuid, PendingBatch)> = None;
+    let mut input_open = true;
+    loop {
+        if let Some((_, batch)) = &held
+            && !streams_in_flight.contains_key(&batch.stream)
+        {
+            let (correlation, batch) = held.take().expect("checked above");
+            *streams_in_flight.entry(batch.stream.clone()).or_default() += 1;
+            let stream = batch.stream.clone();
+            in_flight.push(async move { (stream, batch_answer(store, correlation, batch).await) });
+        }
+        let may_read = input_open && held.is_none() && in_flight.len() < BATCHES_IN_FLIGHT;
+        if !may_read && in_flight.is_empty() {
+            return Ok(());
+        }
+        tokio::select! {
+            biased;
+            Some((stream, answer)) = in_flight.next(), if !in_flight.is_empty() => {
+                if let Some(count) = streams_in_flight.get_mut(&stream) {
+                    *count -= 1;
+                    if *count == 0 {
+                        streams_in_flight.remove(&stream);
+                    }
+                }
+                if answers.send(Ok(answer?)).await.is_err() {
+                    return Ok(());
+                }
+            }
+            message = messages.message(), if may_read => {
+                let message = match message {
+                    Ok(Some(message)) => message,
+                    Ok(None) => {
+                        input_open = false;
+                        continue;
+                    }
+                    Err(status) => {
+                        tracing::debug!(status = %status, "BatchAppend stream ended");
+                        input_open = false;
+                        continue;
+                    }
+                };
+                if let Some(whole) = batch_step(face, access, &mut pending, message)? {
+                    held = Some(whole);
+                }
+            }
+        }
+    }
+}
+
+/// One BatchAppend message: collects a chunk; the final one gives the whole batch.
+fn batch_step<S: EventStore>(
+    face: &Face<S>,
+    access: &Access,
     pending: &mut HashMap<Vec<u8>, PendingBatch>,
     message: BatchAppendReq,
-) -> Result<Option<BatchAppendResp>, Status> {
+) -> Result<Option<(shared::Uuid, PendingBatch)>, Status> {
     let correlation = message
         .correlation_id
         .clone()
@@ -527,6 +577,15 @@ async fn batch_step<S: EventStore>(
         return Ok(None);
     }
     let batch = pending.remove(&key).expect("present");
+    Ok(Some((correlation, batch)))
+}
+
+/// Appends a whole batch and makes its answer.
+async fn batch_answer<S: EventStore>(
+    store: &S,
+    correlation: shared::Uuid,
+    batch: PendingBatch,
+) -> Result<BatchAppendResp, Status> {
     let result = append(store, &batch.stream, batch.events, batch.expected).await?;
     let result =
         match result {
@@ -551,12 +610,12 @@ async fn batch_step<S: EventStore>(
                 batch_wrong_expected_version(&batch.stream, expected, current),
             ),
         };
-    Ok(Some(BatchAppendResp {
+    Ok(BatchAppendResp {
         correlation_id: Some(correlation),
         result: Some(result),
         stream_identifier: Some(identifier(&batch.stream)),
         expected_stream_position: batch.expected_option,
-    }))
+    })
 }
 
 /// The status inside a BatchAppend answer for a wrong expected version, with the

@@ -191,6 +191,7 @@ both_backends!(
     subscriptions_catch_up_then_follow_live,
     filters_select_by_prefix_and_by_expression,
     a_batch_append_is_atomic_and_reports_a_wrong_expected_version,
+    batches_sent_together_are_each_answered_and_keep_their_order_per_stream,
     events_cross_faces_both_ways,
     delete_and_tombstone_reach_the_lifecycle,
     metadata_through_the_metastream_is_the_store_metadata,
@@ -538,6 +539,55 @@ async fn a_batch_append_is_atomic_and_reports_a_wrong_expected_version(backend: 
     assert!(message.contains("WrongExpectedVersion") && message.contains("Actual version: 99"));
     let stored = stream_events(&client, "batched", &ReadStreamOptions::default()).await;
     assert_eq!(stored.len(), 100);
+}
+
+/// The official clients share one BatchAppend call between all appends: batches sent before
+/// earlier ones are answered are appended concurrently, each answered by its correlation id,
+/// and the batches of one stream keep the order they were sent in (each one's expected
+/// revision is the previous one's last).
+async fn batches_sent_together_are_each_answered_and_keep_their_order_per_stream(backend: Backend) {
+    const STREAMS: u64 = 4;
+    const BATCHES: u64 = 5;
+    const EVENTS: u64 = 10;
+    let server = Server::start(backend).await;
+    let client = server.client();
+    let batch = client.batch_append(&Default::default()).await.unwrap();
+    let sends = (0..BATCHES).flat_map(|k| (0..STREAMS).map(move |s| (s, k)));
+    let answers = futures_util::future::join_all(sends.map(|(s, k)| {
+        let batch = &batch;
+        async move {
+            let events = (0..EVENTS)
+                .map(|i| json_event("B", json!({ "k": k, "i": i })))
+                .collect();
+            let expected = match k {
+                0 => StreamState::NoStream,
+                k => StreamState::StreamRevision(k * EVENTS - 1),
+            };
+            let written = batch
+                .append_to_stream(format!("together-{s}"), expected, events)
+                .await
+                .unwrap_or_else(|e| panic!("batch {k} of stream {s}: {e:?}"));
+            (k, written.current_revision())
+        }
+    }))
+    .await;
+    for (k, revision) in answers {
+        assert_eq!(revision, Some(k * EVENTS + EVENTS - 1), "batch {k}");
+    }
+    for s in 0..STREAMS {
+        let stored = stream_events(&client, &format!("together-{s}"), &Default::default()).await;
+        let order: Vec<(u64, u64)> = stored
+            .iter()
+            .map(|event| {
+                let data: Value = serde_json::from_slice(&event.data).unwrap();
+                (data["k"].as_u64().unwrap(), data["i"].as_u64().unwrap())
+            })
+            .collect();
+        let sent: Vec<(u64, u64)> = (0..BATCHES)
+            .flat_map(|k| (0..EVENTS).map(move |i| (k, i)))
+            .collect();
+        assert_eq!(order, sent, "stream {s}");
+    }
 }
 
 async fn events_cross_faces_both_ways(backend: Backend) {
