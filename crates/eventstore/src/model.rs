@@ -204,6 +204,21 @@ pub struct EventBody {
     pub recorded_at: String,
 }
 
+impl EventBody {
+    /// About how many bytes its JSON takes (a little more, so that one allocation holds it):
+    /// the variable parts' lengths (escaping aside) plus the field names and fixed-size values.
+    pub fn json_len_hint(&self) -> usize {
+        const FIXED: usize = 256;
+        FIXED
+            + self.stream.len()
+            + self.event_type.len()
+            + self.data.as_ref().map_or(0, |raw| raw.get().len())
+            + self.metadata.as_ref().map_or(0, |raw| raw.get().len())
+            + self.data_base64.as_ref().map_or(0, String::len)
+            + self.metadata_base64.as_ref().map_or(0, String::len)
+    }
+}
+
 impl TryFrom<eventlog::RecordedEvent> for EventBody {
     type Error = ApiError;
 
