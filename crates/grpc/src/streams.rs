@@ -1,7 +1,7 @@
 //! The Streams service: Append, BatchAppend, Read (reads and catch-up subscriptions),
 //! Delete, Tombstone.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::pin::Pin;
 use std::time::SystemTime;
 
@@ -469,17 +469,18 @@ async fn batch_appends<S: EventStore>(
 ) -> Result<(), Status> {
     let mut pending: HashMap<Vec<u8>, PendingBatch> = HashMap::new();
     let mut in_flight = FuturesUnordered::new();
-    let mut streams_in_flight: HashMap<String, usize> = HashMap::new();
+    // At most one batch per stream is in flight: the next of that stream is held.
+    let mut streams_in_flight: HashSet<String> = HashSet::new();
     // A whole batch of a stream that has one in flight, waiting for it.
     let mut held: Option<(shared::Uuid, PendingBatch)> = None;
     let mut input_open = true;
     loop {
         if let Some((_, batch)) = &held
-            && !streams_in_flight.contains_key(&batch.stream)
+            && !streams_in_flight.contains(&batch.stream)
         {
             let (correlation, batch) = held.take().expect("checked above");
-            *streams_in_flight.entry(batch.stream.clone()).or_default() += 1;
             let stream = batch.stream.clone();
+            streams_in_flight.insert(stream.clone());
             in_flight.push(async move { (stream, batch_answer(store, correlation, batch).await) });
         }
         let may_read = input_open && held.is_none() && in_flight.len() < BATCHES_IN_FLIGHT;
@@ -489,12 +490,7 @@ async fn batch_appends<S: EventStore>(
         tokio::select! {
             biased;
             Some((stream, answer)) = in_flight.next(), if !in_flight.is_empty() => {
-                if let Some(count) = streams_in_flight.get_mut(&stream) {
-                    *count -= 1;
-                    if *count == 0 {
-                        streams_in_flight.remove(&stream);
-                    }
-                }
+                streams_in_flight.remove(&stream);
                 if answers.send(Ok(answer?)).await.is_err() {
                     return Ok(());
                 }
