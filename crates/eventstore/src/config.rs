@@ -65,8 +65,8 @@ pub struct EventsArgs {
     /// teams service's DATABASE_URL may name the same database.
     #[arg(long, env = "EVENTS_DATABASE_URL", hide_env_values = true)]
     pub events_database_url: Option<Secret>,
-    /// Most disk traffic of a scavenge (bytes read plus written per second), so that it leaves
-    /// the disk to appends and reads; 0: unpaced.
+    /// Most bytes of old segment a scavenge reads per second (it reads each segment twice and
+    /// writes at most that much), so that it leaves the disk to appends and reads; 0: unpaced.
     #[arg(long, env = "EVENTS_SCAVENGE_MAX_BYTES_PER_SECOND", default_value_t = crate::backend::embedded::SCAVENGE_MAX_BYTES_PER_SECOND)]
     pub scavenge_max_bytes_per_second: u64,
     /// Most PostgreSQL connections this process opens for the event store.

@@ -33,9 +33,10 @@ const LIST_LIMIT_MAX: usize = 1000;
 /// Most names a listing examines per page (deleted streams are skipped).
 const LIST_SCAN_MAX_STREAMS: usize = 4096;
 
-/// Default upper bound on a scavenge's disk traffic (bytes read plus written per second), so
-/// that it leaves the disk to appends and reads (`EVENTS_SCAVENGE_MAX_BYTES_PER_SECOND`).
-pub const SCAVENGE_MAX_BYTES_PER_SECOND: u64 = 512 * 1024 * 1024;
+/// Default upper bound on a scavenge's reads of old segments per second, so that it leaves
+/// the disk to appends and reads (`EVENTS_SCAVENGE_MAX_BYTES_PER_SECOND`; see
+/// [`eventlog::scavenge::ScavengeOptions`] for what it counts).
+pub const SCAVENGE_MAX_BYTES_PER_SECOND: u64 = eventlog::scavenge::DEFAULT_MAX_BYTES_PER_SECOND;
 
 /// Scavenge progress kept for `GET /admin/scavenge/{id}` (the newest ones).
 const SCAVENGE_STATUSES_KEPT: usize = 32;
