@@ -136,7 +136,7 @@ async fn main() {
     let (events, deleted_streams, runs) = if smoke {
         (5_000, 500, 1)
     } else {
-        (200_000, 20_000, 3)
+        (200_000, 20_000, 10)
     };
     let events = env_u64("BENCH_EVENTS", events);
     let deleted_streams = env_u64("BENCH_DELETED_STREAMS", deleted_streams).max(1);
