@@ -84,9 +84,9 @@ impl<F: Fn(&Candidate<'_>) -> bool + Sync> IsDead for F {
 }
 
 /// The pace a server gives a scavenge unless told otherwise ([`ScavengeOptions`]): on this
-/// project's 2-core reference machine, a rewrite of 230 MB/s of segment with the p99 of 16
-/// appenders' durable appends within about 2x of its value without a scavenge; unpaced, the
-/// rewrite ran at 250-400 MB/s and the p99 at 2.2-3x (docs/PERFORMANCE.md).
+/// project's 2-core reference machine, a rewrite of 230-245 MB/s of segment with the p99 of 16
+/// appenders' durable appends at 1.4-1.9x its value without a scavenge; unpaced, the rewrite
+/// ran at 250-400 MB/s and the p99 at 1.9-3x (docs/PERFORMANCE.md).
 pub const DEFAULT_MAX_BYTES_PER_SECOND: u64 = 512 * 1024 * 1024;
 
 /// How a scavenge runs.
