@@ -350,10 +350,10 @@ impl Store {
             let (location, to) = index.span(from_slot, end, budget).expect("slot below live");
             if live_only {
                 let catalog = self.catalog();
-                let everything = catalog.has_no_retention();
+                // Most events' bits decide (see `Catalog`), with no lookup.
                 let keep = |fields: &crate::format::RecordFields<'_>| {
-                    (everything && !is_metastream(fields.stream))
-                        || live_in(
+                    catalog.liveness_of(fields.position).unwrap_or_else(|| {
+                        live_in(
                             &index,
                             &catalog,
                             now,
@@ -361,6 +361,7 @@ impl Store {
                             fields.stream_version,
                             fields.recorded_at_micros,
                         )
+                    })
                 };
                 read_span(&index, &location, from_slot, to, &keep, &mut page.events)?;
             } else {
@@ -467,19 +468,24 @@ impl Store {
     pub fn retain_live(&self, events: &mut Vec<RecordedEvent>) {
         let index = self.index();
         let catalog = self.catalog();
-        if catalog.has_no_retention() && !events.iter().any(|e| is_metastream(&e.stream)) {
+        if events
+            .iter()
+            .all(|e| catalog.liveness_of(e.position) == Some(true))
+        {
             return;
         }
         let now = now_micros();
         events.retain(|e| {
-            live_in(
-                &index,
-                &catalog,
-                now,
-                &e.stream,
-                e.version,
-                e.recorded_at_micros,
-            )
+            catalog.liveness_of(e.position).unwrap_or_else(|| {
+                live_in(
+                    &index,
+                    &catalog,
+                    now,
+                    &e.stream,
+                    e.version,
+                    e.recorded_at_micros,
+                )
+            })
         });
     }
 
@@ -729,7 +735,15 @@ fn live_in(
     }
     match catalog.retention(stream) {
         None => true,
-        Some(retention) => retention.is_live(version, last_version(), recorded_at_micros, now),
+        // Only `$maxCount` needs the stream's last version (a lookup in the index's stream
+        // map); without it, any version at or past `version` answers the same.
+        Some(retention) => {
+            let last = match retention.max_count {
+                Some(_) => last_version(),
+                None => version,
+            };
+            retention.is_live(version, last, recorded_at_micros, now)
+        }
     }
 }
 
@@ -811,6 +825,21 @@ fn build_catalog(index: &mut Index) -> Result<Catalog> {
                 floors.push((owner.to_owned(), truncate_before));
             }
             catalog.set_retention(owner, retention);
+            // Every record but the last is superseded.
+            catalog.mark_dead(positions[..positions.len() - 1].iter().copied());
+        }
+    }
+    // A tombstoned stream's events are dead for good; other retained streams' are to check.
+    let retained: Vec<(Box<str>, bool)> = catalog
+        .retentions()
+        .map(|(name, r)| (name.into(), r.tombstoned))
+        .collect();
+    for (stream, tombstoned) in retained {
+        let positions = index.stream(&stream).unwrap_or_default().iter().copied();
+        if tombstoned {
+            catalog.mark_dead(positions);
+        } else {
+            catalog.mark_checked(positions);
         }
     }
     // A soft-deleted stream whose every event a scavenge removed is gone from the segments;

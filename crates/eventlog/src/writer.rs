@@ -229,11 +229,14 @@ impl Writer {
         if let Some(preallocator) = &self.preallocator {
             preallocator.truncated(self.synced_len_bytes);
         }
+        let mut index = self.shared.index.write().expect("index lock");
+        index.truncate(self.synced_event_count, self.synced_len_bytes);
         self.shared
-            .index
+            .catalog
             .write()
-            .expect("index lock")
-            .truncate(self.synced_event_count, self.synced_len_bytes);
+            .expect("catalog lock poisoned")
+            .forget_dead_from(self.synced_event_count);
+        drop(index);
         self.len_bytes = self.synced_len_bytes;
         self.unsynced = false;
     }
@@ -739,6 +742,7 @@ impl Writer {
             preallocator.wanted(self.len_bytes, self.shared.options.segment_size_bytes);
         }
         let mut index = self.shared.index.write().expect("index lock poisoned");
+        let first = index.len();
         for (id, offset, stream) in &flush.entries {
             index.push(*id, *offset, stream);
         }
@@ -747,8 +751,31 @@ impl Writer {
         for stream in flush.stream_event_counts.keys() {
             catalog.add_name(stream);
         }
+        // The catalog's liveness bits (see `Catalog`) for what this flush changes.
         for (stream, retention) in &flush.lifecycle {
+            let had = catalog.retention(stream).is_some();
             catalog.set_retention(stream, *retention);
+            let positions = index.stream(stream).unwrap_or_default().iter().copied();
+            if retention.tombstoned {
+                catalog.mark_dead(positions);
+            } else if !had && !retention.is_empty() {
+                // Its events so far are to check (this flush's are marked below).
+                catalog.mark_checked(positions);
+            }
+        }
+        if !catalog.has_no_retention() || !flush.lifecycle.is_empty() {
+            for stream in flush.stream_event_counts.keys() {
+                let positions = index.stream(stream).unwrap_or_default();
+                let new_from = positions.partition_point(|&p| p < first);
+                if stream_of_metastream(stream).is_some() {
+                    // Every record but the newest is superseded, the last one before too.
+                    let last = positions.len().saturating_sub(1);
+                    let from = new_from.saturating_sub(1).min(last);
+                    catalog.mark_dead(positions[from..last].iter().copied());
+                } else if catalog.retention(stream).is_some() {
+                    catalog.mark_checked(positions[new_from..].iter().copied());
+                }
+            }
         }
         drop(catalog);
         index
