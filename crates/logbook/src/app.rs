@@ -25,7 +25,7 @@ use web::{ConfigProblem, Problem, ServiceContext};
 
 use crate::cli::{Environment, ServeConfig};
 use crate::listener::LimitedListener;
-use crate::server::{ServeOptions, Tls};
+use crate::server::{Lanes, ServeOptions, Tls};
 
 /// Why the app did not start.
 #[derive(Debug)]
@@ -299,7 +299,9 @@ impl App {
             header_read_timeout: Duration::from_secs(common.header_read_timeout_seconds),
             tls,
         };
-        let serve = crate::server::serve(listener, router, options, stop.clone());
+        let lanes = Lanes::start(common.http_threads)
+            .map_err(|e| anyhow::anyhow!("cannot start the HTTP serving threads: {e}"))?;
+        let serve = crate::server::serve(listener, router, options, lanes.clone(), stop.clone());
         tokio::pin!(serve);
         let events_for_signal = events.clone();
         let shutdown_timeout = Duration::from_secs(common.shutdown_timeout_seconds);
@@ -332,6 +334,8 @@ impl App {
         if let Some(teams) = teams {
             teams.shutdown().await;
         }
+        // Last: connections to a database opened on a lane are driven by its runtime.
+        drop(lanes);
         if let Some(error) = open_failed.lock().expect("open_failed lock").take() {
             anyhow::bail!("the event log could not be opened: {error}");
         }

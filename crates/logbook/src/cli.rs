@@ -164,6 +164,10 @@ pub struct CommonArgs {
     /// connections, and keep-alive connections idle this long, are closed.
     #[arg(long, env = "LOGBOOK_HEADER_READ_TIMEOUT_SECONDS", default_value_t = DEFAULT_HEADER_READ_TIMEOUT_SECONDS)]
     pub header_read_timeout_seconds: u64,
+    /// Threads that serve HTTP connections, each with a runtime of its own; 0: one per CPU
+    /// core.
+    #[arg(long, env = "LOGBOOK_HTTP_THREADS", default_value_t = 0)]
+    pub http_threads: usize,
     /// PEM certificate chain: serve HTTPS (TLS 1.2+, ALPN h2 and http/1.1); re-read on SIGHUP.
     #[arg(long, env = "LOGBOOK_TLS_CERT", requires = "tls_key")]
     pub tls_cert: Option<PathBuf>,
@@ -192,6 +196,7 @@ impl CommonArgs {
             max_connections: DEFAULT_MAX_CONNECTIONS,
             shutdown_timeout_seconds: DEFAULT_SHUTDOWN_TIMEOUT_SECONDS,
             header_read_timeout_seconds: DEFAULT_HEADER_READ_TIMEOUT_SECONDS,
+            http_threads: 0,
             tls_cert: None,
             tls_key: None,
             behind_proxy: false,

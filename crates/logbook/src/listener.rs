@@ -42,6 +42,32 @@ pub struct LimitedStream {
     _permit: OwnedSemaphorePermit,
 }
 
+impl LimitedStream {
+    /// The socket taken off the runtime it was accepted on, still holding its slot.
+    pub fn into_std(self) -> io::Result<StdLimitedStream> {
+        Ok(StdLimitedStream {
+            stream: self.stream.into_std()?,
+            permit: self._permit,
+        })
+    }
+}
+
+/// An accepted connection between two runtimes (see [`crate::server::Lanes`]).
+pub struct StdLimitedStream {
+    stream: std::net::TcpStream,
+    permit: OwnedSemaphorePermit,
+}
+
+impl StdLimitedStream {
+    /// Registers the socket with the calling runtime.
+    pub fn into_tokio(self) -> io::Result<LimitedStream> {
+        Ok(LimitedStream {
+            stream: TcpStream::from_std(self.stream)?,
+            _permit: self.permit,
+        })
+    }
+}
+
 impl Listener for LimitedListener {
     type Io = LimitedStream;
     type Addr = SocketAddr;

@@ -21,7 +21,9 @@
 //! Each connection gets `ConnectInfo<SocketAddr>` in its requests' extensions (the teams rate
 //! limit keys on it), and a graceful shutdown lets in-flight requests finish.
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -30,15 +32,15 @@ use axum::extract::ConnectInfo;
 use axum::serve::Listener;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
-use tokio::sync::watch;
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
+use tokio::sync::{mpsc, watch};
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::rustls::pki_types::pem::PemObject;
 use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio_rustls::rustls::{self, ServerConfig};
 use tower::ServiceExt;
 
-use crate::listener::LimitedListener;
+use crate::listener::{LimitedListener, StdLimitedStream};
 
 /// `Strict-Transport-Security` on every HTTPS answer: browsers use HTTPS only for a year.
 pub const HSTS_VALUE: &str = "max-age=31536000";
@@ -114,12 +116,75 @@ pub struct ServeOptions {
     pub tls: Option<Arc<Tls>>,
 }
 
+/// A connection's whole life, ready to run on a lane.
+type Job = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// The threads that serve HTTP connections, each driving a current-thread runtime of its own.
+///
+/// On the work-stealing runtime a request's wake-up lands on one worker, which then wakes a
+/// second to steal from it: on two cores that cross-thread hand-off (a futex wake, a context
+/// switch) was a sixth of the server's CPU per read by id (docs/PERFORMANCE.md). A connection
+/// handed to a lane stays on that lane's thread for its whole life: its socket is registered
+/// with the lane's own epoll, its timers are on the lane's own wheel, and what its handlers
+/// spawn (HTTP/2 streams, subscriptions) runs there too. Connections are dealt to lanes in turn.
+///
+/// The accept loop stays on the main runtime, and everything else (gRPC, the teams service's
+/// background work, the event log's writer) is where it was. A lane's runtime can drive I/O
+/// that it created and another thread polls (a database connection opened by one request and
+/// reused by another lane or a background task), so [`Lanes`] must outlive every user of such
+/// connections: the lanes end when the last clone is dropped, and `App::run` drops its own last,
+/// after the event log and the teams service are closed.
+#[derive(Clone)]
+pub struct Lanes {
+    senders: Vec<mpsc::UnboundedSender<Job>>,
+    next: usize,
+}
+
+impl Lanes {
+    /// Starts `threads` lanes (0: one per CPU core).
+    pub fn start(threads: usize) -> std::io::Result<Lanes> {
+        let threads = match threads {
+            0 => std::thread::available_parallelism().map_or(1, std::num::NonZero::get),
+            n => n,
+        };
+        let mut senders = Vec::with_capacity(threads);
+        for lane in 0..threads {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            let (sender, mut jobs) = mpsc::unbounded_channel::<Job>();
+            std::thread::Builder::new()
+                .name(format!("logbook-http-{lane}"))
+                .spawn(move || {
+                    runtime.block_on(async move {
+                        while let Some(job) = jobs.recv().await {
+                            tokio::spawn(job);
+                        }
+                    });
+                })?;
+            senders.push(sender);
+        }
+        Ok(Lanes { senders, next: 0 })
+    }
+
+    /// Runs `job` on the next lane (on the calling runtime if that lane is gone).
+    fn run(&mut self, job: Job) {
+        let lane = &self.senders[self.next % self.senders.len()];
+        self.next = self.next.wrapping_add(1);
+        if let Err(mpsc::error::SendError(job)) = lane.send(job) {
+            tokio::spawn(job);
+        }
+    }
+}
+
 /// Accepts connections until `stop` turns `true`, then stops accepting and waits for every
-/// open connection to finish its in-flight requests (the caller bounds that wait).
+/// open connection to finish its in-flight requests (the caller bounds that wait). Each
+/// connection is served on one of `lanes`.
 pub async fn serve(
     mut listener: LimitedListener,
     router: Router,
     options: ServeOptions,
+    mut lanes: Lanes,
     mut stop: watch::Receiver<bool>,
 ) {
     let router = match options.tls {
@@ -137,52 +202,89 @@ pub async fn serve(
             accepted = listener.accept() => accepted,
             _ = stop.wait_for(|stop| *stop) => break,
         };
-        let router = router.clone();
-        let tls = options.tls.clone();
-        let watcher = graceful.watcher();
-        let timeout = options.header_read_timeout;
-        tokio::spawn(async move {
-            let service =
-                hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
-                    request.extensions_mut().insert(ConnectInfo(addr));
-                    router.clone().oneshot(request)
-                });
-            let Some(tls) = tls else {
-                let connection = http1(timeout).serve_connection(TokioIo::new(stream), service);
-                if let Err(error) = watcher.watch(connection).await {
-                    tracing::debug!(error = %error, peer = %addr, "connection ended with an error");
-                }
-                return;
-            };
-            let stream = match tokio::time::timeout(timeout, tls.acceptor().accept(stream)).await {
-                Ok(Ok(stream)) => stream,
-                Ok(Err(error)) => {
-                    tracing::debug!(error = %error, peer = %addr, "TLS handshake failed");
-                    return;
-                }
-                Err(_) => {
-                    tracing::debug!(peer = %addr, "TLS handshake timed out");
-                    return;
-                }
-            };
-            let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
-            let io = TokioIo::new(stream);
-            let result = if h2 {
-                let mut builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
-                builder.timer(TokioTimer::new());
-                watcher.watch(builder.serve_connection(io, service)).await
-            } else {
-                watcher
-                    .watch(http1(timeout).serve_connection(io, service))
-                    .await
-            };
-            if let Err(error) = result {
-                tracing::debug!(error = %error, peer = %addr, "connection ended with an error");
+        // Taken off this runtime's reactor here, registered with the lane's on its first poll.
+        let stream = match stream.into_std() {
+            Ok(stream) => stream,
+            Err(error) => {
+                tracing::debug!(error = %error, peer = %addr, "cannot hand the connection over");
+                continue;
             }
-        });
+        };
+        let connection = Connection {
+            router: router.clone(),
+            tls: options.tls.clone(),
+            watcher: graceful.watcher(),
+            header_read_timeout: options.header_read_timeout,
+            addr,
+        };
+        lanes.run(Box::pin(connection.serve(stream)));
     }
     drop(listener);
     graceful.shutdown().await;
+}
+
+/// What serving one accepted connection needs.
+struct Connection {
+    router: Router,
+    tls: Option<Arc<Tls>>,
+    watcher: Watcher,
+    header_read_timeout: Duration,
+    addr: SocketAddr,
+}
+
+impl Connection {
+    async fn serve(self, stream: StdLimitedStream) {
+        let Connection {
+            router,
+            tls,
+            watcher,
+            header_read_timeout: timeout,
+            addr,
+        } = self;
+        let stream = match stream.into_tokio() {
+            Ok(stream) => stream,
+            Err(error) => {
+                tracing::debug!(error = %error, peer = %addr, "cannot register the connection");
+                return;
+            }
+        };
+        let service = hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
+            request.extensions_mut().insert(ConnectInfo(addr));
+            router.clone().oneshot(request)
+        });
+        let Some(tls) = tls else {
+            let connection = http1(timeout).serve_connection(TokioIo::new(stream), service);
+            if let Err(error) = watcher.watch(connection).await {
+                tracing::debug!(error = %error, peer = %addr, "connection ended with an error");
+            }
+            return;
+        };
+        let stream = match tokio::time::timeout(timeout, tls.acceptor().accept(stream)).await {
+            Ok(Ok(stream)) => stream,
+            Ok(Err(error)) => {
+                tracing::debug!(error = %error, peer = %addr, "TLS handshake failed");
+                return;
+            }
+            Err(_) => {
+                tracing::debug!(peer = %addr, "TLS handshake timed out");
+                return;
+            }
+        };
+        let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
+        let io = TokioIo::new(stream);
+        let result = if h2 {
+            let mut builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+            builder.timer(TokioTimer::new());
+            watcher.watch(builder.serve_connection(io, service)).await
+        } else {
+            watcher
+                .watch(http1(timeout).serve_connection(io, service))
+                .await
+        };
+        if let Err(error) = result {
+            tracing::debug!(error = %error, peer = %addr, "connection ended with an error");
+        }
+    }
 }
 
 fn http1(header_read_timeout: Duration) -> hyper::server::conn::http1::Builder {
@@ -191,4 +293,52 @@ fn http1(header_read_timeout: Duration) -> hyper::server::conn::http1::Builder {
         .timer(TokioTimer::new())
         .header_read_timeout(header_read_timeout);
     builder
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Where each of `jobs` jobs ran: the name of its thread.
+    async fn threads_of(lanes: &mut Lanes, jobs: usize) -> Vec<String> {
+        let mut names = Vec::new();
+        for _ in 0..jobs {
+            let (sender, receiver) = tokio::sync::oneshot::channel();
+            lanes.run(Box::pin(async move {
+                let name = std::thread::current().name().map(str::to_owned);
+                let _ = sender.send(name.unwrap_or_default());
+            }));
+            names.push(receiver.await.expect("the job ran"));
+        }
+        names
+    }
+
+    #[tokio::test]
+    async fn connections_are_dealt_to_the_lanes_in_turn() {
+        let mut lanes = Lanes::start(3).expect("lanes start");
+        let names = threads_of(&mut lanes, 6).await;
+        let expected: Vec<String> = [0, 1, 2, 0, 1, 2]
+            .iter()
+            .map(|lane| format!("logbook-http-{lane}"))
+            .collect();
+        assert_eq!(names, expected);
+    }
+
+    #[tokio::test]
+    async fn zero_threads_means_one_lane_per_core() {
+        let lanes = Lanes::start(0).expect("lanes start");
+        let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+        assert_eq!(lanes.senders.len(), cores);
+    }
+
+    #[tokio::test]
+    async fn a_job_for_a_lane_that_is_gone_runs_here() {
+        let mut lanes = Lanes::start(1).expect("lanes start");
+        // End the lane's loop as if its thread had died: its receiver is dropped.
+        let (sender, _) = mpsc::unbounded_channel();
+        lanes.senders[0] = sender;
+        let here = std::thread::current().name().map(str::to_owned);
+        let names = threads_of(&mut lanes, 1).await;
+        assert_eq!(names, vec![here.unwrap_or_default()]);
+    }
 }
