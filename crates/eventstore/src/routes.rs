@@ -46,8 +46,12 @@ pub(crate) fn router(service: EventStoreService) -> Router {
         .route("/subscribe", get(subscribe::subscribe))
         .route("/admin/scavenge", post(crate::admin::start_scavenge))
         .route("/admin/scavenge/{id}", get(crate::admin::scavenge_status))
-        .layer(DefaultBodyLimit::max(body_limit))
-        .route_layer(web::auth::require_access(service.authenticator()))
+        // One level around each route, not two (see `web::middleware::stack`).
+        .route_layer(
+            tower::ServiceBuilder::new()
+                .layer(web::auth::require_access(service.authenticator()))
+                .layer(DefaultBodyLimit::max(body_limit)),
+        )
         .with_state(service)
 }
 
