@@ -164,7 +164,7 @@ pub struct CommonArgs {
     /// connections, and keep-alive connections idle this long, are closed.
     #[arg(long, env = "LOGBOOK_HEADER_READ_TIMEOUT_SECONDS", default_value_t = DEFAULT_HEADER_READ_TIMEOUT_SECONDS)]
     pub header_read_timeout_seconds: u64,
-    /// Threads that serve HTTP connections, each with a runtime of its own; 0: one per CPU
+    /// Threads that serve HTTP connections, each with a runtime of its own; 0: two per CPU
     /// core.
     #[arg(long, env = "LOGBOOK_HTTP_THREADS", default_value_t = 0)]
     pub http_threads: usize,
