@@ -65,6 +65,10 @@ pub struct App {
     started: Instant,
 }
 
+/// Most HTTP serving threads `LOGBOOK_HTTP_THREADS` may ask for: each has a stack and a
+/// runtime, and more than a few per core only adds context switches (docs/PERFORMANCE.md).
+const MAX_HTTP_THREADS: usize = 256;
+
 impl App {
     /// Checks every setting (all problems together), binds the listener, starts the services.
     pub async fn build(config: ServeConfig) -> Result<App, StartupError> {
@@ -78,6 +82,12 @@ impl App {
             problems.push(ConfigProblem::new(
                 "LOGBOOK_MAX_CONNECTIONS (--max-connections)",
                 "must be at least 1",
+            ));
+        }
+        if common.http_threads > MAX_HTTP_THREADS {
+            problems.push(ConfigProblem::new(
+                "LOGBOOK_HTTP_THREADS (--http-threads)",
+                format!("must be at most {MAX_HTTP_THREADS} (0: two per CPU core, the default)"),
             ));
         }
         if common.request_timeout_seconds == 0 {

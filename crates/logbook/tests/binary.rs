@@ -84,6 +84,8 @@ fn bad_settings_are_all_reported_at_once_and_the_exit_is_non_zero() {
         "sometimes",
         "--data-dir",
         data_dir.to_str().unwrap(),
+        "--http-threads",
+        "100000",
     ]);
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
@@ -92,6 +94,8 @@ fn bad_settings_are_all_reported_at_once_and_the_exit_is_non_zero() {
         "EVENTS_DURABILITY (--durability)",
         "sometimes",
         "LOGBOOK_DATA_DIR (--data-dir)",
+        "LOGBOOK_HTTP_THREADS (--http-threads)",
+        "must be at most 256",
     ] {
         assert!(
             stderr.contains(expected),
