@@ -39,7 +39,8 @@ impl LimitedListener {
 /// An accepted connection; frees its slot when dropped.
 pub struct LimitedStream {
     stream: TcpStream,
-    _permit: OwnedSemaphorePermit,
+    /// The connection's slot under the cap, held for as long as the socket is open.
+    permit: OwnedSemaphorePermit,
 }
 
 impl LimitedStream {
@@ -47,7 +48,7 @@ impl LimitedStream {
     pub fn into_std(self) -> io::Result<StdLimitedStream> {
         Ok(StdLimitedStream {
             stream: self.stream.into_std()?,
-            permit: self._permit,
+            permit: self.permit,
         })
     }
 }
@@ -63,7 +64,7 @@ impl StdLimitedStream {
     pub fn into_tokio(self) -> io::Result<LimitedStream> {
         Ok(LimitedStream {
             stream: TcpStream::from_std(self.stream)?,
-            _permit: self.permit,
+            permit: self.permit,
         })
     }
 }
@@ -83,13 +84,7 @@ impl Listener for LimitedListener {
                     if let Err(error) = stream.set_nodelay(true) {
                         tracing::debug!(error = %error, "cannot set TCP_NODELAY");
                     }
-                    return (
-                        LimitedStream {
-                            stream,
-                            _permit: permit,
-                        },
-                        addr,
-                    );
+                    return (LimitedStream { stream, permit }, addr);
                 }
                 // Per-connection errors (reset before accept) are normal; anything else (out of
                 // file descriptors) gets a pause so the loop does not spin.
