@@ -286,7 +286,14 @@ impl App {
                 teams.request_timeout(),
             ));
         }
-        let router = web::middleware::stack(router);
+        // The hot routes (reads by id, appends) beside the router, both inside the one stack.
+        // The request comes back by value (see `EventStoreService::hot_route`).
+        #[allow(clippy::result_large_err)]
+        let hot = events.clone().map(|events| {
+            let hot: web::middleware::HotRoute = Arc::new(move |request| events.hot_route(request));
+            hot
+        });
+        let service = web::middleware::around(web::middleware::Dispatch::new(router, hot, timeout));
         let services = match (&events, &teams) {
             (Some(_), Some(_)) => "events, teams",
             (Some(_), None) => "events",
@@ -311,7 +318,7 @@ impl App {
         };
         let lanes = Lanes::start(common.http_threads)
             .map_err(|e| anyhow::anyhow!("cannot start the HTTP serving threads: {e}"))?;
-        let serve = crate::server::serve(listener, router, options, lanes.clone(), stop.clone());
+        let serve = crate::server::serve(listener, service, options, lanes.clone(), stop.clone());
         tokio::pin!(serve);
         let events_for_signal = events.clone();
         let shutdown_timeout = Duration::from_secs(common.shutdown_timeout_seconds);

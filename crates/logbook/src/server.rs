@@ -27,7 +27,6 @@ use std::pin::Pin;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use axum::Router;
 use axum::extract::ConnectInfo;
 use axum::serve::Listener;
 use hyper::body::Incoming;
@@ -38,7 +37,7 @@ use tokio_rustls::TlsAcceptor;
 use tokio_rustls::rustls::pki_types::pem::PemObject;
 use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio_rustls::rustls::{self, ServerConfig};
-use tower::ServiceExt;
+use tower::{Service, ServiceExt};
 
 use crate::listener::{LimitedListener, StdLimitedStream};
 
@@ -187,25 +186,60 @@ impl Lanes {
     }
 }
 
+/// What [`serve`] serves: the binary's stack (`web::middleware::around`), or any service of
+/// the same shape.
+pub trait HttpService:
+    Service<
+        axum::extract::Request,
+        Response = axum::http::Response<Self::Body>,
+        Error = std::convert::Infallible,
+        Future: Send + 'static,
+    > + Clone
+    + Send
+    + Sync
+    + 'static
+{
+    /// The answers' body.
+    type Body: hyper::body::Body<Data = axum::body::Bytes, Error: Into<BoxError>> + Send + 'static;
+}
+
+impl<S, B> HttpService for S
+where
+    S: Service<
+            axum::extract::Request,
+            Response = axum::http::Response<B>,
+            Error = std::convert::Infallible,
+            Future: Send + 'static,
+        > + Clone
+        + Send
+        + Sync
+        + 'static,
+    B: hyper::body::Body<Data = axum::body::Bytes, Error: Into<BoxError>> + Send + 'static,
+{
+    type Body = B;
+}
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
 /// Accepts connections until `stop` turns `true`, then stops accepting and waits for every
 /// open connection to finish its in-flight requests (the caller bounds that wait). Each
 /// connection is served on one of `lanes`.
-pub async fn serve(
+pub async fn serve<S: HttpService>(
     mut listener: LimitedListener,
-    router: Router,
+    service: S,
     options: ServeOptions,
     mut lanes: Lanes,
     mut stop: watch::Receiver<bool>,
 ) {
-    let router = match options.tls {
-        Some(_) => router.layer(
-            tower_http::set_header::SetResponseHeaderLayer::if_not_present(
-                axum::http::header::STRICT_TRANSPORT_SECURITY,
-                axum::http::HeaderValue::from_static(HSTS_VALUE),
-            ),
-        ),
-        None => router,
-    };
+    // Over TLS every answer says to keep to HTTPS (a header value of `None` adds nothing).
+    let service = tower_http::set_header::SetResponseHeader::if_not_present(
+        service,
+        axum::http::header::STRICT_TRANSPORT_SECURITY,
+        options
+            .tls
+            .as_ref()
+            .map(|_| axum::http::HeaderValue::from_static(HSTS_VALUE)),
+    );
     let graceful = GracefulShutdown::new();
     loop {
         let (stream, addr) = tokio::select! {
@@ -221,7 +255,7 @@ pub async fn serve(
             }
         };
         let connection = Connection {
-            router: router.clone(),
+            service: service.clone(),
             tls: options.tls.clone(),
             watcher: graceful.watcher(),
             header_read_timeout: options.header_read_timeout,
@@ -234,18 +268,18 @@ pub async fn serve(
 }
 
 /// What serving one accepted connection needs.
-struct Connection {
-    router: Router,
+struct Connection<S> {
+    service: S,
     tls: Option<Arc<Tls>>,
     watcher: Watcher,
     header_read_timeout: Duration,
     addr: SocketAddr,
 }
 
-impl Connection {
+impl<S: HttpService> Connection<S> {
     async fn serve(self, stream: StdLimitedStream) {
         let Connection {
-            router,
+            service,
             tls,
             watcher,
             header_read_timeout: timeout,
@@ -258,9 +292,10 @@ impl Connection {
                 return;
             }
         };
-        let service = hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
+        let service = hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
+            let mut request = request.map(axum::body::Body::new);
             request.extensions_mut().insert(ConnectInfo(addr));
-            router.clone().oneshot(request)
+            service.clone().oneshot(request)
         });
         let Some(tls) = tls else {
             let connection = http1(timeout).serve_connection(TokioIo::new(stream), service);

@@ -625,3 +625,130 @@ async fn the_subscription_cap_setting_answers_503_beyond_it() {
     drop(first);
     server.terminate();
 }
+
+// ---------------------------------------------------------------------------------------------
+// The hot routes (`GET /events/{id}`, `POST /events`) are answered beside the router
+// (`web::middleware::Dispatch`); they must answer exactly as the router's routes do.
+
+/// Status, content type, `x-request-id` presence and body of one answer.
+async fn answer(request: reqwest::RequestBuilder) -> (u16, String, bool, String) {
+    let response = request.send().await.unwrap();
+    let status = response.status().as_u16();
+    let content_type = response
+        .headers()
+        .get("content-type")
+        .map(|v| v.to_str().unwrap().to_owned())
+        .unwrap_or_default();
+    let request_id = response.headers().contains_key("x-request-id");
+    (
+        status,
+        content_type,
+        request_id,
+        response.text().await.unwrap(),
+    )
+}
+
+#[tokio::test]
+async fn the_hot_routes_answer_as_the_router_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let token = "a-token-of-some-length";
+    let server = start(
+        dir.path(),
+        &[
+            "--addr",
+            "127.0.0.1:0",
+            "--max-event-size-bytes",
+            "4096",
+            "--max-batch-size-bytes",
+            "4096",
+            "--max-batch-events",
+            "1",
+        ],
+        &[("EVENTS_TOKEN", token)],
+    );
+    let client = reqwest::Client::new();
+    wait_ready(&client, &server).await;
+
+    // An append through the hot route, read back through it and through the router (a
+    // percent-encoded id is not the hot route's: it goes to the router, which decodes it).
+    let (status, _, request_id, body) = answer(
+        client
+            .post(server.url("/events"))
+            .bearer_auth(token)
+            .header("content-type", "application/json")
+            .body(r#"{"stream":"hot-1","type":"T","data":{"é":"🦀"}}"#),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    assert!(request_id);
+    let id = serde_json::from_str::<serde_json::Value>(&body).unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let encoded: String = id.bytes().map(|b| format!("%{b:02X}")).collect();
+    let hot = answer(
+        client
+            .get(server.url(&format!("/events/{id}")))
+            .bearer_auth(token),
+    )
+    .await;
+    let routed = answer(
+        client
+            .get(server.url(&format!("/events/{encoded}")))
+            .bearer_auth(token),
+    )
+    .await;
+    assert_eq!(hot.0, 200, "{}", hot.3);
+    assert_eq!(hot, routed);
+    let event: serde_json::Value = serde_json::from_str(&hot.3).unwrap();
+    assert_eq!(event["data"]["é"], "🦀");
+    assert_eq!(event["stream"], "hot-1");
+
+    // Without a token: the same 401 problem from the hot routes as from the router's.
+    let unknown = "0192f0a4-8c3e-7b21-9a55-0123456789ab";
+    let hot = answer(client.get(server.url(&format!("/events/{unknown}")))).await;
+    let routed = answer(client.get(server.url("/events"))).await;
+    assert_eq!(hot.0, 401);
+    assert_eq!(hot, routed);
+    let hot = answer(client.post(server.url("/events")).body("{}")).await;
+    assert_eq!(hot, routed);
+
+    // An unknown id (404), a body over the body limit (413, before any parse), not JSON (415):
+    // the problems the router's append to a stream gives for the same faults.
+    let (status, content_type, _, body) = answer(
+        client
+            .get(server.url(&format!("/events/{unknown}")))
+            .bearer_auth(token),
+    )
+    .await;
+    assert_eq!(
+        (status, content_type.as_str()),
+        (404, "application/problem+json"),
+        "{body}"
+    );
+    let big = format!(r#"{{"type":"T","data":"{}"}}"#, "x".repeat(1024 * 1024));
+    for (body, content_type, expected) in [
+        (big.as_str(), "application/json", 413),
+        ("{}", "text/plain", 415),
+    ] {
+        let hot = answer(
+            client
+                .post(server.url("/events"))
+                .bearer_auth(token)
+                .header("content-type", content_type)
+                .body(body.to_owned()),
+        )
+        .await;
+        let routed = answer(
+            client
+                .post(server.url("/streams/hot-2/events"))
+                .bearer_auth(token)
+                .header("content-type", content_type)
+                .body(body.to_owned()),
+        )
+        .await;
+        assert_eq!(hot.0, expected, "{}", hot.3);
+        assert_eq!(hot, routed);
+    }
+    server.terminate();
+}

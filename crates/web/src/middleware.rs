@@ -6,6 +6,7 @@
 //! service's request timeout, so every request of every service gets the same plumbing, the
 //! same log fields and the same problem bodies.
 
+use std::any::Any;
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
@@ -19,47 +20,177 @@ use axum::extract::Request;
 use axum::http::HeaderValue;
 use axum::response::{IntoResponse, Response};
 use tower::{Layer, Service};
-use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::catch_panic::{CatchPanic, CatchPanicLayer};
+use tower_http::classify::{ServerErrorsAsFailures, SharedClassifier};
 use tower_http::request_id::{
-    MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
+    MakeRequestId, PropagateRequestId, PropagateRequestIdLayer, RequestId, SetRequestId,
+    SetRequestIdLayer,
 };
-use tower_http::trace::TraceLayer;
+use tower_http::trace::{Trace, TraceLayer};
 
 use crate::Problem;
 
-/// Wraps `router` in the stack every request passes: an `x-request-id` (the client's, or a
+/// The stack every request passes, around a service: an `x-request-id` (the client's, or a
 /// new one from a per-process counter), echoed on the response; an `info` span named
 /// `request` with the method, the path (never the query string or a header) and the request
 /// id; and a 500 problem, logged, when a handler panics.
+///
+/// The binary wraps its whole [`Dispatch`] in it once (a concrete service, no boxing); a
+/// router that is served on its own can take it as a layer with [`stack`].
+pub type Stack<S> = SetRequestId<
+    Trace<
+        PropagateRequestId<CatchPanic<S, PanicAnswer>>,
+        SharedClassifier<ServerErrorsAsFailures>,
+        MakeRequestSpan,
+    >,
+    CountingRequestId,
+>;
+
+/// How [`Stack`] names the request span.
+type MakeRequestSpan = fn(&Request) -> tracing::Span;
+
+/// How [`Stack`] answers a panic.
+type PanicAnswer = fn(Box<dyn Any + Send + 'static>) -> Response;
+
+/// `inner` inside the [`Stack`]. `ServiceBuilder` lists the outermost layer first.
+pub fn around<S>(inner: S) -> Stack<S> {
+    tower::ServiceBuilder::new()
+        .layer(SetRequestIdLayer::x_request_id(CountingRequestId::default()))
+        .layer(TraceLayer::new_for_http().make_span_with(request_span as MakeRequestSpan))
+        .layer(PropagateRequestIdLayer::x_request_id())
+        .layer(CatchPanicLayer::custom(panic_answer as PanicAnswer))
+        .service(inner)
+}
+
+/// Wraps `router` in the [`Stack`], as one `Router::layer`: each `layer` call boxes every
+/// route once more, and a request clones the boxed chain below each level it passes (the
+/// clones grow with the square of the depth; they were a tenth of a read by id, issue 15).
 pub fn stack(router: Router) -> Router {
-    // One `Router::layer` with the four composed, not four: each `layer` call boxes every route
-    // once more, and a request clones the boxed chain below each level it passes (the clones
-    // grow with the square of the depth; they were a tenth of a read by id, issue 15).
-    // `ServiceBuilder` lists the outermost layer first.
-    router.layer(
-        tower::ServiceBuilder::new()
-            .layer(SetRequestIdLayer::x_request_id(CountingRequestId::default()))
-            .layer(
-                TraceLayer::new_for_http().make_span_with(|request: &Request| {
-                    let request_id = request
-                        .headers()
-                        .get("x-request-id")
-                        .and_then(|v| v.to_str().ok())
-                        .unwrap_or("");
-                    tracing::info_span!(
-                        "request",
-                        method = %request.method(),
-                        path = %request.uri().path(),
-                        request_id
-                    )
-                }),
-            )
-            .layer(PropagateRequestIdLayer::x_request_id())
-            .layer(CatchPanicLayer::custom(|_| {
-                tracing::error!("a request handler panicked");
-                Problem::internal().into_response()
-            })),
+    router.layer(tower::layer::layer_fn(around))
+}
+
+fn request_span(request: &Request) -> tracing::Span {
+    let request_id = request
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    tracing::info_span!(
+        "request",
+        method = %request.method(),
+        path = %request.uri().path(),
+        request_id
     )
+}
+
+fn panic_answer(_panic: Box<dyn Any + Send + 'static>) -> Response {
+    tracing::error!("a request handler panicked");
+    Problem::internal().into_response()
+}
+
+/// A route answered without the router: the request, or back when it is not one of its own.
+/// Whoever answers must give exactly what the router would (the same handler, the same
+/// authentication); this only skips the router's matching and the boxed service levels each
+/// route sits in (docs/PERFORMANCE.md, issue 15).
+pub type HotRoute = Arc<dyn Fn(Request) -> Result<HotFuture, Request> + Send + Sync>;
+
+/// What a [`HotRoute`] answers with.
+pub type HotFuture = Pin<Box<dyn Future<Output = Response> + Send>>;
+
+/// The binary's one service below the [`Stack`]: the hot route, with the request time limit
+/// its router's routes have ([`timeout`]), or else the router.
+#[derive(Clone)]
+pub struct Dispatch {
+    router: Router,
+    hot: Option<HotRoute>,
+    limit: Duration,
+}
+
+impl Dispatch {
+    /// `hot` first (its answers cut at `limit`, as [`timeout`] cuts the router's), then `router`.
+    pub fn new(router: Router, hot: Option<HotRoute>, limit: Duration) -> Dispatch {
+        Dispatch { router, hot, limit }
+    }
+}
+
+impl Service<Request> for Dispatch {
+    type Response = Response;
+    type Error = Infallible;
+    type Future = DispatchFuture;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        // A router is always ready.
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: Request) -> DispatchFuture {
+        let request = match &self.hot {
+            Some(hot) => match hot(request) {
+                Ok(answer) => {
+                    return DispatchFuture::Hot {
+                        future: TimeoutFuture {
+                            inner: tokio::time::timeout(self.limit, HotAnswer(answer)),
+                            limit: self.limit,
+                        },
+                    };
+                }
+                Err(request) => request,
+            },
+            None => request,
+        };
+        DispatchFuture::Routed {
+            future: self.router.call(request),
+        }
+    }
+}
+
+pub use dispatch_future::DispatchFuture;
+
+/// The future of [`Dispatch`], in a module of its own: `pin_project_lite` cannot carry
+/// documentation on enum fields.
+mod dispatch_future {
+    #![allow(missing_docs)]
+
+    use super::*;
+
+    pin_project_lite::pin_project! {
+        /// The hot route's answer or the router's.
+        #[project = DispatchProjection]
+        pub enum DispatchFuture {
+            /// Answered by the hot route.
+            Hot {
+                #[pin]
+                future: TimeoutFuture<HotAnswer>,
+            },
+            /// Answered by the router.
+            Routed {
+                #[pin]
+                future: axum::routing::future::RouteFuture<Infallible>,
+            },
+        }
+    }
+
+    impl Future for DispatchFuture {
+        type Output = Result<Response, Infallible>;
+
+        fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+            match self.project() {
+                DispatchProjection::Hot { future } => future.poll(cx),
+                DispatchProjection::Routed { future } => future.poll(cx),
+            }
+        }
+    }
+}
+
+/// A [`HotFuture`] as a service's future.
+pub struct HotAnswer(HotFuture);
+
+impl Future for HotAnswer {
+    type Output = Result<Response, Infallible>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        self.0.as_mut().poll(cx).map(Ok)
+    }
 }
 
 /// Answers 503 (a problem) when producing a response head takes longer than `limit`.
@@ -117,7 +248,7 @@ where
 
 pin_project_lite::pin_project! {
     /// The response of the inner service, or the timeout problem.
-    struct TimeoutFuture<F> {
+    pub struct TimeoutFuture<F> {
         #[pin]
         inner: tokio::time::Timeout<F>,
         limit: Duration,
@@ -155,7 +286,7 @@ pub fn timeout_problem(limit: Duration) -> Problem {
 /// random UUID per request. Written into a stack buffer: no formatting machinery, no
 /// allocation beyond the header value.
 #[derive(Clone)]
-struct CountingRequestId {
+pub struct CountingRequestId {
     next: Arc<AtomicU64>,
     prefix: Arc<str>,
 }
