@@ -731,22 +731,15 @@ async fn the_hot_routes_answer_as_the_router_does() {
         (big.as_str(), "application/json", 413),
         ("{}", "text/plain", 415),
     ] {
-        let hot = answer(
+        let post = |path: &str| {
             client
-                .post(server.url("/events"))
+                .post(server.url(path))
                 .bearer_auth(token)
                 .header("content-type", content_type)
-                .body(body.to_owned()),
-        )
-        .await;
-        let routed = answer(
-            client
-                .post(server.url("/streams/hot-2/events"))
-                .bearer_auth(token)
-                .header("content-type", content_type)
-                .body(body.to_owned()),
-        )
-        .await;
+                .body(body.to_owned())
+        };
+        let hot = answer(post("/events")).await;
+        let routed = answer(post("/streams/hot-2/events")).await;
         assert_eq!(hot.0, expected, "{}", hot.3);
         assert_eq!(hot, routed);
     }
