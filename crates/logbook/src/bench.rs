@@ -23,6 +23,8 @@ use tokio::net::TcpStream;
 
 /// Events appended before a read workload starts, to have ids to read.
 const PREFILL_EVENTS: usize = 10_000;
+/// Requests a connection completes before adding them to the shared progress count.
+const REPORT_EVERY: u64 = 64;
 /// Largest response head accepted.
 const RESPONSE_HEAD_MAX_BYTES: usize = 16 * 1024;
 
@@ -85,9 +87,13 @@ pub enum Workload {
 }
 
 /// Runs the load generator and prints its report.
+///
+/// The connections are spread over `--threads` threads, each driving a current-thread Tokio
+/// runtime of its own (as the server's lanes do): a connection's wake-ups stay on its thread,
+/// where a work-stealing runtime would wake the other worker to steal them. The prefill and
+/// the progress line run on the calling thread's own runtime.
 pub fn main(args: BenchArgs) -> ExitCode {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(args.threads.max(1))
+    let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build();
     let runtime = match runtime {
@@ -169,7 +175,8 @@ impl std::fmt::Display for Report {
 
 struct Shared {
     args: BenchArgs,
-    ids: Vec<String>,
+    /// `GET /events/{id}` requests, one per prefilled event, written once before the run.
+    reads: Vec<Vec<u8>>,
     /// Acknowledged appends as JSON lines, when `--acknowledged-log` is set.
     acknowledged: std::sync::Mutex<Vec<String>>,
     completed: AtomicU64,
@@ -182,29 +189,36 @@ async fn run(args: BenchArgs) -> anyhow::Result<Report> {
     } else {
         prefill(&args).await?
     };
+    let reads = ids.iter().map(|id| read_request(&args, id)).collect();
     let shared = Arc::new(Shared {
         args: args.clone(),
-        ids,
+        reads,
         acknowledged: std::sync::Mutex::new(prefilled),
         completed: AtomicU64::new(0),
         errors: AtomicU64::new(0),
     });
     let warmup_end = Instant::now() + Duration::from_secs(args.warmup_seconds);
     let end = warmup_end + Duration::from_secs(args.duration_seconds);
-    let mut workers = Vec::with_capacity(args.connections);
-    for worker in 0..args.connections {
+    let threads = args.threads.clamp(1, args.connections.max(1));
+    let mut workers = Vec::with_capacity(threads);
+    for thread in 0..threads {
         let shared = Arc::clone(&shared);
-        workers.push(tokio::spawn(async move {
-            connection_loop(shared, worker as u64, warmup_end, end).await
-        }));
+        let (done, finished) = tokio::sync::oneshot::channel();
+        std::thread::Builder::new()
+            .name(format!("bench-{thread}"))
+            .spawn(move || {
+                let _ = done.send(thread_loop(shared, thread, threads, warmup_end, end));
+            })?;
+        workers.push(finished);
     }
     let progress = tokio::spawn(progress_line(Arc::clone(&shared), warmup_end, end));
     let mut latencies = Vec::new();
     let mut failed = None;
     for worker in workers {
-        match worker.await? {
-            Ok(measured) => latencies.extend(measured),
-            Err(error) => failed = Some(error),
+        match worker.await {
+            Ok(Ok(measured)) => latencies.extend(measured),
+            Ok(Err(error)) => failed = Some(error),
+            Err(_) => failed = Some(anyhow::anyhow!("a load thread panicked")),
         }
     }
     progress.abort();
@@ -286,7 +300,7 @@ async fn prefill(args: &BenchArgs) -> anyhow::Result<(Vec<String>, Vec<String>)>
                 let append = append_request(&args, worker * 1_000_000 + n);
                 let (status, body) = connection.send(&append.request).await?;
                 anyhow::ensure!(status == 201, "prefill append answered {status}");
-                let body: serde_json::Value = serde_json::from_slice(&body)?;
+                let body: serde_json::Value = serde_json::from_slice(body)?;
                 if args.acknowledged_log.is_some() {
                     acknowledged.push(acknowledgement(&append, &body)?);
                 }
@@ -305,6 +319,38 @@ async fn prefill(args: &BenchArgs) -> anyhow::Result<(Vec<String>, Vec<String>)>
     Ok((ids, acknowledged))
 }
 
+/// One thread's share of the connections (every `threads`th from `first`), on a
+/// current-thread runtime; returns their latencies.
+fn thread_loop(
+    shared: Arc<Shared>,
+    first: usize,
+    threads: usize,
+    warmup_end: Instant,
+    end: Instant,
+) -> anyhow::Result<Vec<u64>> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        let connections: Vec<_> = (first..shared.args.connections)
+            .step_by(threads)
+            .map(|worker| {
+                let shared = Arc::clone(&shared);
+                tokio::spawn(connection_loop(shared, worker as u64, warmup_end, end))
+            })
+            .collect();
+        let mut latencies = Vec::new();
+        let mut failed = None;
+        for connection in connections {
+            match connection.await? {
+                Ok(measured) => latencies.extend(measured),
+                Err(error) => failed = Some(error),
+            }
+        }
+        failed.map_or(Ok(latencies), Err)
+    })
+}
+
 /// One connection's loop; returns the latencies (nanoseconds) measured after the warm-up.
 async fn connection_loop(
     shared: Arc<Shared>,
@@ -318,9 +364,11 @@ async fn connection_loop(
     let mut random =
         Xorshift(0x9E37_79B9_7F4A_7C15 ^ (worker + 1).wrapping_mul(0xBF58_476D_1CE4_E5B9));
     let mut sequence = 0u64;
+    let mut unreported = 0u64;
     loop {
         let started = Instant::now();
         if started >= end {
+            shared.completed.fetch_add(unreported, Ordering::Relaxed);
             return Ok(latencies);
         }
         let read = match args.workload {
@@ -335,13 +383,10 @@ async fn connection_loop(
             Some(append_request(args, worker << 40 | sequence))
         };
         let request = match &append {
-            Some(append) => append.request.clone(),
-            None => {
-                let id = &shared.ids[(random.next() % shared.ids.len() as u64) as usize];
-                read_request(args, id)
-            }
+            Some(append) => &append.request,
+            None => &shared.reads[(random.next() % shared.reads.len() as u64) as usize],
         };
-        let (status, body) = match connection.send(&request).await {
+        let (status, body) = match connection.send(request).await {
             Ok(answer) => answer,
             Err(error) => {
                 shared.errors.fetch_add(1, Ordering::Relaxed);
@@ -351,13 +396,19 @@ async fn connection_loop(
             }
         };
         let elapsed = started.elapsed();
-        shared.completed.fetch_add(1, Ordering::Relaxed);
+        // Counted in batches: one shared counter bumped by every request of two threads would
+        // bounce its cache line between them (the progress line does not need every one).
+        unreported += 1;
+        if unreported == REPORT_EVERY {
+            shared.completed.fetch_add(unreported, Ordering::Relaxed);
+            unreported = 0;
+        }
         let ok = if read { status == 200 } else { status == 201 };
         if let Some(append) = &append
             && (status == 201 || status == 200)
             && args.acknowledged_log.is_some()
         {
-            let body: serde_json::Value = serde_json::from_slice(&body)?;
+            let body: serde_json::Value = serde_json::from_slice(body)?;
             let line = acknowledgement(append, &body)?;
             shared
                 .acknowledged
@@ -509,24 +560,24 @@ impl Connection {
         })
     }
 
-    /// Sends `request` and returns the status and body of the response.
-    async fn send(&mut self, request: &[u8]) -> anyhow::Result<(u16, Vec<u8>)> {
+    /// Sends `request` and returns the status and body of the response (borrowed from the
+    /// connection's buffer, which the next request reuses: no allocation per request).
+    async fn send(&mut self, request: &[u8]) -> anyhow::Result<(u16, &[u8])> {
         self.stream.write_all(request).await?;
         // TLS buffers what is written; a flush sends it (a no-op on a plain socket).
         self.stream.flush().await?;
         self.buffer.clear();
+        let mut searched = 0;
         let head_end = loop {
-            if let Some(at) = find(&self.buffer, b"\r\n\r\n") {
-                break at + 4;
+            if let Some(at) = find(&self.buffer[searched..], b"\r\n\r\n") {
+                break searched + at + 4;
             }
+            searched = self.buffer.len().saturating_sub(3);
             anyhow::ensure!(
                 self.buffer.len() < RESPONSE_HEAD_MAX_BYTES,
                 "response head too long"
             );
-            let mut chunk = [0u8; 8192];
-            let read = self.stream.read(&mut chunk).await?;
-            anyhow::ensure!(read > 0, "the server closed the connection");
-            self.buffer.extend_from_slice(&chunk[..read]);
+            self.fill().await?;
         };
         let head = std::str::from_utf8(&self.buffer[..head_end])?;
         let status: u16 = head
@@ -543,12 +594,17 @@ impl Connection {
             })
             .ok_or_else(|| anyhow::anyhow!("response without Content-Length"))?;
         while self.buffer.len() < head_end + length {
-            let mut chunk = [0u8; 8192];
-            let read = self.stream.read(&mut chunk).await?;
-            anyhow::ensure!(read > 0, "the server closed the connection");
-            self.buffer.extend_from_slice(&chunk[..read]);
+            self.fill().await?;
         }
-        Ok((status, self.buffer[head_end..head_end + length].to_vec()))
+        Ok((status, &self.buffer[head_end..head_end + length]))
+    }
+
+    /// Reads what the socket has into the buffer's spare room (at least 8 KiB of it).
+    async fn fill(&mut self) -> anyhow::Result<()> {
+        self.buffer.reserve(8192);
+        let read = self.stream.read_buf(&mut self.buffer).await?;
+        anyhow::ensure!(read > 0, "the server closed the connection");
+        Ok(())
     }
 }
 
