@@ -68,6 +68,7 @@
 
 mod background;
 pub mod backup;
+mod cache;
 mod checkpoint;
 mod error;
 mod event;

@@ -53,6 +53,10 @@ pub struct Options {
     /// Zero-fill the active segment a few MiB ahead of the writer in the background, so group
     /// commits overwrite existing blocks and their fsyncs need no metadata commit. Default on.
     pub preallocate: bool,
+    /// Most bytes of events [`crate::Store::get`] keeps in memory after reading them, so that
+    /// an event read again is served without reading its record (`crate::cache`). 0: off.
+    /// Default 64 MiB.
+    pub read_cache_bytes: usize,
     /// The file system the store lives on: the real one, or a simulated one in tests
     /// (`eventlog::sim::SimFs`, with the `test-support` feature).
     pub storage: Storage,
@@ -68,6 +72,7 @@ impl Default for Options {
             checkpoint_every_seconds: 60,
             group_commit_max_bytes: 8 * 1024 * 1024,
             preallocate: true,
+            read_cache_bytes: 64 * 1024 * 1024,
             storage: std::sync::Arc::new(RealFs),
         }
     }

@@ -8,6 +8,7 @@ use std::sync::RwLock;
 
 use uuid::Uuid;
 
+use crate::cache::ReadCache;
 use crate::error::{Error, Result};
 use crate::event::RecordedEvent;
 use crate::format::{Decoded, RecordFields, RecordView, decode_record};
@@ -44,20 +45,34 @@ pub(crate) fn read_index_range(
 /// updates its atime, which starts a journal handle) — then holds up nobody. Were the lock
 /// held, the writer's next publish would queue behind it, and every other reader behind the
 /// writer (std's `RwLock` lets a waiting writer go first): one slow read stalled them all.
+///
+/// A record found in the read cache (`crate::cache`) is served from it; one read from the
+/// file is put there.
 pub(crate) fn read_one(
     index: &RwLock<Index>,
+    cache: &ReadCache,
     dir: &Path,
     id: &[u8; 16],
 ) -> Result<Option<RecordedEvent>> {
-    let record = {
+    let (record, generation) = {
         let index = index.read().expect("index lock poisoned");
         let Some(position) = index.position_of(id) else {
             return Ok(None);
         };
+        // Under the index lock: a clear of the cache happens under its write lock.
+        let generation = cache.generation();
+        if let Some(event) = cache.get(position) {
+            return Ok(Some(event));
+        }
         let slot = index.slot_of(position).expect("a live position");
-        index.record_of_slot(slot).expect("slot below live")
+        (
+            index.record_of_slot(slot).expect("slot below live"),
+            generation,
+        )
     };
-    read_record(&record, dir).map(Some)
+    let event = read_record(&record, dir)?;
+    cache.insert(generation, &event);
+    Ok(Some(event))
 }
 
 /// Reads and verifies one record where [`Index::record_of_slot`] said it lives (no lock held).

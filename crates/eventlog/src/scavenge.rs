@@ -505,11 +505,13 @@ impl<'a> Batch<'a> {
             .drain(..)
             .map(|(_, _, file, len)| (file, len))
             .collect();
-        let retired = shared
-            .index
-            .write()
-            .expect("index lock")
-            .apply_replacement(replacement, files);
+        let retired = {
+            let mut index = shared.index.write().expect("index lock");
+            let retired = index.apply_replacement(replacement, files);
+            // Erased events' data leaves memory with their records (`crate::cache`).
+            shared.read_cache.clear();
+            retired
+        };
         // Freed outside the lock: the old vectors and table are hundreds of MB.
         drop(retired);
         self.removed.clear();

@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, RwLock};
 use std::time::Duration;
 
+use crate::cache::ReadCache;
 use crate::index::Index;
 use crate::lifecycle::Catalog;
 use crate::options::Options;
@@ -63,5 +64,8 @@ pub(crate) struct Shared {
     /// Events the open replayed from the log (not from a checkpoint).
     pub replayed_at_open: u64,
     pub listeners: RwLock<Vec<Listener>>,
+    /// Events recently read by id ([`crate::cache`]): cleared under the index write lock
+    /// whenever positions are forgotten or segments swapped.
+    pub read_cache: ReadCache,
     pub stats: Stats,
 }

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use uuid::Uuid;
 
+use crate::cache::ReadCache;
 use crate::checkpoint;
 use crate::error::{Error, Result};
 use crate::event::{Appended, ExpectedVersion, NewEvent, RecordedEvent};
@@ -136,6 +137,7 @@ impl Store {
         let len = active.visible_len;
         report.events = index.len();
         let catalog = build_catalog(&mut index)?;
+        let read_cache = ReadCache::new(options.read_cache_bytes);
         let shared = Arc::new(Shared {
             dir,
             options,
@@ -148,6 +150,7 @@ impl Store {
             replayed_at_open: report.replayed_events,
             listeners: RwLock::new(Vec::new()),
             stats: Stats::default(),
+            read_cache,
         });
         let preallocator = start_preallocator(&shared);
         let (sender, receiver) = mpsc::channel();
@@ -284,6 +287,7 @@ impl Store {
     pub fn get(&self, id: Uuid) -> Result<Option<RecordedEvent>> {
         crate::reader::read_one(
             &self.handle.shared.index,
+            &self.handle.shared.read_cache,
             &self.handle.shared.dir,
             id.as_bytes(),
         )

@@ -236,6 +236,7 @@ impl Writer {
         }
         let mut index = self.shared.index.write().expect("index lock");
         index.truncate(self.synced_event_count, self.synced_len_bytes);
+        self.shared.read_cache.clear();
         self.shared
             .catalog
             .write()

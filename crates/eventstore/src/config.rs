@@ -52,6 +52,10 @@ pub struct EventsArgs {
     /// time), so a killed process leaves at most this much log to replay.
     #[arg(long, env = "EVENTS_CHECKPOINT_EVERY_SECONDS", default_value_t = Options::default().checkpoint_every_seconds)]
     pub checkpoint_every_seconds: u64,
+    /// Most bytes of recently read events kept in memory for reads by id (`GET
+    /// /events/{id}`), so that an event read again costs no disk read; 0: off.
+    #[arg(long, env = "EVENTS_READ_CACHE_BYTES", default_value_t = Options::default().read_cache_bytes)]
+    pub read_cache_bytes: usize,
     /// Bearer token (scope `admin`) accepted on every event store route
     /// (`Authorization: Bearer <token>`); with neither it nor EVENTS_TOKENS_FILE the event API
     /// is open (refused in production unless EVENTS_AUTH=none).
@@ -88,6 +92,7 @@ impl Default for EventsArgs {
             max_event_type_bytes: options.limits.max_event_type_bytes,
             checkpoint_every_events: options.checkpoint_every_events,
             checkpoint_every_seconds: options.checkpoint_every_seconds,
+            read_cache_bytes: options.read_cache_bytes,
             events_token: None,
             access: AccessArgs::default(),
             events_database_url: None,
@@ -276,6 +281,7 @@ impl EventsArgs {
             },
             checkpoint_every_events: self.checkpoint_every_events,
             checkpoint_every_seconds: self.checkpoint_every_seconds,
+            read_cache_bytes: self.read_cache_bytes,
             ..Options::default()
         };
         // Every bad engine setting under its own name, all at once.
