@@ -9,6 +9,10 @@
 //! wrk -t2 -c64 -d5s http://127.0.0.1:18093/events/x
 //! ```
 //!
+//! A `POST` is answered 201 and anything else 200, with the same body, which carries an
+//! `"id"`: so `logbook bench` (which appends events to read back, then reads them) can load it
+//! too, and the ceiling is measured with the same client as the server.
+//!
 //! Arguments: the address, and the number of threads (each binds the address with
 //! `SO_REUSEPORT`, so the kernel deals connections to them).
 
@@ -33,9 +37,13 @@ fn main() {
         .map(|n| n.parse().expect("a thread count"))
         .unwrap_or(4);
     let body: &'static [u8] = Box::leak(
-        format!("{{\"data\":\"{}\"}}", "x".repeat(BODY_BYTES - 11))
-            .into_bytes()
-            .into_boxed_slice(),
+        format!(
+            "{{\"id\":\"{}\",\"position\":0,\"data\":\"{}\"}}",
+            uuid::Uuid::nil(),
+            "x".repeat(BODY_BYTES - 71)
+        )
+        .into_bytes()
+        .into_boxed_slice(),
     );
     let lanes: Vec<_> = (0..threads)
         .map(|_| std::thread::spawn(move || lane(addr, body)))
@@ -62,13 +70,20 @@ fn lane(addr: SocketAddr, body: &'static [u8]) {
             };
             let _ = stream.set_nodelay(true);
             tokio::spawn(async move {
-                let service = hyper::service::service_fn(move |_: hyper::Request<Incoming>| {
-                    let response = hyper::Response::builder()
-                        .header("content-type", "application/json")
-                        .body(Body::from(body))
-                        .expect("a response");
-                    std::future::ready(Ok::<_, std::convert::Infallible>(response))
-                });
+                let service =
+                    hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
+                        let status = if request.method() == hyper::Method::POST {
+                            hyper::StatusCode::CREATED
+                        } else {
+                            hyper::StatusCode::OK
+                        };
+                        let response = hyper::Response::builder()
+                            .status(status)
+                            .header("content-type", "application/json")
+                            .body(Body::from(body))
+                            .expect("a response");
+                        std::future::ready(Ok::<_, std::convert::Infallible>(response))
+                    });
                 let _ = hyper::server::conn::http1::Builder::new()
                     .serve_connection(TokioIo::new(stream), service)
                     .await;
