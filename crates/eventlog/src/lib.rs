@@ -90,6 +90,7 @@ pub mod tools;
 pub mod vfs;
 mod writer;
 
+pub use cache::SharedEvent;
 pub use error::{Error, Result};
 pub use event::{Appended, ExpectedVersion, NewEvent, Placed, RecordedEvent};
 pub use lifecycle::{Liveness, Retention};

@@ -8,7 +8,7 @@ use std::sync::RwLock;
 
 use uuid::Uuid;
 
-use crate::cache::ReadCache;
+use crate::cache::{ReadCache, SharedEvent};
 use crate::error::{Error, Result};
 use crate::event::RecordedEvent;
 use crate::format::{Decoded, RecordFields, RecordView, decode_record};
@@ -53,7 +53,7 @@ pub(crate) fn read_one(
     cache: &ReadCache,
     dir: &Path,
     id: &[u8; 16],
-) -> Result<Option<RecordedEvent>> {
+) -> Result<Option<SharedEvent>> {
     let (record, generation) = {
         let index = index.read().expect("index lock poisoned");
         let Some(position) = index.position_of(id) else {
@@ -70,7 +70,7 @@ pub(crate) fn read_one(
             generation,
         )
     };
-    let event = read_record(&record, dir)?;
+    let event = SharedEvent::from(read_record(&record, dir)?);
     cache.insert(generation, &event);
     Ok(Some(event))
 }

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use uuid::Uuid;
 
-use crate::cache::ReadCache;
+use crate::cache::{ReadCache, SharedEvent};
 use crate::checkpoint;
 use crate::error::{Error, Result};
 use crate::event::{Appended, ExpectedVersion, NewEvent, RecordedEvent};
@@ -285,6 +285,12 @@ impl Store {
 
     /// The event with this id, if stored and visible.
     pub fn get(&self, id: Uuid) -> Result<Option<RecordedEvent>> {
+        Ok(self.get_shared(id)?.map(SharedEvent::into_event))
+    }
+
+    /// [`Store::get`], shared with the read cache: no copy of the event when it is cached,
+    /// and a place for one rendering of it ([`SharedEvent::rendering`]).
+    pub fn get_shared(&self, id: Uuid) -> Result<Option<SharedEvent>> {
         crate::reader::read_one(
             &self.handle.shared.index,
             &self.handle.shared.read_cache,

@@ -296,13 +296,20 @@ impl TryFrom<events::RecordedEvent> for EventBody {
     /// JSON (every event appended over HTTP); otherwise they read as base64 beside the
     /// content type (events from the gRPC face, which stores bytes as sent).
     fn try_from(event: events::RecordedEvent) -> Result<Self, ApiError> {
+        Ok(EventBody::of(event))
+    }
+}
+
+impl EventBody {
+    /// The body of `event` (see the `TryFrom` above, which cannot fail).
+    pub fn of(event: events::RecordedEvent) -> EventBody {
         let json = event.content_type == events::ContentType::Json;
         let (data, data_base64) = json_or_base64(json, event.data);
         let (metadata, metadata_base64) = match event.metadata {
             Some(bytes) => json_or_base64(json, bytes),
             None => (None, None),
         };
-        Ok(EventBody {
+        EventBody {
             id: event.id,
             stream: event.stream,
             version: event.version,
@@ -315,7 +322,14 @@ impl TryFrom<events::RecordedEvent> for EventBody {
             data_base64,
             metadata_base64,
             recorded_at: rfc3339_micros(event.recorded_at_micros),
-        })
+        }
+    }
+
+    /// Its JSON (`write_json`) in a buffer of its own.
+    pub fn to_json(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.json_len_hint());
+        self.write_json(&mut out);
+        out
     }
 }
 

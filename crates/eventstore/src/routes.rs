@@ -356,16 +356,17 @@ async fn get_event(
     let result = async {
         let id = path(id)?;
         let store = service.ready_backend()?;
-        let event = store
-            .get(id)
+        let body = store
+            .get_rendered(
+                id,
+                // Another prefix's event is "not found": a scoped token learns nothing of it.
+                |stream| access.can_read(stream),
+                // The event's body depends on the event alone (the backend may keep it).
+                |event| Bytes::from(EventBody::of(event).to_json()),
+            )
             .await?
-            // Another prefix's event is "not found": a scoped token learns nothing of it.
-            .filter(|event| access.can_read(&event.stream))
             .ok_or_else(|| ApiError::NotFound(format!("no event has id {id}")))?;
-        let body = EventBody::try_from(event)?;
-        let mut out = Vec::with_capacity(body.json_len_hint());
-        body.write_json(&mut out);
-        Ok(json_response(out))
+        Ok(json_response(body))
     }
     .await;
     service.finish(Route::GetEvent, started, result)
@@ -465,9 +466,9 @@ fn page_json(events: &[EventBody], next: Option<u64>) -> Response {
 }
 
 /// JSON bytes as a 200 `application/json` response.
-fn json_response(json: Vec<u8>) -> Response {
+fn json_response(json: impl Into<Bytes>) -> Response {
     let content_type = header::HeaderValue::from_static("application/json");
-    ([(header::CONTENT_TYPE, content_type)], json).into_response()
+    ([(header::CONTENT_TYPE, content_type)], json.into()).into_response()
 }
 
 /// Read the whole log, forward (`after`) or backward (`direction=backward`, `before`).

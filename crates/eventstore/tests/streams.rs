@@ -384,3 +384,44 @@ fn the_openapi_document_describes_the_stream_routes_and_their_problems() {
         );
     }
 }
+
+/// Reads by id are served from the engine's read cache, with their JSON kept beside the
+/// cached event: a stream's truncation or deletion must still hide an event read (and
+/// cached) before it, and the body served again must be the first one, byte for byte.
+#[tokio::test]
+async fn an_event_read_by_id_before_a_truncation_or_delete_is_hidden_after_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = spawn(dir.path()).await;
+    append(&server, "s", 2).await;
+    let (_, _, page) = json(server.get("/streams/s/events").await).await;
+    let paths: Vec<String> = page["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| format!("/events/{}", e["id"].as_str().unwrap()))
+        .collect();
+    let mut first_bodies = Vec::new();
+    for path in &paths {
+        let response = server.get(path).await;
+        assert_eq!(response.status(), 200, "{path}");
+        let body = response.text().await.unwrap();
+        let again = server.get(path).await.text().await.unwrap();
+        assert_eq!(again, body, "{path}: a cached read answers the same bytes");
+        first_bodies.push(body);
+    }
+
+    let (status, _, _) = put_metadata(&server, "s", r#"{"truncate_before":1}"#).await;
+    assert_eq!(status, 200);
+    let (status, content_type, _) = json(server.get(&paths[0]).await).await;
+    assert_eq!((status, content_type.as_str()), (404, PROBLEM), "truncated");
+    let kept = server.get(&paths[1]).await.text().await.unwrap();
+    assert_eq!(kept, first_bodies[1]);
+
+    let (status, _, _) = delete(&server, "/streams/s").await;
+    assert_eq!(status, 204);
+    for path in &paths {
+        let (status, _, _) = json(server.get(path).await).await;
+        assert_eq!(status, 404, "{path} after the delete");
+    }
+    server.stop().await;
+}

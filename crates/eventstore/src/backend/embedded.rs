@@ -78,6 +78,28 @@ fn is_dead(store: &eventlog::Store) -> impl eventlog::scavenge::IsDead + Send + 
 }
 
 impl Embedded {
+    /// `Backend::get_rendered` here: the shared cached event, its rendering made once.
+    pub(crate) fn get_rendered(
+        &self,
+        id: Uuid,
+        visible: impl FnOnce(&str) -> bool,
+        render: impl FnOnce(RecordedEvent) -> axum::body::Bytes,
+    ) -> Result<Option<axum::body::Bytes>> {
+        let Some(event) = self.store.get_shared(id).map_err(map_error)? else {
+            return Ok(None);
+        };
+        if !self
+            .store
+            .is_live(&event.stream, event.version, event.recorded_at_micros)
+            || !visible(&event.stream)
+        {
+            return Ok(None);
+        }
+        Ok(Some(event.rendering(|event| {
+            render(from_engine_event(event.clone()))
+        })))
+    }
+
     /// Opens the log in `dir` (recovery and replay run on a blocking thread); scavenges run at
     /// most `scavenge_max_bytes_per_second` (0: unpaced); `on_commit` is told of every durable
     /// group commit (on the writer thread: keep it short).

@@ -115,6 +115,27 @@ impl EventStore for Backend {
 }
 
 impl Backend {
+    /// The event `id` as `render` renders it, when it is live and `visible` says its stream
+    /// may be read (else `None`): `GET /events/{id}`. On the embedded backend a cached event's
+    /// rendering is made once and kept with it (`eventlog::SharedEvent::rendering`), so a hot
+    /// event is served without a copy of it and without rendering it again; `render` must
+    /// therefore depend on the event alone.
+    pub async fn get_rendered(
+        &self,
+        id: Uuid,
+        visible: impl FnOnce(&str) -> bool + Send,
+        render: impl FnOnce(RecordedEvent) -> axum::body::Bytes + Send,
+    ) -> Result<Option<axum::body::Bytes>> {
+        match self {
+            Backend::Embedded(embedded) => embedded.get_rendered(id, visible, render),
+            Backend::Postgres(postgres) => Ok(postgres
+                .get(id)
+                .await?
+                .filter(|event| visible(&event.stream))
+                .map(render)),
+        }
+    }
+
     /// The embedded engine, when this is the embedded backend (tools, metrics, tests).
     pub fn engine(&self) -> Option<&eventlog::Store> {
         match self {
