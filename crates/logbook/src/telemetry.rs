@@ -89,18 +89,48 @@ pub fn init(format: LogFormat) {
 struct PlainFields;
 
 impl<'writer> FormatFields<'writer> for PlainFields {
-    fn format_fields<R: RecordFields>(&self, writer: Writer<'writer>, fields: R) -> fmt::Result {
+    fn format_fields<R: RecordFields>(
+        &self,
+        mut writer: Writer<'writer>,
+        fields: R,
+    ) -> fmt::Result {
         if writer.has_ansi_escapes() {
             return DefaultFields::new().format_fields(writer, fields);
         }
-        let mut visitor = PlainVisitor {
-            writer,
-            is_empty: true,
-            result: Ok(()),
-        };
-        fields.record(&mut visitor);
-        visitor.result
+        // Into a reused buffer first, then into `writer` in one piece: a span's fields go into
+        // a fresh `String`, which would otherwise grow (and copy itself) field by field.
+        SCRATCH.with(|scratch| match scratch.try_borrow_mut() {
+            Ok(mut buffer) => {
+                buffer.clear();
+                let result = record_plain(Writer::new(&mut *buffer), fields)
+                    .and_then(|()| writer.write_str(&buffer));
+                if buffer.capacity() > SCRATCH_KEPT_BYTES {
+                    *buffer = String::new();
+                }
+                result
+            }
+            // Formatting a field logged something: straight to its writer.
+            Err(_) => record_plain(writer, fields),
+        })
     }
+}
+
+/// The largest [`SCRATCH`] buffer kept between uses.
+const SCRATCH_KEPT_BYTES: usize = 4096;
+
+thread_local! {
+    /// [`PlainFields`]' buffer.
+    static SCRATCH: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
+}
+
+fn record_plain<R: RecordFields>(writer: Writer<'_>, fields: R) -> fmt::Result {
+    let mut visitor = PlainVisitor {
+        writer,
+        is_empty: true,
+        result: Ok(()),
+    };
+    fields.record(&mut visitor);
+    visitor.result
 }
 
 struct PlainVisitor<'a> {
