@@ -292,11 +292,10 @@ impl<S: HttpService> Connection<S> {
                 return;
             }
         };
-        let service = hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
-            let mut request = request.map(axum::body::Body::new);
-            request.extensions_mut().insert(ConnectInfo(addr));
-            service.clone().oneshot(request)
-        });
+        let service = ConnectionService {
+            service: std::cell::RefCell::new(service),
+            addr,
+        };
         let Some(tls) = tls else {
             let connection = http1(timeout).serve_connection(TokioIo::new(stream), service);
             if let Err(error) = watcher.watch(connection).await {
@@ -328,6 +327,42 @@ impl<S: HttpService> Connection<S> {
         };
         if let Err(error) = result {
             tracing::debug!(error = %error, peer = %addr, "connection ended with an error");
+        }
+    }
+}
+
+/// The service stack as one connection calls it: its own copy, called in place. A copy per
+/// request (what `service_fn` with `oneshot` does) bumps and drops every reference count in
+/// the stack, shared by all lanes' threads, on every request: cache lines that bounce between
+/// cores (issue 15).
+struct ConnectionService<S> {
+    service: std::cell::RefCell<S>,
+    addr: SocketAddr,
+}
+
+impl<S: HttpService> hyper::service::Service<hyper::Request<Incoming>> for ConnectionService<S> {
+    type Response = axum::http::Response<S::Body>;
+    type Error = std::convert::Infallible;
+    type Future =
+        futures_util::future::Either<S::Future, tower::util::Oneshot<S, axum::extract::Request>>;
+
+    fn call(&self, request: hyper::Request<Incoming>) -> Self::Future {
+        let mut request = request.map(axum::body::Body::new);
+        request.extensions_mut().insert(ConnectInfo(self.addr));
+        // Borrowed only for `poll_ready` and `call`, which return before the next request
+        // (HTTP/2's too: its connection calls the service from one task).
+        let mut service = self.service.borrow_mut();
+        // The binary's stack is always ready (a router, and layers that ask only their inner
+        // service); one that is not gets a copy that waits, as `oneshot` would.
+        let mut context = std::task::Context::from_waker(std::task::Waker::noop());
+        match service.poll_ready(&mut context) {
+            std::task::Poll::Ready(Ok(())) => {
+                futures_util::future::Either::Left(service.call(request))
+            }
+            std::task::Poll::Ready(Err(never)) => match never {},
+            std::task::Poll::Pending => {
+                futures_util::future::Either::Right(service.clone().oneshot(request))
+            }
         }
     }
 }
