@@ -46,23 +46,26 @@ pub(crate) fn read_index_range(
 /// held, the writer's next publish would queue behind it, and every other reader behind the
 /// writer (std's `RwLock` lets a waiting writer go first): one slow read stalled them all.
 ///
-/// A record found in the read cache (`crate::cache`) is served from it; one read from the
-/// file is put there.
+/// A record found in the read cache (`crate::cache`) is served from it, and `judge` (say, a
+/// liveness check) is asked about it while the index lock is still held, so that a hot read
+/// takes the lock once; one read from the file is put there.
 pub(crate) fn read_one(
     index: &RwLock<Index>,
     cache: &ReadCache,
     dir: &Path,
     id: &[u8; 16],
-) -> Result<Option<SharedEvent>> {
+    judge: impl FnOnce(&Index, &RecordedEvent) -> bool,
+) -> Result<Lookup> {
     let (record, generation) = {
         let index = index.read().expect("index lock poisoned");
         let Some(position) = index.position_of(id) else {
-            return Ok(None);
+            return Ok(Lookup::Missing);
         };
         // Under the index lock: a clear of the cache happens under its write lock.
         let generation = cache.generation();
         if let Some(event) = cache.get(position) {
-            return Ok(Some(event));
+            let verdict = judge(&index, &event);
+            return Ok(Lookup::Judged(event, verdict));
         }
         let slot = index.slot_of(position).expect("a live position");
         (
@@ -72,7 +75,17 @@ pub(crate) fn read_one(
     };
     let event = SharedEvent::from(read_record(&record, dir)?);
     cache.insert(generation, &event);
-    Ok(Some(event))
+    Ok(Lookup::Read(event))
+}
+
+/// What [`read_one`] found.
+pub(crate) enum Lookup {
+    /// No live record has the id.
+    Missing,
+    /// From the cache, with what `judge` said of it under the index lock.
+    Judged(SharedEvent, bool),
+    /// Read from its file (not judged: the lock was released for the read).
+    Read(SharedEvent),
 }
 
 /// Reads and verifies one record where [`Index::record_of_slot`] said it lives (no lock held).

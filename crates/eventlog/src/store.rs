@@ -20,6 +20,7 @@ use crate::lifecycle::{
 };
 use crate::options::Options;
 use crate::prealloc::{Mode, Preallocator};
+use crate::reader::Lookup;
 use crate::reader::{READ_SPAN_MAX_BYTES, read_at, read_span};
 use crate::recovery::{TornTail, apply_claim, cut_torn_tail, scan_log};
 use crate::scavenge::{IsDead, ScavengeOptions, ScavengeProgress};
@@ -285,18 +286,51 @@ impl Store {
 
     /// The event with this id, if stored and visible.
     pub fn get(&self, id: Uuid) -> Result<Option<RecordedEvent>> {
-        Ok(self.get_shared(id)?.map(SharedEvent::into_event))
-    }
-
-    /// [`Store::get`], shared with the read cache: no copy of the event when it is cached,
-    /// and a place for one rendering of it ([`SharedEvent::rendering`]).
-    pub fn get_shared(&self, id: Uuid) -> Result<Option<SharedEvent>> {
-        crate::reader::read_one(
+        let lookup = crate::reader::read_one(
             &self.handle.shared.index,
             &self.handle.shared.read_cache,
             &self.handle.shared.dir,
             id.as_bytes(),
-        )
+            |_, _| true,
+        )?;
+        Ok(match lookup {
+            Lookup::Missing => None,
+            Lookup::Judged(event, _) | Lookup::Read(event) => Some(event.into_event()),
+        })
+    }
+
+    /// The event with this id if it is stored and live ([`Store::get`] and
+    /// [`Store::is_live`]), shared with the read cache: no copy of the event when it is
+    /// cached, and a place for one rendering of it ([`SharedEvent::rendering`]). A cached
+    /// event's liveness is judged under the one index lock of the lookup, from the
+    /// catalog's liveness bits where they decide (as range reads judge it).
+    pub fn get_live_shared(&self, id: Uuid) -> Result<Option<SharedEvent>> {
+        let lookup = crate::reader::read_one(
+            &self.handle.shared.index,
+            &self.handle.shared.read_cache,
+            &self.handle.shared.dir,
+            id.as_bytes(),
+            |index, event| {
+                let catalog = self.catalog();
+                catalog.liveness_of(event.position).unwrap_or_else(|| {
+                    live_in(
+                        index,
+                        &catalog,
+                        now_micros(),
+                        &event.stream,
+                        event.version,
+                        event.recorded_at_micros,
+                    )
+                })
+            },
+        )?;
+        Ok(match lookup {
+            Lookup::Missing => None,
+            Lookup::Judged(event, live) => live.then_some(event),
+            Lookup::Read(event) => self
+                .is_live(&event.stream, event.version, event.recorded_at_micros)
+                .then_some(event),
+        })
     }
 
     /// Up to `limit` events from global position `from` (inclusive), in order.

@@ -85,14 +85,10 @@ impl Embedded {
         visible: impl FnOnce(&str) -> bool,
         render: impl FnOnce(RecordedEvent) -> axum::body::Bytes,
     ) -> Result<Option<axum::body::Bytes>> {
-        let Some(event) = self.store.get_shared(id).map_err(map_error)? else {
+        let Some(event) = self.store.get_live_shared(id).map_err(map_error)? else {
             return Ok(None);
         };
-        if !self
-            .store
-            .is_live(&event.stream, event.version, event.recorded_at_micros)
-            || !visible(&event.stream)
-        {
+        if !visible(&event.stream) {
             return Ok(None);
         }
         Ok(Some(event.rendering(|event| {
