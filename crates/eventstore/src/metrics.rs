@@ -3,8 +3,56 @@
 //! build on a 2-core machine).
 
 use std::fmt::Write;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
+
+/// Copies of each per-request counter (a power of two): see [`Sharded`].
+const SHARDS: usize = 8;
+/// Unused counters after each shard's own, so that two shards never share a cache line.
+const SHARD_PADDING: usize = 16;
+
+/// Counters that every request adds to, kept as one copy per shard: each thread adds to the
+/// copy of its own shard (dealt out in turn as threads first count), and a scrape sums them.
+/// One shared copy had every request of every serving thread write the same cache lines,
+/// which then moved between cores on every request (issue 15).
+#[derive(Debug)]
+struct Sharded {
+    shards: Box<[Box<[AtomicU64]>]>,
+}
+
+impl Sharded {
+    fn new(len: usize) -> Sharded {
+        Sharded {
+            shards: (0..SHARDS)
+                .map(|_| {
+                    (0..len + SHARD_PADDING)
+                        .map(|_| AtomicU64::new(0))
+                        .collect()
+                })
+                .collect(),
+        }
+    }
+
+    fn add(&self, slot: usize, n: u64) {
+        self.shards[this_threads_shard()][slot].fetch_add(n, Ordering::Relaxed);
+    }
+
+    fn get(&self, slot: usize) -> u64 {
+        self.shards
+            .iter()
+            .map(|shard| shard[slot].load(Ordering::Relaxed))
+            .fold(0, u64::wrapping_add)
+    }
+}
+
+/// The shard this thread counts in.
+fn this_threads_shard() -> usize {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    thread_local! {
+        static SHARD: usize = NEXT.fetch_add(1, Ordering::Relaxed) % SHARDS;
+    }
+    SHARD.with(|shard| *shard)
+}
 
 /// The routes whose requests are counted, one label value each.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -87,32 +135,31 @@ const BATCH_BUCKETS_EVENTS: [u64; 10] = [1, 2, 4, 8, 16, 32, 64, 128, 256, 1024]
 #[derive(Debug)]
 struct Histogram {
     bounds: &'static [u64],
-    /// One count per bound, plus the `+Inf` bucket; not cumulative (rendering accumulates).
-    counts: Vec<AtomicU64>,
-    sum: AtomicU64,
+    /// One count per bound, plus the `+Inf` bucket (not cumulative: rendering accumulates),
+    /// then the sum.
+    counts: Sharded,
 }
 
 impl Histogram {
     fn new(bounds: &'static [u64]) -> Histogram {
         Histogram {
             bounds,
-            counts: (0..=bounds.len()).map(|_| AtomicU64::new(0)).collect(),
-            sum: AtomicU64::new(0),
+            counts: Sharded::new(bounds.len() + 2),
         }
     }
 
     fn observe(&self, value: u64) {
         let bucket = self.bounds.partition_point(|&bound| bound < value);
-        self.counts[bucket].fetch_add(1, Ordering::Relaxed);
-        self.sum.fetch_add(value, Ordering::Relaxed);
+        self.counts.add(bucket, 1);
+        self.counts.add(self.bounds.len() + 1, value);
     }
 
     /// Renders with bounds and sum divided by `scale` (1e6 turns microseconds into seconds).
     fn render(&self, out: &mut String, name: &str, labels: &str, scale: f64) {
         let mut cumulative = 0u64;
         let sep = if labels.is_empty() { "" } else { "," };
-        for (i, count) in self.counts.iter().enumerate() {
-            cumulative += count.load(Ordering::Relaxed);
+        for i in 0..=self.bounds.len() {
+            cumulative += self.counts.get(i);
             let le = match self.bounds.get(i) {
                 Some(&bound) => format!("{}", bound as f64 / scale),
                 None => "+Inf".to_owned(),
@@ -122,7 +169,7 @@ impl Histogram {
                 "{name}_bucket{{{labels}{sep}le=\"{le}\"}} {cumulative}"
             );
         }
-        let sum = self.sum.load(Ordering::Relaxed) as f64 / scale;
+        let sum = self.counts.get(self.bounds.len() + 1) as f64 / scale;
         let braces = if labels.is_empty() {
             String::new()
         } else {
@@ -146,8 +193,9 @@ pub enum BackendStats {
 /// Every metric of the event store.
 #[derive(Debug)]
 pub struct Metrics {
-    /// `requests[route][status]`, indexed like [`Route::ALL`] and [`STATUSES`].
-    requests: Vec<Vec<AtomicU64>>,
+    /// Requests by route and status: slot `route * STATUSES.len() + status`, indexed like
+    /// [`Route::ALL`] and [`STATUSES`].
+    requests: Sharded,
     append_latency: Histogram,
     read_latency: Histogram,
     commit_events: Histogram,
@@ -159,10 +207,7 @@ pub struct Metrics {
 impl Default for Metrics {
     fn default() -> Self {
         Metrics {
-            requests: Route::ALL
-                .iter()
-                .map(|_| STATUSES.iter().map(|_| AtomicU64::new(0)).collect())
-                .collect(),
+            requests: Sharded::new(Route::ALL.len() * STATUSES.len()),
             append_latency: Histogram::new(&LATENCY_BUCKETS_MICROS),
             read_latency: Histogram::new(&LATENCY_BUCKETS_MICROS),
             commit_events: Histogram::new(&BATCH_BUCKETS_EVENTS),
@@ -181,7 +226,8 @@ impl Metrics {
             .iter()
             .position(|&s| s == status)
             .unwrap_or(STATUSES.len() - 1);
-        self.requests[route_index][status_index].fetch_add(1, Ordering::Relaxed);
+        self.requests
+            .add(route_index * STATUSES.len() + status_index, 1);
         let micros = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
         match route {
             Route::Subscribe => {}
@@ -217,9 +263,11 @@ impl Metrics {
             "# HELP logbook_events_requests_total Event store HTTP requests by route and status.\n",
         );
         out.push_str("# TYPE logbook_events_requests_total counter\n");
-        for (route, counts) in Route::ALL.iter().zip(&self.requests) {
-            for (status, count) in STATUSES.iter().zip(counts) {
-                let count = count.load(Ordering::Relaxed);
+        for (route_index, route) in Route::ALL.iter().enumerate() {
+            for (status_index, status) in STATUSES.iter().enumerate() {
+                let count = self
+                    .requests
+                    .get(route_index * STATUSES.len() + status_index);
                 if count == 0 {
                     continue;
                 }
@@ -367,5 +415,35 @@ mod tests {
         assert!(out.contains("h_bucket{le=\"+Inf\"} 3\n"));
         assert!(out.contains("h_sum 5004\n"));
         assert!(out.contains("h_count 3\n"));
+    }
+
+    #[test]
+    fn counts_from_many_threads_add_up_across_shards() {
+        let metrics = Metrics::default();
+        std::thread::scope(|scope| {
+            for _ in 0..2 * SHARDS {
+                scope.spawn(|| {
+                    for _ in 0..100 {
+                        metrics.request(Route::GetEvent, 200, Duration::from_micros(10));
+                    }
+                });
+            }
+        });
+        let mut out = String::new();
+        metrics.render(None, &mut out);
+        let expected = 2 * SHARDS * 100;
+        assert!(
+            out.contains(&format!(
+                "logbook_events_requests_total{{route=\"{}\",status=\"200\"}} {expected}\n",
+                Route::GetEvent.label()
+            )),
+            "{out}"
+        );
+        assert!(
+            out.contains(&format!(
+                "logbook_events_read_duration_seconds_count {expected}\n"
+            )),
+            "{out}"
+        );
     }
 }
