@@ -19,6 +19,12 @@ use grpc::proto::streams::streams_client::StreamsClient;
 use grpc::proto::streams::{AppendReq, ReadReq, append_req, read_req, read_resp};
 use kurrentdb::{AppendToStreamOptions, Client, EventData, ReadAllOptions, StreamState};
 
+/// The allocator the `logbook` binary uses, for the clients too: an application that cares
+/// about allocation picks one, and glibc's `malloc` was a seventh of the client's CPU
+/// (`perf record`), on the cores the server shares. Every phase runs under the same one.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const CLIENTS: usize = 64;
 const BATCH_EVENTS: usize = 100;
 
