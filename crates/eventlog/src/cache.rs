@@ -41,7 +41,7 @@ const SHARDS: usize = 16;
 /// the FIFO slot, allocator headers, a rendering's fixed fields).
 const ENTRY_OVERHEAD_BYTES: usize = 512;
 
-/// An event read by id ([`crate::Store::get_shared`]), shared with the read cache.
+/// An event read by id ([`crate::Store::get_live_shared`]), shared with the read cache.
 #[derive(Debug, Clone)]
 pub struct SharedEvent(Arc<Entry>);
 
