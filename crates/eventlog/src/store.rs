@@ -286,14 +286,7 @@ impl Store {
 
     /// The event with this id, if stored and visible.
     pub fn get(&self, id: Uuid) -> Result<Option<RecordedEvent>> {
-        let lookup = crate::reader::read_one(
-            &self.handle.shared.index,
-            &self.handle.shared.read_cache,
-            &self.handle.shared.dir,
-            id.as_bytes(),
-            |_, _| true,
-        )?;
-        Ok(match lookup {
+        Ok(match self.lookup(id, |_, _| true)? {
             Lookup::Missing => None,
             Lookup::Judged(event, _) | Lookup::Read(event) => Some(event.into_event()),
         })
@@ -305,25 +298,19 @@ impl Store {
     /// event's liveness is judged under the one index lock of the lookup, from the
     /// catalog's liveness bits where they decide (as range reads judge it).
     pub fn get_live_shared(&self, id: Uuid) -> Result<Option<SharedEvent>> {
-        let lookup = crate::reader::read_one(
-            &self.handle.shared.index,
-            &self.handle.shared.read_cache,
-            &self.handle.shared.dir,
-            id.as_bytes(),
-            |index, event| {
-                let catalog = self.catalog();
-                catalog.liveness_of(event.position).unwrap_or_else(|| {
-                    live_in(
-                        index,
-                        &catalog,
-                        now_micros(),
-                        &event.stream,
-                        event.version,
-                        event.recorded_at_micros,
-                    )
-                })
-            },
-        )?;
+        let lookup = self.lookup(id, |index, event| {
+            let catalog = self.catalog();
+            catalog.liveness_of(event.position).unwrap_or_else(|| {
+                live_in(
+                    index,
+                    &catalog,
+                    now_micros(),
+                    &event.stream,
+                    event.version,
+                    event.recorded_at_micros,
+                )
+            })
+        })?;
         Ok(match lookup {
             Lookup::Missing => None,
             Lookup::Judged(event, live) => live.then_some(event),
@@ -331,6 +318,22 @@ impl Store {
                 .is_live(&event.stream, event.version, event.recorded_at_micros)
                 .then_some(event),
         })
+    }
+
+    /// [`crate::reader::read_one`] on this store.
+    fn lookup(
+        &self,
+        id: Uuid,
+        judge: impl FnOnce(&Index, &RecordedEvent) -> bool,
+    ) -> Result<Lookup> {
+        let shared = &self.handle.shared;
+        crate::reader::read_one(
+            &shared.index,
+            &shared.read_cache,
+            &shared.dir,
+            id.as_bytes(),
+            judge,
+        )
     }
 
     /// Up to `limit` events from global position `from` (inclusive), in order.

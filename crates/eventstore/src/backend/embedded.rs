@@ -524,13 +524,8 @@ impl EventStore for Embedded {
 
     async fn get(&self, id: Uuid) -> Result<Option<RecordedEvent>> {
         // One pread of a page-cache-resident record: cheaper inline than a blocking-pool hop.
-        let event = self.store.get(id).map_err(map_error)?;
-        Ok(event
-            .filter(|e| {
-                self.store
-                    .is_live(&e.stream, e.version, e.recorded_at_micros)
-            })
-            .map(from_engine_event))
+        let event = self.store.get_live_shared(id).map_err(map_error)?;
+        Ok(event.map(|event| from_engine_event(event.into_event())))
     }
 
     async fn read_all(&self, request: ReadAll) -> Result<AllPage> {
